@@ -1,0 +1,159 @@
+"""Causal self-attention: dense (SDPA) and locally banded (Sparse-Transformer style).
+
+The banded layer lets a query at position t see keys t-w+1 … t (w = window, itself
+included) and **executes about T·(w + b) score entries, not T²**: on the CPU by a
+blocked kernel (queries in blocks of b, each against the w + b keys that can reach it);
+on CUDA by FlexAttention with a block mask when available. Both give the same numbers
+as a dense SDPA call with the band mask (``banded_reference``), which executes T².
+
+FLOP convention (see harness/flops.py): ``keys_per_query(T)`` is what a layer executes
+per query — T for dense (full T×T, no causal halving, as PaLM counts) and min(T, w + b)
+for banded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from architectures.config import ModelConfig
+from architectures.kv_cache import LayerCache
+
+
+def banded_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
+    """Dense masked attention with the band mask: the T² definition the kernels must match."""
+    T = q.shape[-2]
+    position = torch.arange(T, device=q.device)
+    distance = position[:, None] - position[None, :]
+    allowed = (distance >= 0) & (distance < window)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+
+def banded_attention_blocked(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int
+) -> torch.Tensor:
+    """Banded causal attention in O(T·(w + b)) work and memory.
+
+    q, k, v: [B, H, T, D]. Queries are taken in blocks of ``block``; block i (positions
+    i·b … i·b+b-1) is scored against keys i·b-w … i·b+b-1, the only ones its band can reach.
+    """
+    B, H, T, D = q.shape
+    window = min(window, T)
+    block = max(1, min(block, T))
+    n_blocks = math.ceil(T / block)
+    padded_T = n_blocks * block
+    pad_tail = padded_T - T
+    q_blocks = F.pad(q, (0, 0, 0, pad_tail)).view(B, H, n_blocks, block, D)
+    # keys padded with `window` positions in front, so block i's span starts at index i·b.
+    k_padded = F.pad(k, (0, 0, window, pad_tail))
+    v_padded = F.pad(v, (0, 0, window, pad_tail))
+    span = window + block
+    k_blocks = k_padded.unfold(2, span, block).transpose(-1, -2)  # [B, H, n, span, D]
+    v_blocks = v_padded.unfold(2, span, block).transpose(-1, -2)
+    scores = torch.matmul(q_blocks, k_blocks.transpose(-1, -2)) * (1.0 / math.sqrt(D))  # [B,H,n,b,span]
+
+    row = torch.arange(block, device=q.device)[:, None]  # query offset r in its block
+    col = torch.arange(span, device=q.device)[None, :]  # key offset c in the span
+    # key position = i·b - w + c, query position = i·b + r: band means r < c ≤ r + w.
+    in_band = (col > row) & (col <= row + window)
+    start = torch.arange(n_blocks, device=q.device)[:, None, None] * block - window
+    not_before_start = (start + col[None]) >= 0  # keys at negative positions are padding
+    allowed = in_band[None] & not_before_start  # [n, b, span]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    out = torch.matmul(probs, v_blocks)  # [B, H, n, b, D]
+    return out.reshape(B, H, padded_T, D)[:, :, :T]
+
+
+class _FlexBandedKernel:
+    """FlexAttention with a block-sparse band mask (CUDA); block masks cached per shape."""
+
+    def __init__(self) -> None:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        self._create_block_mask = create_block_mask
+        self._flex_attention = torch.compile(flex_attention, dynamic=False)
+        self._masks: dict[tuple, object] = {}
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
+        T = q.shape[-2]
+        key = (T, window, q.device)
+        if key not in self._masks:
+
+            def band(b, h, q_idx, kv_idx):
+                return (q_idx >= kv_idx) & (q_idx - kv_idx < window)
+
+            self._masks[key] = self._create_block_mask(band, None, None, T, T, device=q.device)
+        return self._flex_attention(q, k, v, block_mask=self._masks[key])
+
+
+_flex_kernel: _FlexBandedKernel | None = None
+
+
+def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int) -> torch.Tensor:
+    """Dispatch: dense SDPA when the band covers the sequence, FlexAttention on CUDA, else blocked."""
+    global _flex_kernel
+    T = q.shape[-2]
+    if window >= T:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if q.is_cuda and torch.cuda.is_available():
+        if _flex_kernel is None:
+            _flex_kernel = _FlexBandedKernel()
+        return _flex_kernel(q, k, v, window)
+    return banded_attention_blocked(q, k, v, window, block)
+
+
+def _cached_attention_mask(T_new: int, T_total: int, window: int | None, device) -> torch.Tensor:
+    """Mask for T_new queries appended after T_total - T_new cached keys (causal, banded if window)."""
+    query_position = torch.arange(T_total - T_new, T_total, device=device)[:, None]
+    key_position = torch.arange(T_total, device=device)[None, :]
+    allowed = key_position <= query_position
+    if window is not None:
+        allowed &= key_position > query_position - window
+    return allowed
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention; ``window`` set → locally banded."""
+
+    def __init__(self, config: ModelConfig, window: int | None = None):
+        super().__init__()
+        self.n_head, self.d_head = config.n_head, config.d_head
+        self.window = window
+        self.block = config.banded_block or 64
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_attn, bias=config.bias)
+        self.proj = nn.Linear(config.d_attn, config.d_model, bias=config.bias)
+        self.proj.is_residual_projection = True
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    @property
+    def kind(self) -> str:
+        return "dense" if self.window is None else "banded"
+
+    def keys_per_query(self, seq_len: int) -> int:
+        """Score entries this layer executes per query at sequence length ``seq_len``."""
+        if self.window is None or self.window >= seq_len:
+            return seq_len
+        return min(seq_len, self.window + self.block)
+
+    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        T_total = k.shape[-2]
+        dropout_p = self.dropout if self.training else 0.0
+        if T_total == T:  # no earlier positions: the training and prefill path
+            if self.window is None:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+            else:
+                y = banded_attention(q, k, v, self.window, self.block)
+        else:  # decoding after cached positions
+            mask = _cached_attention_mask(T, T_total, self.window, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)
+        return self.resid_dropout(self.proj(y))

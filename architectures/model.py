@@ -1,0 +1,159 @@
+"""The decoder-only language model every architecture shares.
+
+embeddings (+ optional image prefix) → blocks → final LayerNorm (pre-LN only) → LM head
+tied to the token embedding. Architectures differ only in their ``ModelConfig``.
+
+Forward contract (the trainer and evaluator never special-case an architecture)::
+
+    out = model(idx, targets=None, images=None, kv_cache=None)
+    out.logits   [B, T, vocab]   text positions only
+    out.loss     LM cross-entropy (nats/token) + the weighted auxiliary losses, or None
+    out.lm_loss  the LM cross-entropy alone, or None
+    out.aux      {"moe_balance", "moe_z", "moe_dropped_fraction"} for MoE (layer means)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from architectures.block import Block
+from architectures.config import ModelConfig
+from architectures.embeddings import PatchPrefix, TokenPositionEmbedding
+from architectures.kv_cache import KVCache
+from architectures.moe import MoE
+
+# auxiliary terms that are metrics only, never added to the loss
+AUX_METRICS_ONLY = frozenset({"moe_dropped_fraction"})
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = TokenPositionEmbedding(config)
+        self.image_prefix = PatchPrefix(config) if config.patch_size is not None else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias) if config.final_norm else None
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.token.weight
+        self.reset_parameters()
+
+    # ---- initialisation -------------------------------------------------------------------
+    @property
+    def residual_init_std(self) -> float:
+        """Init std of residual output projections: std/sqrt(2·n_layer) when scaled (GPT-2), else std."""
+        std = self.config.init_std
+        return std / math.sqrt(2 * self.config.n_layer) if self.config.residual_init_scaling else std
+
+    def reset_parameters(self) -> None:
+        """N(0, init_std) for matrices and embeddings, zeros for biases, ones for LayerNorm gains."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                residual = getattr(module, "is_residual_projection", False)
+                nn.init.normal_(module.weight, std=self.residual_init_std if residual else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+            elif isinstance(module, MoE):
+                module.reset_parameters(std, self.residual_init_std)
+
+    # ---- counts --------------------------------------------------------------------------
+    def param_counts(self) -> dict[str, int]:
+        """Parameter counts; tied weights once.
+
+        - ``params``: every parameter.
+        - ``non_embedding_params``: minus token, position and patch-position embeddings (Kaplan).
+        - ``active_params``: what one token uses: minus the (E-k)/E share of expert weights.
+        - ``active_non_embedding_params``: both of the above.
+        """
+        total = sum(p.numel() for p in self.parameters())
+        embedding = self.embed.token.weight.numel() + self.embed.position.weight.numel()
+        if self.image_prefix is not None:
+            embedding += self.image_prefix.position.weight.numel()
+        inactive = 0
+        for module in self.modules():
+            if isinstance(module, MoE):
+                inactive += module.expert_parameter_count() * (module.n_experts - module.top_k) // module.n_experts
+        return {
+            "params": total,
+            "non_embedding_params": total - embedding,
+            "active_params": total - inactive,
+            "active_non_embedding_params": total - embedding - inactive,
+        }
+
+    # ---- forward -------------------------------------------------------------------------
+    def new_kv_cache(self, batch_size: int) -> KVCache:
+        return KVCache(self.config.n_layer, batch_size)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> ModelOutput:
+        B, T = idx.shape
+        start = kv_cache.position if kv_cache is not None else 0
+        prefix = None
+        if images is not None:
+            if self.image_prefix is None:
+                raise ValueError("this model has no image input; build it with patch_size set (e.g. gpt4).")
+            if start:
+                raise ValueError("images can only be given with the first chunk of a sequence.")
+            self.image_prefix.check(images)
+            prefix = self.image_prefix(images)
+        n_prefix = prefix.shape[1] if prefix is not None else 0
+        if start + n_prefix + T > self.config.context:
+            raise ValueError(
+                f"sequence of {start + n_prefix + T} positions is longer than the context of {self.config.context}."
+            )
+
+        x = self.embed(idx, start_position=start + n_prefix)
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)
+        x = self.drop(x)
+
+        aux_sums: dict[str, torch.Tensor] = {}
+        n_moe_layers = 0
+        for layer, block in enumerate(self.blocks):
+            x, aux = block(x, kv_cache[layer] if kv_cache is not None else None)
+            if aux:
+                n_moe_layers += 1
+                for name, value in aux.items():
+                    aux_sums[name] = aux_sums.get(name, 0.0) + value
+        if kv_cache is not None:
+            kv_cache.position = start + n_prefix + T
+        aux_terms = {name: total / n_moe_layers for name, total in aux_sums.items()}
+
+        if n_prefix:
+            x = x[:, n_prefix:]
+        if self.ln_f is not None:
+            x = self.ln_f(x)
+        logits = self.lm_head(x)
+        if targets is None:
+            return ModelOutput(logits=logits, aux=aux_terms)
+        lm_loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        loss = lm_loss
+        for name, value in aux_terms.items():
+            if name not in AUX_METRICS_ONLY:
+                loss = loss + value
+        return ModelOutput(logits=logits, loss=loss, lm_loss=lm_loss, aux=aux_terms)

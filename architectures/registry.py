@@ -1,0 +1,103 @@
+"""The architecture registry: ``register``, ``get``, ``available``, ``build``.
+
+An ``Architecture`` is a name, a one-line summary, config defaults and named size
+presets. Built-in architectures register on import; third-party ones either call
+``register`` themselves or are found through the ``harness.architectures`` entry-point
+group, whose value is an ``Architecture`` or a callable that registers (or returns) one::
+
+    [project.entry-points."harness.architectures"]
+    mygpt = "mypkg.arch:MYGPT"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from torch import nn
+
+from architectures.config import ModelConfig
+
+ENTRY_POINT_GROUP = "harness.architectures"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    summary: str
+    defaults: dict[str, Any]
+    sizes: dict[str, dict[str, Any]]
+    model_class: Callable[[ModelConfig], nn.Module] | None = None  # default: architectures.model.GPT
+    size_notes: dict[str, str] = field(default_factory=dict)
+
+    def config(self, size: str | None = None, **overrides: Any) -> ModelConfig:
+        """The resolved config for ``size`` (default: the first preset) with field overrides."""
+        size = size or next(iter(self.sizes))
+        if size not in self.sizes:
+            raise ValueError(f"unknown size {size!r} for {self.name}; known sizes: {', '.join(self.sizes)}.")
+        return ModelConfig.from_dict({**self.defaults, **self.sizes[size], **overrides, "arch": self.name, "size": size})
+
+    def build(self, config: ModelConfig) -> nn.Module:
+        if self.model_class is None:
+            from architectures.model import GPT
+
+            return GPT(config)
+        return self.model_class(config)
+
+
+_REGISTRY: dict[str, Architecture] = {}
+_entry_points_loaded = False
+
+
+def register(architecture: Architecture, *, replace: bool = False) -> Architecture:
+    """Add an architecture; registering a taken name needs ``replace=True``."""
+    if architecture.name in _REGISTRY and not replace and _REGISTRY[architecture.name] is not architecture:
+        raise ValueError(f"an architecture named {architecture.name!r} is already registered; pass replace=True.")
+    _REGISTRY[architecture.name] = architecture
+    return architecture
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        loaded = point.load()
+        if isinstance(loaded, Architecture):
+            register(loaded, replace=True)
+        elif callable(loaded):
+            result = loaded()
+            if isinstance(result, Architecture):
+                register(result, replace=True)
+
+
+def available() -> list[str]:
+    """Names of every registered architecture, built-in first."""
+    _load_entry_points()
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Architecture:
+    _load_entry_points()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown architecture {name!r}; known architectures: {', '.join(_REGISTRY)}.")
+    return _REGISTRY[name]
+
+
+def build(name: str, size: str | None = None, **overrides: Any) -> nn.Module:
+    """Build architecture ``name`` at preset ``size`` with any ModelConfig field overridden."""
+    architecture = get(name)
+    return architecture.build(architecture.config(size, **overrides))
+
+
+def build_from_config(config: ModelConfig | dict) -> nn.Module:
+    """Rebuild a model from a saved config (``config.json``, a checkpoint's ``config``)."""
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    return get(config.arch).build(config)
