@@ -23,6 +23,13 @@ from architectures.config import ModelConfig
 from architectures.kv_cache import LayerCache
 
 
+def keys_per_query(seq_len: int, window: int | None, block: int | None) -> int:
+    """Score entries executed per query: T when dense (or the band covers T), else min(T, w + b)."""
+    if window is None or window >= seq_len:
+        return seq_len
+    return min(seq_len, window + (block or 64))
+
+
 def banded_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
     """Dense masked attention with the band mask: the T² definition the kernels must match."""
     T = q.shape[-2]
@@ -136,9 +143,7 @@ class CausalSelfAttention(nn.Module):
 
     def keys_per_query(self, seq_len: int) -> int:
         """Score entries this layer executes per query at sequence length ``seq_len``."""
-        if self.window is None or self.window >= seq_len:
-            return seq_len
-        return min(seq_len, self.window + self.block)
+        return keys_per_query(seq_len, self.window, self.block)
 
     def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
