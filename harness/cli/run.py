@@ -1,0 +1,133 @@
+"""Train one architecture at a FLOP budget, validate, evaluate, and write its record.
+
+    python -m harness run --arch gpt3                       # micro size, synthetic data, default budget
+    python -m harness run --arch gpt2 --data ../shared/data/corpora/tinyshakespeare.txt --budget 3e13
+    torchrun --nproc_per_node=2 -m harness run --arch gpt2  # data parallel (gloo on CPU, NCCL on CUDA)
+
+Outputs go to results/<run_id>/ (config.json, metrics.jsonl, record.json, checkpoint.pt,
+tokenizer/). The same spec and seed give the same run id: a finished run is reused
+(--force retrains), an interrupted one continues from its checkpoint (--resume).
+Budgets are training FLOPs (2 per multiply-add, training = 3 x forward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.paths import results_dir
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, single_arch: bool = True) -> None:
+    """Arguments shared by ``run`` and ``compare``."""
+    if single_arch:
+        parser.add_argument("--arch", default="gpt3", help="architecture (see `harness list`; default gpt3)")
+        parser.add_argument("--seed", type=int, default=0, help="seed for init, data order and dropout (default 0)")
+    parser.add_argument("--size", default="micro", help="size preset (default micro; nano for seconds-long tests)")
+    parser.add_argument(
+        "--data",
+        default="synthetic",
+        help="synthetic (default, built in), a .txt/.jsonl file or directory, or hf:NAME[:CONFIG][@SPLIT]",
+    )
+    parser.add_argument("--budget", type=float, help="training budget in FLOPs (2 per multiply-add), e.g. 3e13")
+    parser.add_argument("--vocab-size", type=int, help="BPE vocabulary for text data (default 4096)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: per size, same for every arch)")
+    parser.add_argument("--batch-tokens", type=int, help="tokens per optimizer step (gradient accumulation fills it)")
+    parser.add_argument("--micro-batch", type=int, help="sequences per forward pass")
+    parser.add_argument("--seq-len", type=int, help="training sequence length (default: the context)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a model config field")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="default: chosen per device (see `harness bench`)")
+    parser.add_argument("--no-compile", action="store_true", help="do not torch.compile on CUDA")
+    parser.add_argument("--tasks", help="evaluation tasks after training (comma-separated; default per data kind)")
+    parser.add_argument("--eval-limit", type=int, help="evaluate at most N documents per task")
+    parser.add_argument("--task-data", help="folder with local copies of standard task data (offline)")
+    parser.add_argument("--no-eval", action="store_true", help="skip lm-eval evaluation after training")
+    parser.add_argument("--force", action="store_true", help="retrain even if a finished run with this id exists")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    parser.add_argument("--checkpoint-interval", type=int, help="checkpoint every N steps (default: 4 per run)")
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    from architectures.config import parse_override
+
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}.")
+        key, value = pair.split("=", 1)
+        overrides[key.strip()] = parse_override(key.strip(), value)
+    return overrides
+
+
+def spec_from_args(args: argparse.Namespace, arch: str, seed: int):
+    from harness.spec import Recipe, RunSpec
+
+    recipe = Recipe(lr=args.lr, batch_tokens=args.batch_tokens, micro_batch_size=args.micro_batch, seq_len=args.seq_len)
+    return RunSpec(
+        arch=arch,
+        size=args.size,
+        data=args.data,
+        vocab_size=args.vocab_size,
+        seed=seed,
+        budget_flops=args.budget,
+        recipe=recipe,
+        overrides=parse_overrides(args.set),
+        checkpoint_interval=getattr(args, "checkpoint_interval", None),
+        device=args.device,
+        dtype=args.dtype,
+        compile=False if args.no_compile else None,
+    )
+
+
+def evaluate_after_training(args: argparse.Namespace, result) -> None:
+    """Run the default (or requested) lm-eval tasks on a finished run and merge them into its record."""
+    if args.no_eval or result.record.get("status") != "ok":
+        return
+    if result.reused and result.record.get("evaluation") and not args.tasks:
+        return
+    from harness.evaluation import default_tasks, evaluate_run
+
+    tasks = args.tasks.split(",") if args.tasks else default_tasks(result.record["data"]["kind"])
+    evaluate_run(result.run_dir, tasks=tasks, limit=args.eval_limit, task_data=args.task_data)
+
+
+def summary_line(record: dict, run_dir) -> str:
+    quality = ""
+    if "val_bpb" in record:
+        quality = f", val {record['val_bpb']:.3f} bits/byte (unigram {record['unigram_val_bpb']:.3f})"
+    elif "excess_loss" in record:
+        quality = (
+            f", excess over entropy floor {record['excess_loss']:.3f} nats/token "
+            f"(unigram {record['unigram_excess_loss']:.3f})"
+        )
+    return (
+        f"{record['arch']} {record['size']}: {record['status']}, {record['steps']} steps, "
+        f"{record['tokens']:.3g} tokens, {record['flops_used']:.3g} of {record['budget_flops']:.3g} training FLOPs "
+        f"(2/multiply-add), val loss {record.get('final_val_loss', float('nan')):.3f} nats/token{quality}, "
+        f"{record['tokens_per_s']:.0f} tokens/s in {record['wall_s']:.0f} s → {run_dir}/record.json"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.records import load_record
+    from harness.train import TrainingFailed, train
+
+    spec = spec_from_args(args, args.arch, args.seed)
+    try:
+        result = train(spec, results_dir(), resume=args.resume, force=args.force)
+    except TrainingFailed as failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
+    if result.reused:
+        print(f"{result.run_dir} already holds this finished run; reusing it (--force retrains).", file=sys.stderr)
+    if result.record["status"] == "interrupted":
+        print(f"interrupted: checkpoint saved; continue with the same command plus --resume ({result.run_dir}).")
+        return 130
+    evaluate_after_training(args, result)
+    print(summary_line(load_record(result.run_dir), result.run_dir))
+    return 0

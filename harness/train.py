@@ -1,0 +1,441 @@
+"""The training loop: a FLOP budget → planned steps → metrics, checkpoints and a record.
+
+One loop for every architecture: the model's forward contract returns the total loss
+(LM cross-entropy + weighted auxiliary terms), so nothing here special-cases MoE.
+
+- Steps come from ``harness.flops.plan_budget`` with the analytic training FLOPs per token
+  at the run's sequence length; the run stops after exactly those steps, so FLOPs used
+  ≤ budget, within one step of it.
+- Batches are a pure function of (seed, step, micro step, rank): resuming needs only the
+  step, and every architecture at one seed sees the same token order.
+- A checkpoint (model, optimizer, scheduler, RNG states, step) is written every
+  ``checkpoint_interval`` steps or ``checkpoint_minutes``, on SIGINT/SIGTERM, and at the end;
+  it loads with ``torch.load(weights_only=True)``.
+- Nothing is lost on failure: a non-finite loss or an exception marks the record
+  ``failed`` with the reason and the last good metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from architectures import build_from_config
+from harness import distributed
+from harness.data import get_batch, prepare_data, unigram_cross_entropy
+from harness.device import configure_device
+from harness.flops import forward_flops_per_token, plan_budget, train_flops_per_token
+from harness.io import torch_save_atomic, write_json_atomic, write_text_atomic
+from harness.records import git_commit, load_record, write_record
+from harness.spec import RunSpec
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+MAX_EVAL_TOKENS = 131072
+LN2 = math.log(2)
+
+
+class TrainingFailed(RuntimeError):
+    """Raised after the record has been marked ``failed``; the message says why."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    record: dict[str, Any]
+    reused: bool = False
+
+
+@dataclass
+class _Interrupt:
+    requested: bool = False
+    signal_name: str = ""
+    previous: dict = field(default_factory=dict)
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            if self.requested:  # second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            self.requested, self.signal_name = True, signal.Signals(signum).name
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def restore(self) -> None:
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
+
+
+def lr_at(step: int, total_steps: int, spec: RunSpec) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine to ``min_lr_ratio``·lr."""
+    recipe = spec.recipe
+    warmup = max(1, round(recipe.warmup_fraction * total_steps))
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    floor = recipe.min_lr_ratio * recipe.lr
+    return floor + 0.5 * (recipe.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, spec: RunSpec, fused: bool) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (≥ 2 dims), not on biases or LayerNorm gains."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    recipe = spec.recipe
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    kwargs = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2), eps=recipe.eps, **kwargs)
+
+
+@torch.no_grad()
+def token_losses(model, tokens: np.ndarray, seq_len: int, batch_size: int, device, autocast, max_tokens: int) -> np.ndarray:
+    """Per-token LM loss (nats) over non-overlapping windows of ``tokens``.
+
+    Element i is the loss of predicting ``tokens[i + 1]``; windows cover the first
+    ``max_tokens`` predictions (whole windows only).
+    """
+    n_windows = min((len(tokens) - 1) // seq_len, max(1, max_tokens // seq_len))
+    if n_windows < 1:
+        raise ValueError(f"the validation split has {len(tokens)} tokens, fewer than one window of {seq_len + 1}.")
+    was_training = model.training
+    model.eval()
+    losses = []
+    for first in range(0, n_windows, batch_size):
+        starts = range(first * seq_len, min(n_windows, first + batch_size) * seq_len, seq_len)
+        chunk = torch.from_numpy(np.stack([np.asarray(tokens[s : s + seq_len + 1], dtype=np.int64) for s in starts]))
+        chunk = chunk.to(device)
+        with autocast():
+            logits = model(chunk[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().transpose(1, 2), chunk[:, 1:], reduction="none")
+        losses.append(loss.reshape(-1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(losses)
+
+
+def validation_metrics(model, data, seq_len, batch_size, device, autocast, max_tokens=MAX_EVAL_TOKENS) -> dict:
+    """Validation loss, and bits per byte (text) or excess loss over the entropy floor (synthetic)."""
+    losses = token_losses(model, data.val_tokens, seq_len, batch_size, device, autocast, max_tokens)
+    n = len(losses)
+    metrics: dict[str, Any] = {"val_loss": float(losses.mean()), "val_tokens": n}
+    if data.kind == "text":
+        evaluated = np.asarray(data.val_tokens[1 : n + 1]).tolist()
+        n_bytes = len(data.tokenizer.decode(evaluated).encode("utf-8"))
+        metrics["val_bytes"] = n_bytes
+        metrics["val_bpb"] = float(losses.sum() / (LN2 * n_bytes))
+    else:
+        floor = np.asarray(data.val_entropy[1 : n + 1], dtype=np.float64)
+        segments = np.asarray(data.val_segments[1 : n + 1])
+        metrics["entropy_floor"] = float(floor.mean())
+        metrics["excess_loss"] = float(losses.mean() - floor.mean())
+        per_segment = {}
+        for index, name in enumerate(data.segment_names):
+            mask = segments == index
+            if mask.any():
+                per_segment[name] = {
+                    "loss": float(losses[mask].mean()),
+                    "entropy_floor": float(floor[mask].mean()),
+                    "excess_loss": float(losses[mask].mean() - floor[mask].mean()),
+                    "tokens": int(mask.sum()),
+                }
+        metrics["per_segment"] = per_segment
+    return metrics
+
+
+def _rng_state(device_type: str) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device_type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict, device_type: str) -> None:
+    torch.set_rng_state(state["torch"])
+    if device_type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint with ``weights_only=True``; a corrupt file is one clear error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated/garbled files
+        raise ValueError(f"checkpoint {path} cannot be loaded ({type(error).__name__}: {error}); "
+                         f"delete it to restart the run from scratch.") from None
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """On resume, drop metric lines logged after the checkpoint's step."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def train(
+    spec: RunSpec,
+    results_dir: Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train ``spec`` into ``results_dir/<run_id>``; returns the run directory and record.
+
+    A finished run (record status ``ok``) is reused unless ``force``. ``stop_after_steps``
+    simulates an interruption after that many steps (tests, smoke runs).
+    """
+    run_id = spec.run_id()
+    run_dir = Path(results_dir) / run_id
+    record_file = run_dir / "record.json"
+    if record_file.exists() and not force:
+        try:
+            existing = load_record(run_dir)
+        except ValueError:
+            existing = {}
+        if existing.get("status") == "ok":
+            return TrainResult(run_dir, existing, reused=True)
+        if existing and not resume and (run_dir / CHECKPOINT_NAME).exists():
+            resume = True  # an interrupted or failed run continues from its checkpoint
+
+    settings = configure_device(spec.device, spec.dtype, compile=spec.compile)
+    device = torch.device(settings.device)
+    dist = distributed.init_distributed(device.type)
+    if dist.enabled and settings.device == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    recipe = spec.recipe
+    micro_bs, seq_len = recipe.micro_batch_size, recipe.seq_len
+    rows_per_step = recipe.batch_tokens // seq_len
+    if rows_per_step < micro_bs * dist.world_size or rows_per_step % (micro_bs * dist.world_size):
+        raise ValueError(
+            f"batch of {recipe.batch_tokens} tokens = {rows_per_step} sequences of {seq_len} is not a multiple of "
+            f"micro-batch {micro_bs} x {dist.world_size} rank(s); choose --batch-tokens as a multiple of "
+            f"{micro_bs * dist.world_size * seq_len}."
+        )
+    grad_accum = rows_per_step // (micro_bs * dist.world_size)
+
+    data = prepare_data(spec.data, vocab_size=spec.vocab_size, seed=spec.seed)
+    config = spec.model_config(data.tokenizer.vocab_size)
+    torch.manual_seed(spec.seed)
+    model = build_from_config(config).to(device)
+    counts = model.param_counts()
+    flops_per_token = train_flops_per_token(config, seq_len)
+    plan = plan_budget(spec.budget_flops, flops_per_token, rows_per_step * seq_len)
+    eval_interval = spec.eval_interval or max(1, plan.steps // 5)
+    checkpoint_interval = spec.checkpoint_interval or max(1, plan.steps // 4)
+
+    optimizer = make_optimizer(model, spec, fused=settings.fused_adamw)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, plan.steps, spec) / recipe.lr)
+    start_step, wall_before = 0, 0.0
+    if resume and (run_dir / CHECKPOINT_NAME).exists():
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        _set_rng_state(checkpoint["rng"], device.type)
+        start_step, wall_before = int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
+        if dist.is_main:
+            _trim_metrics(run_dir / METRICS_NAME, start_step)
+    elif dist.is_main and (run_dir / METRICS_NAME).exists():
+        (run_dir / METRICS_NAME).unlink()
+
+    train_model = model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if settings.compile:
+        train_model = torch.compile(train_model)
+
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "status": "running",
+        "error": None,
+        "arch": spec.arch,
+        "size": spec.size,
+        **counts,
+        "seq_len": seq_len,
+        "forward_flops_per_token": forward_flops_per_token(config, seq_len),
+        "train_flops_per_token": flops_per_token,
+        "flop_convention": "FLOPs = 2 per multiply-add; training = 3 x forward; see harness.flops.CONVENTION",
+        "budget_flops": spec.budget_flops,
+        "planned_steps": plan.steps,
+        "tokens_per_step": plan.tokens_per_step,
+        "flops_used": start_step * plan.flops_per_step,
+        "tokens": start_step * plan.tokens_per_step,
+        "steps": start_step,
+        "seed": spec.seed,
+        "data": data.describe(),
+        "recipe": {**vars(recipe), "grad_accum": grad_accum, "world_size": dist.world_size},
+        "device": settings.device_name,
+        "dtype": settings.dtype_name,
+        "device_settings": settings.to_dict(),
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+        "command": " ".join(sys.argv),
+    }
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "config.json", {"run": spec.to_dict(), "model": config.to_dict(), "run_id": run_id})
+        data.tokenizer.save(run_dir / "tokenizer")
+        write_record(run_dir, record)
+
+    def save_checkpoint(step: int, wall_s: float) -> None:
+        if not dist.is_main:
+            return
+        torch_save_atomic(
+            run_dir / CHECKPOINT_NAME,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "wall_s": wall_s,
+                "rng": _rng_state(device.type),
+                "config": config.to_dict(),
+                "run_id": run_id,
+            },
+        )
+
+    interrupt = _Interrupt()
+    interrupt.install()
+    show_progress = dist.is_main and (sys.stderr.isatty() if progress is None else progress)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=plan.steps, initial=start_step, disable=not show_progress, unit="step", dynamic_ncols=True)
+    metrics_file = open(run_dir / METRICS_NAME, "a") if dist.is_main else None
+    last_metrics: dict[str, Any] = {}
+    step = start_step
+    t_start = time.perf_counter()
+    last_checkpoint_time = t_start
+    status, error = "ok", None
+    try:
+        model.train()
+        while step < plan.steps:
+            if interrupt.requested or (stop_after_steps is not None and step - start_step >= stop_after_steps):
+                status = "interrupted"
+                error = f"interrupted by {interrupt.signal_name or 'request'} after step {step}"
+                break
+            t_step = time.perf_counter()
+            aux_totals: dict[str, float] = {}
+            loss_total = torch.zeros((), device=device)
+            for micro in range(grad_accum):
+                x, y = get_batch(
+                    data.train_tokens, step, micro_bs, seq_len,
+                    seed=spec.seed, micro_step=micro, rank=dist.rank, world_size=dist.world_size,
+                )
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                sync = contextlib.nullcontext()
+                if dist.enabled and micro < grad_accum - 1:
+                    sync = train_model.no_sync()
+                with sync, settings.autocast():
+                    out = train_model(x, targets=y)
+                    loss = out.loss / grad_accum
+                loss.backward()
+                loss_total += out.lm_loss.detach() / grad_accum
+                for name, value in out.aux.items():
+                    aux_totals[name] = aux_totals.get(name, 0.0) + float(value) / grad_accum
+            loss_value = float(distributed.all_reduce_mean(loss_total, dist))
+            if not math.isfinite(loss_value):
+                status, error = "failed", f"training loss became {loss_value} at step {step}"
+                break
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            now = time.perf_counter()
+            wall_s = wall_before + now - t_start
+            last_metrics = {
+                "step": step,
+                "tokens": step * plan.tokens_per_step,
+                "flops": step * plan.flops_per_step,
+                "wall_s": round(wall_s, 4),
+                "step_s": round(now - t_step, 4),
+                "train_loss": loss_value,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                **aux_totals,
+            }
+            if step % eval_interval == 0 or step == plan.steps:
+                last_metrics["val_loss"] = validation_metrics(
+                    model, data, seq_len, micro_bs, device, settings.autocast, max_tokens=16 * seq_len * micro_bs
+                )["val_loss"]
+            if metrics_file:
+                metrics_file.write(json.dumps(last_metrics) + "\n")
+                metrics_file.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{plan.tokens_per_step / max(now - t_step, 1e-9):.0f}")
+            if step % checkpoint_interval == 0 or (now - last_checkpoint_time) > spec.checkpoint_minutes * 60:
+                save_checkpoint(step, wall_s)
+                last_checkpoint_time = now
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc} (at step {step})"
+        raise_after = exc
+    else:
+        raise_after = None
+    finally:
+        bar.close()
+        interrupt.restore()
+        if metrics_file:
+            metrics_file.close()
+
+    wall_s = wall_before + time.perf_counter() - t_start
+    if status != "failed":  # a failed step may have left non-finite weights: keep the last good checkpoint
+        save_checkpoint(step, wall_s)
+    record.update(
+        status=status,
+        error=error,
+        steps=step,
+        tokens=step * plan.tokens_per_step,
+        flops_used=step * plan.flops_per_step,
+        wall_s=wall_s,
+        tokens_per_s=(step - start_step) * plan.tokens_per_step / max(wall_s - wall_before, 1e-9),
+        last_metrics=last_metrics,
+    )
+    record["achieved_flops_per_s"] = record["tokens_per_s"] * flops_per_token * dist.world_size
+    peak = settings.peak_flops_per_s()
+    record["peak_flops_per_s"] = peak
+    record["mfu"] = record["achieved_flops_per_s"] / (peak * dist.world_size) if peak else None
+    if status == "ok":
+        final = validation_metrics(model, data, seq_len, micro_bs, device, settings.autocast)
+        record["final_val_loss"] = final.pop("val_loss")
+        record.update(final)
+        record.update(_unigram_baseline(data, final))
+    if dist.is_main:
+        write_record(run_dir, record)
+    distributed.barrier(dist)
+    if raise_after is not None:
+        raise TrainingFailed(f"run {run_id} failed: {error}; the record in {run_dir} keeps its metrics.") from raise_after
+    if status == "failed":
+        raise TrainingFailed(f"run {run_id} failed: {error}; the record in {run_dir} keeps its metrics.")
+    return TrainResult(run_dir, record)
+
+
+def _unigram_baseline(data, final: dict) -> dict:
+    """The loss of a unigram model fitted on the training tokens, on the same validation tokens."""
+    n = final["val_tokens"]
+    unigram = unigram_cross_entropy(data.train_tokens, np.asarray(data.val_tokens[1 : n + 1]), data.tokenizer.vocab_size)
+    baseline = {"unigram_val_loss": float(unigram)}
+    if data.kind == "text":
+        baseline["unigram_val_bpb"] = float(unigram * n / (LN2 * final["val_bytes"]))
+    else:
+        baseline["unigram_excess_loss"] = float(unigram - final["entropy_floor"])
+    return baseline
