@@ -1,0 +1,40 @@
+"""Data: source (synthetic | text | hf) -> tokenizer -> fixed train/val token arrays -> batches.
+
+See ``prepare.py`` for the data spec syntax and ``docs/design.md`` ("Data contract").
+"""
+
+from harness.data.baselines import unigram_cross_entropy
+from harness.data.batches import IGNORE_INDEX, EvalBatch, get_batch, iter_eval_batches
+from harness.data.prepare import VAL_SEED, PreparedData, prepare_data
+from harness.data.synthetic import SEGMENT_NAMES, Probe, SyntheticConfig, SyntheticGenerator
+from harness.data.tokenizer import (
+    BPETokenizer,
+    SyntheticTokenizer,
+    TiktokenTokenizer,
+    Tokenizer,
+    get_tokenizer,
+    load_tokenizer,
+    train_bpe,
+)
+
+__all__ = [
+    "BPETokenizer",
+    "EvalBatch",
+    "IGNORE_INDEX",
+    "PreparedData",
+    "Probe",
+    "SEGMENT_NAMES",
+    "SyntheticConfig",
+    "SyntheticGenerator",
+    "SyntheticTokenizer",
+    "TiktokenTokenizer",
+    "Tokenizer",
+    "VAL_SEED",
+    "get_batch",
+    "get_tokenizer",
+    "iter_eval_batches",
+    "load_tokenizer",
+    "prepare_data",
+    "train_bpe",
+    "unigram_cross_entropy",
+]

@@ -1,0 +1,104 @@
+"""Training batches as a pure function of (seed, step, ...), and fixed validation windows.
+
+Training rows are windows of ``seq_len + 1`` tokens at pseudo-random starts. Each row of
+a step has a *global index*::
+
+    g = (micro_step * world_size + rank) * batch_size + j      (row j of this call)
+
+and its start is a hash of ``(seed, step, g)``. So the rows of a step depend only on
+``seed``, ``step`` and how many rows came before: rank ``r`` of ``W`` takes its slice
+of the global batch, and 2 ranks x 1 micro-step, 1 rank x 2 micro-steps and 1 rank with
+twice the batch all see the same rows. Resuming needs no saved iterator state.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100  # targets the loss skips (design contract)
+
+
+def get_batch(
+    tokens: np.ndarray,
+    step: int,
+    batch_size: int,
+    seq_len: int,
+    *,
+    seed: int,
+    micro_step: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` LongTensors ``[batch_size, seq_len]``, ``y`` = ``x`` shifted by one token.
+
+    ``batch_size`` is this rank's micro-batch; see the module docstring for which rows.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    if batch_size < 1 or seq_len < 1 or step < 0 or micro_step < 0 or seed < 0:
+        raise ValueError("batch_size and seq_len must be positive; step, micro_step and seed non-negative")
+    n_starts = len(tokens) - seq_len
+    if n_starts < 1:
+        raise ValueError(f"{len(tokens)} tokens are too few for windows of seq_len + 1 = {seq_len + 1}")
+    first = (micro_step * world_size + rank) * batch_size
+    rows = np.arange(first, first + batch_size, dtype=np.uint64)
+    starts = (_hash_rows(seed, step, rows) % np.uint64(n_starts)).astype(np.int64)
+    window = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+    window = torch.from_numpy(window)
+    return window[:, :-1].contiguous(), window[:, 1:].contiguous()
+
+
+def _hash_rows(seed: int, step: int, rows: np.ndarray) -> np.ndarray:
+    """64-bit hash of (seed, step, row) for each row (SeedSequence key + splitmix64 finaliser)."""
+    key = np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0]
+    with np.errstate(over="ignore"):
+        x = rows * np.uint64(0x9E3779B97F4A7C15) + key
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+class EvalBatch(NamedTuple):
+    """Validation windows: ``x``, ``y`` ``[rows, seq_len]`` and ``positions`` of ``y`` in the token array.
+
+    Padding at the end of the last window has ``y == -100`` and ``positions == -1``;
+    elsewhere ``tokens[positions] == y``, so ``val_segments[positions[mask]]`` and
+    ``val_entropy[positions[mask]]`` (``mask = y != -100``) line up with per-token losses.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    positions: torch.Tensor
+
+
+def iter_eval_batches(
+    tokens: np.ndarray, batch_size: int, seq_len: int, *, max_batches: int | None = None
+) -> Iterator[EvalBatch]:
+    """Cover ``tokens`` with non-overlapping windows, in order: every token after the first is a target once.
+
+    Window ``w`` reads ``x = tokens[w*T : w*T+T]`` and predicts ``tokens[w*T+1 : w*T+T+1]``;
+    the last window is padded. ``max_batches`` keeps only the first batches (a fixed subset).
+    """
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError("batch_size and seq_len must be positive")
+    n = len(tokens)
+    if n < 2:
+        raise ValueError(f"need at least 2 tokens to evaluate, got {n}")
+    window_starts = np.arange(0, n - 1, seq_len)
+    offsets = np.arange(seq_len + 1)
+    for b, first in enumerate(range(0, len(window_starts), batch_size)):
+        if max_batches is not None and b >= max_batches:
+            return
+        idx = window_starts[first : first + batch_size, None] + offsets  # [rows, T+1]
+        valid = idx < n
+        data = np.where(valid, np.asarray(tokens[np.minimum(idx, n - 1)], dtype=np.int64), 0)
+        x = torch.from_numpy(data[:, :-1].copy())
+        y = torch.from_numpy(np.where(valid[:, 1:], data[:, 1:], IGNORE_INDEX))
+        positions = torch.from_numpy(np.where(valid[:, 1:], idx[:, 1:], -1))
+        yield EvalBatch(x, y, positions)

@@ -1,0 +1,56 @@
+"""On-disk cache of token arrays: one folder per key, ``.npy`` files + ``meta.json``.
+
+A folder is built in a temporary sibling and renamed into place, so readers never see a
+half-written one and two processes preparing the same data do not clash. Arrays come
+back memory-mapped (``np.load(mmap_mode="r")``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness.io import read_json, write_json_atomic
+
+
+def cache_key(*parts: object) -> str:
+    """sha256 hex digest of the JSON form of ``parts``."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype holding ids below ``vocab_size``."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def cached_arrays(
+    folder: Path, build: Callable[[], tuple[dict[str, np.ndarray], dict]]
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Load ``folder``'s arrays and meta, building and saving them with ``build()`` first if absent."""
+    folder = Path(folder)
+    if not (folder / "meta.json").exists():
+        arrays, meta = build()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists():  # left by an interrupted older writer
+            shutil.rmtree(folder, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+            write_json_atomic(tmp / "meta.json", {**meta, "arrays": sorted(arrays)})
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").exists():  # nobody else finished it either
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    meta = read_json(folder / "meta.json")
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
+    return arrays, meta
