@@ -284,8 +284,11 @@ def test_prepare_synthetic_val_is_fixed_across_seeds(tmp_path):
 def test_prepare_synthetic_options_and_errors(tmp_path):
     data = prepare_data("synthetic?n_train=3000&n_val=1000&recall_pairs=4", cache_dir=tmp_path)
     assert data.describe()["synthetic_config"]["recall_pairs"] == 4
+    assert len(prepare_data("synthetic?n_train=2e3&n_val=1000", cache_dir=tmp_path).train_tokens) == 2000
     with pytest.raises(ValueError, match="unknown option"):
         prepare_data("synthetic?n_tokens=5", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="'n_train'.*expected an integer"):
+        prepare_data("synthetic?n_train=lots", cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"after '\?'"):
         prepare_data("synthetic:n_train=5", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="vocab_size"):

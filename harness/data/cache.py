@@ -38,17 +38,15 @@ def cached_arrays(
     if not (folder / "meta.json").exists():
         arrays, meta = build()
         folder.parent.mkdir(parents=True, exist_ok=True)
-        if folder.exists():  # left by an interrupted older writer
-            shutil.rmtree(folder, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             for name, array in arrays.items():
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
             write_json_atomic(tmp / "meta.json", {**meta, "arrays": sorted(arrays)})
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").exists():  # nobody else finished it either
-                raise
+            os.replace(tmp, folder)  # fails if another process got there first: keep theirs
+        except OSError as error:
+            if not (folder / "meta.json").exists():
+                raise OSError(f"cannot write the data cache {folder} ({error}); delete that folder and retry") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     meta = read_json(folder / "meta.json")

@@ -178,12 +178,16 @@ def _read_documents(spec: DataSpec) -> tuple[list[str], str | None]:
     """The documents of a text or hf spec, and its ``tokenizer`` option."""
     if spec.kind == "text":
         opts = take_options(
-            spec, {"tokenizer": None, "text_field": "text", "doc_chars": DOC_CHARS, "max_docs": None, "max_chars": None}
+            spec,
+            {"tokenizer": None, "text_field": "text", "doc_chars": DOC_CHARS, "max_docs": None, "max_chars": None},
+            types={"max_docs": int, "max_chars": int},
         )
         tokenizer = opts.pop("tokenizer")
         return read_text_documents(spec.target, **opts), tokenizer
     opts = take_options(
-        spec, {"tokenizer": None, "text_field": "text", "data_files": None, "max_docs": None, "max_chars": HF_MAX_CHARS}
+        spec,
+        {"tokenizer": None, "text_field": "text", "data_files": None, "max_docs": None, "max_chars": HF_MAX_CHARS},
+        types={"max_docs": int},
     )
     tokenizer = opts.pop("tokenizer")
     docs = list(iter_hf_documents(parse_hf_target(spec.target), **opts))
@@ -209,7 +213,7 @@ def _prepare_text(spec: DataSpec, vocab_size, root, val_fraction, tokenizer_arg)
     tokenizer_name = tokenizer_arg or tokenizer_opt or "bpe"
     if len(docs) < 2:
         raise ValueError(
-            f"{spec.raw!r} gives {len(docs)} document; a train/val split needs at least 2 "
+            f"{spec.raw!r} gives {len(docs)} document{'s' if len(docs) != 1 else ''}; a train/val split needs at least 2 "
             f"(add text, or for a text file lower ?doc_chars=N, now {spec.options.get('doc_chars', DOC_CHARS)})"
         )
     content_hash = hash_documents(docs)

@@ -55,8 +55,9 @@ def parse_spec(spec: str) -> DataSpec:
     return DataSpec(spec, "text", target, options)
 
 
-def take_options(spec: DataSpec, defaults: dict[str, object]) -> dict[str, object]:
-    """Options of ``spec`` converted to the types of ``defaults``; unknown keys raise ValueError."""
+def take_options(spec: DataSpec, defaults: dict[str, object], types: dict[str, type] | None = None) -> dict[str, object]:
+    """Options of ``spec`` converted to the types of ``defaults`` (or ``types[key]`` where a
+    default is ``None``); unknown keys raise ValueError."""
     unknown = sorted(set(spec.options) - set(defaults))
     if unknown:
         raise ValueError(
@@ -65,21 +66,23 @@ def take_options(spec: DataSpec, defaults: dict[str, object]) -> dict[str, objec
         )
     values = dict(defaults)
     for key, text in spec.options.items():
-        values[key] = convert(text, defaults[key], f"option {key!r} of {spec.raw!r}")
+        like = (types or {}).get(key, str)() if defaults[key] is None else defaults[key]
+        values[key] = convert(text, like, f"option {key!r} of {spec.raw!r}")
     return values
 
 
 def convert(text: str, like: object, what: str) -> object:
-    """``text`` as the type of ``like`` (int, float, bool, str; ``None`` keeps str or int)."""
+    """``text`` as the type of ``like`` (int, float, bool or str)."""
     try:
         if isinstance(like, bool):
             if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
                 raise ValueError
             return text.lower() in ("1", "true", "yes")
-        if isinstance(like, int) or like is None and text.lstrip("-").isdigit():
+        if isinstance(like, int):
             return int(float(text)) if "e" in text.lower() else int(text)
         if isinstance(like, float):
             return float(text)
     except ValueError:
-        raise ValueError(f"{what} is {text!r}, expected a {type(like).__name__}") from None
+        expected = {bool: "true or false", int: "an integer", float: "a number"}[type(like)]
+        raise ValueError(f"{what} is {text!r}, expected {expected}") from None
     return text

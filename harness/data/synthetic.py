@@ -96,6 +96,8 @@ class SyntheticConfig:
             raise ValueError("SyntheticConfig.recall_pairs must not exceed n_keys")
         if self.copy_min_len > self.copy_max_len:
             raise ValueError("SyntheticConfig.copy_min_len must not exceed copy_max_len")
+        if self.vocab_size > 2**16:
+            raise ValueError(f"SyntheticConfig vocabulary of {self.vocab_size} tokens exceeds 65536 (tokens are uint16)")
         if self.markov_mean_len < 1:
             raise ValueError("SyntheticConfig.markov_mean_len must be at least 1")
         if self.weight_end <= 0 or self.weight_markov + self.weight_copy + self.weight_facts + self.weight_recall_def <= 0:
