@@ -89,7 +89,8 @@ class SyntheticConfig:
             value = getattr(self, f.name)
             may_be_zero = f.name.startswith("weight_") or f.name == "table_seed"
             if value < 0 or value == 0 and not may_be_zero:
-                raise ValueError(f"SyntheticConfig.{f.name} must be {'non-negative' if may_be_zero else 'positive'}, got {value}")
+                wanted = "non-negative" if may_be_zero else "positive"
+                raise ValueError(f"SyntheticConfig.{f.name} must be {wanted}, got {value}")
         if self.markov_branching > self.n_markov:
             raise ValueError("SyntheticConfig.markov_branching must not exceed n_markov")
         if self.recall_pairs > self.n_keys:

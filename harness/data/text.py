@@ -35,7 +35,9 @@ def read_text_documents(
     """Documents of a file or folder, in order, up to ``max_docs`` / about ``max_chars``."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data path {path} does not exist; give a .txt/.jsonl file, a folder of them, 'synthetic' or 'hf:NAME'")
+        raise FileNotFoundError(
+            f"data path {path} does not exist; give a .txt/.jsonl file, a folder of them, 'synthetic' or 'hf:NAME'"
+        )
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in FOLDER_SUFFIXES)
         if not files:
