@@ -1,0 +1,56 @@
+"""Evaluate a trained run with lm-eval: probes and standard tasks, metrics into its record.
+
+Writes lm-eval's results to results/<run_id>/lm_eval_results.json and merges each metric
+(value, stderr, n, task version) into record.json under "evaluation".
+
+Tasks: the harness probes (harness_recall_16, harness_recall_48, harness_recall_128,
+harness_copy, harness_facts, harness_heldout; "harness_probes" for all of them; synthetic
+runs only), lm-eval's standard tasks (lambada_openai, hellaswag, piqa, arc_easy,
+arc_challenge, winogrande, boolq, openbookqa, wikitext) and any other lm-eval task name.
+Default: the probes for synthetic data, wikitext,lambada_openai for text.
+
+Offline, standard tasks read local jsonl copies: --task-data DIR (e.g. ../shared/data/lm_eval;
+with HF_HUB_OFFLINE set, $HARNESS_DATA_DIR/lm_eval is used when it has them).
+
+Example:
+  python -m harness eval --run results/<run_id> --tasks piqa,wikitext --limit 100 --task-data ../shared/data/lm_eval
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run directory (results/<run_id>) or run id")
+    parser.add_argument("--tasks", help="comma-separated task names (default: by the run's data kind)")
+    parser.add_argument("--limit", type=int, help="evaluate at most N documents per task")
+    parser.add_argument("--num-fewshot", type=int, default=0, help="few-shot examples per prompt (default 0)")
+    parser.add_argument("--task-data", help="folder with local jsonl copies of the standard tasks' data")
+    parser.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.evaluation.run import RESULTS_NAME, check_limit, evaluate_run, resolve_run_dir
+
+    check_limit(args.limit)  # before paying for the imports and the model
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}.")
+    run_dir = resolve_run_dir(args.run)
+    summary = evaluate_run(
+        run_dir,
+        tasks=args.tasks,
+        limit=args.limit,
+        num_fewshot=args.num_fewshot,
+        task_data=args.task_data,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    for task, metrics in summary.items():
+        for metric, entry in metrics.items():
+            stderr = f" ± {entry['stderr']:.4g}" if entry["stderr"] is not None else ""
+            value = f"{entry['value']:.4g}" if entry["value"] is not None else "n/a"
+            print(f"{task:24s} {metric:24s} {value}{stderr}  (n={entry['n']})")
+    print(f"→ {run_dir / RESULTS_NAME}, evaluation merged into {run_dir / 'record.json'}")
+    return 0

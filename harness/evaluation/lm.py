@@ -1,0 +1,304 @@
+"""The lm-eval model: any registered architecture and its tokenizer behind lm-eval's ``TemplateLM``.
+
+Registered with lm-eval as ``harness``, so both work::
+
+    lm = HarnessLM(model, tokenizer, batch_size=16)          # a live model
+    lm = HarnessLM.from_run("results/<run_id>")               # a trained run
+    lm_eval.simple_evaluate(model="harness", model_args="run_dir=results/<run_id>", ...)
+
+- ``loglikelihood`` (via ``_loglikelihood_tokens``): requests sorted by length with lm-eval's
+  ``Collator``, right-padded and scored several per forward pass; the context is
+  left-truncated to the model's context, and a continuation longer than the context is
+  scored in rolling windows. Returns (sum log-prob, is-greedy).
+- ``loglikelihood_rolling``: lm-eval's disjoint rolling windows over the context length,
+  the windows of all documents batched together.
+- ``generate_until``: greedy decoding with the model's KV cache, stop sequences,
+  ``max_gen_toks`` and the end-of-text token; prompts of equal length share a batch
+  (the model takes no attention mask, so rows are never padded).
+
+Evaluation is text-only: an image-capable model (gpt4) is called without ``images``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from lm_eval import utils as lm_utils
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
+from tqdm import tqdm
+
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_MAX_GEN_TOKS = 256
+
+Window = tuple[list[int], list[int]]  # (context tokens, continuation tokens to score)
+
+
+@register_model("harness")
+class HarnessLM(TemplateLM):
+    """lm-eval's view of a harness model: text in, log-likelihoods and greedy text out."""
+
+    backend = "causal"
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+        *,
+        run_dir: str | None = None,
+        batch_size: int | str | None = DEFAULT_BATCH_SIZE,
+        max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        device: str | None = None,
+        **_ignored: Any,  # lm-eval passes max_batch_size etc.
+    ):
+        super().__init__()
+        if run_dir is not None:
+            from harness.evaluation.run import load_run_model
+
+            model, tokenizer, _ = load_run_model(run_dir)
+        if model is None or tokenizer is None:
+            raise ValueError("HarnessLM needs a model and its tokenizer, or run_dir= a trained run directory.")
+        if device is not None:
+            model = model.to(device)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = parse_batch_size(batch_size)
+        self.max_gen_toks = int(max_gen_toks)
+        self._device = next(model.parameters()).device
+
+    @classmethod
+    def from_run(cls, run_dir: str, **kwargs: Any) -> "HarnessLM":
+        return cls(run_dir=run_dir, **kwargs)
+
+    # ---- what lm-eval asks of a TemplateLM -------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return int(self.tokenizer.eot_id)
+
+    @property
+    def max_length(self) -> int:
+        """Text positions the model sees at once (an image prefix is never used here)."""
+        return int(self.model.config.context)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return type(self.tokenizer).__name__
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        return [int(t) for t in self.tokenizer.encode(string)]
+
+    def tok_decode(self, tokens: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode([int(t) for t in tokens])
+
+    # ---- scoring ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Eval mode (no dropout, dropless MoE) and no autograd; the previous mode is restored."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def _logits(self, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
+        return self.model(idx.to(self._device), kv_cache=kv_cache).logits
+
+    def score_windows(self, windows: Sequence[Window], batch_size: int | None = None, disable_tqdm: bool = True) -> list[tuple[float, bool]]:
+        """(sum log-prob, is-greedy) of each window's continuation given its context.
+
+        The model input is ``(context + continuation)[-(max_length+1):][:-1]``; the continuation
+        must fit the context (``len(continuation) <= max_length``). Windows are sorted by
+        length (longest first), right-padded and run ``batch_size`` per forward pass.
+        """
+        batch_size = batch_size or self.batch_size
+        L = self.max_length
+        for context, continuation in windows:
+            if not context or not continuation or len(continuation) > L:
+                raise ValueError(f"a scoring window needs 1..{L} continuation tokens and a non-empty context.")
+
+        def sort_key(window: Window) -> tuple[int, tuple[int, ...]]:
+            tokens = window[0] + window[1]
+            return -len(tokens), tuple(tokens)
+
+        collator = Collator(list(windows), sort_fn=sort_key, group_by=None)
+        results: list[tuple[float, bool]] = []
+        progress = tqdm(total=len(windows), disable=disable_tqdm, desc="Scoring")
+        with self._eval_mode():
+            for chunk in collator.get_batched(n=batch_size):
+                inputs = [(context + continuation)[-(L + 1) :][:-1] for context, continuation in chunk]
+                width = max(len(row) for row in inputs)
+                batch = torch.zeros(len(inputs), width, dtype=torch.long)
+                for i, row in enumerate(inputs):
+                    batch[i, : len(row)] = torch.tensor(row)
+                logits = self._logits(batch)
+                for i, (_, continuation) in enumerate(chunk):
+                    end, n = len(inputs[i]), len(continuation)
+                    log_probs = F.log_softmax(logits[i, end - n : end].float(), dim=-1)
+                    target = torch.tensor(continuation, device=log_probs.device)
+                    total = log_probs.gather(-1, target[:, None]).sum()
+                    greedy = bool((log_probs.argmax(dim=-1) == target).all())
+                    results.append((float(total), greedy))
+                progress.update(len(chunk))
+        progress.close()
+        return collator.get_original(results)
+
+    def _windows_for(self, context: list[int], continuation: list[int]) -> list[Window]:
+        """One window, or rolling windows when the continuation alone exceeds the context."""
+        if len(continuation) <= self.max_length:
+            return [(context, continuation)]
+        rolling = lm_utils.get_rolling_token_windows(
+            token_list=continuation, prefix_token=context[-1], max_seq_len=self.max_length, context_len=1
+        )
+        return [lm_utils.make_disjoint_window(pair) for pair in rolling]
+
+    def _score_grouped(self, groups: list[list[Window]], disable_tqdm: bool) -> list[tuple[float, bool]]:
+        """Score every window of every group in one batched pass; sum each group."""
+        flat = [window for group in groups for window in group]
+        scored = self.score_windows(flat, disable_tqdm=disable_tqdm)
+        totals, start = [], 0
+        for group in groups:
+            part = scored[start : start + len(group)]
+            start += len(group)
+            totals.append((sum(lp for lp, _ in part), all(g for _, g in part)))
+        return totals
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+        groups = [self._windows_for(list(context), list(continuation)) for _, context, continuation in requests]
+        results = self._score_grouped(groups, disable_tqdm)
+        for (key, _, _), result in zip(requests, results):
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, result)
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        groups = []
+        for (string,) in [request.args for request in requests]:
+            rolling = lm_utils.get_rolling_token_windows(
+                token_list=self.tok_encode(string),
+                prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length,
+                context_len=1,
+            )
+            groups.append([lm_utils.make_disjoint_window(pair) for pair in rolling])
+        # an empty document has no tokens to predict: log-likelihood 0
+        totals = self._score_grouped([g for g in groups if g], disable_tqdm)
+        results, it = [], iter(totals)
+        for request, group in zip(requests, groups):
+            value = next(it)[0] if group else 0.0
+            results.append(value)
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, value)
+        return results
+
+    # ---- generation ---------------------------------------------------------------------------
+    def generation_prompt(self, context: str, max_gen_toks: int) -> list[int]:
+        """The prompt's tokens, left-truncated to leave room for ``max_gen_toks`` new tokens,
+        but keeping at least half the context for the prompt."""
+        tokens = self.tok_encode(context) or [self.prefix_token_id]
+        keep = max(1, self.max_length - max_gen_toks + 1, self.max_length // 2)
+        return tokens[-keep:]
+
+    def greedy_generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        until: Sequence[str] = (),
+        use_cache: bool = True,
+    ) -> list[list[int]]:
+        """Greedy continuations of equal-length prompts, one row per prompt.
+
+        Stops a row at the end-of-text token (not returned) or once its decoded text contains
+        a stop string; stops at ``max_new_tokens`` or when the context is full. With
+        ``use_cache`` the prefix is run once and each step feeds one token through the KV
+        cache; without it every step recomputes the whole sequence (the reference).
+        """
+        if not prompts:
+            return []
+        lengths = {len(p) for p in prompts}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError("greedy_generate needs non-empty prompts of one length (the model takes no padding mask).")
+        prompt_len = lengths.pop()
+        if prompt_len > self.max_length:
+            raise ValueError(f"a prompt of {prompt_len} tokens does not fit the context of {self.max_length}.")
+        n_new = min(max_new_tokens, self.max_length - prompt_len + 1)
+        stops = [s for s in until if s]
+        eot = self.eot_token_id
+        sequence = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=self._device)
+        generated: list[list[int]] = [[] for _ in prompts]
+        done = [False] * len(prompts)
+        with self._eval_mode():
+            cache = self.model.new_kv_cache(len(prompts)) if use_cache else None
+            step_input = sequence
+            for _ in range(n_new):
+                logits = self._logits(step_input if use_cache else sequence, kv_cache=cache)
+                next_token = logits[:, -1].argmax(dim=-1)
+                for row, token in enumerate(next_token.tolist()):
+                    if done[row]:
+                        continue
+                    if token == eot:
+                        done[row] = True
+                        continue
+                    generated[row].append(token)
+                    if stops:
+                        text = self.tok_decode(generated[row])
+                        done[row] = any(stop in text for stop in stops)
+                if all(done):
+                    break
+                step_input = next_token[:, None]
+                if not use_cache:
+                    sequence = torch.cat([sequence, step_input], dim=1)
+        return generated
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        args = [request.args for request in requests]
+        collator = Collator(
+            args,
+            sort_fn=lambda x: (-len(self.tok_encode(x[0])), x[0]),
+            group_by="gen_kwargs",
+            group_fn=lambda x: x[1],
+        )
+        results: list[str] = []
+        progress = tqdm(total=len(args), disable=disable_tqdm, desc="Generating")
+        for chunk in collator.get_batched(n=self.batch_size):
+            contexts, all_kwargs = zip(*chunk)
+            kwargs = normalize_gen_kwargs(dict(all_kwargs[0]), self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.get("until"), eos=None)
+            max_gen_toks = int(kwargs["max_gen_toks"])
+            prompts = [self.generation_prompt(context, max_gen_toks) for context in contexts]
+            texts: list[str] = [""] * len(prompts)
+            by_length: dict[int, list[int]] = defaultdict(list)
+            for i, prompt in enumerate(prompts):
+                by_length[len(prompt)].append(i)
+            for rows in by_length.values():
+                outputs = self.greedy_generate([prompts[i] for i in rows], max_gen_toks, until)
+                for i, tokens in zip(rows, outputs):
+                    text = self.tok_decode(tokens)
+                    for stop in until:
+                        if stop:
+                            text = text.split(stop)[0]
+                    texts[i] = text
+            for (context, gen_kwargs), text in zip(chunk, texts):
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+            results.extend(texts)
+            progress.update(len(chunk))
+        progress.close()
+        return collator.get_original(results)
+
+
+def parse_batch_size(batch_size: int | str | None) -> int:
+    """An int ≥ 1; ``None`` or ``"auto"`` give the default."""
+    if batch_size is None or batch_size == "auto":
+        return DEFAULT_BATCH_SIZE
+    try:
+        value = int(batch_size)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise ValueError(f"batch size must be a positive integer, got {batch_size!r}.")
+    return value

@@ -1,0 +1,215 @@
+"""Evaluate a model (live, or a trained run directory) with lm-eval and record the metrics.
+
+    evaluate(model, tokenizer, tasks, ...)        → lm-eval's results dict
+    evaluate_run(run_dir, tasks=None, ...)        → {task: {metric: {value, stderr, n, version}}}
+        writes run_dir/lm_eval_results.json (lm-eval's own output) and merges the metrics
+        into record.json under ``evaluation``
+    load_run_model(run_dir)                       → (model, tokenizer, record)
+    default_tasks(data_kind)                      → probes (synthetic) or wikitext + lambada_openai (text)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from harness import paths
+from harness.evaluation import probes
+from harness.evaluation.lm import DEFAULT_BATCH_SIZE, HarnessLM, parse_batch_size
+from harness.evaluation.tasks import parse_task_names, task_manager, write_task_yamls
+from harness.io import write_text_atomic
+from harness.records import load_record, update_record
+
+RESULTS_NAME = "lm_eval_results.json"
+CHECKPOINT_NAME = "checkpoint.pt"
+TEXT_TASKS = ("wikitext", "lambada_openai")
+BOOTSTRAP_ITERS = 1000  # lm-eval's default (100000) takes minutes for perplexity metrics on a CPU
+
+
+def default_tasks(data_kind: str) -> list[str]:
+    """The tasks a run is evaluated on after training: every probe for synthetic data, else text tasks."""
+    if data_kind == "synthetic":
+        return probes.probe_task_names()
+    if data_kind == "text":
+        return list(TEXT_TASKS)
+    raise ValueError(f"data kind must be 'synthetic' or 'text', got {data_kind!r}.")
+
+
+def resolve_run_dir(run: str | os.PathLike) -> Path:
+    """A run directory, given as a path or as a run id under ``harness.paths.results_dir()``."""
+    path = Path(run)
+    if path.is_dir():
+        return path
+    candidate = paths.results_dir() / str(run)
+    if candidate.is_dir():
+        return candidate
+    raise FileNotFoundError(f"run directory {run} does not exist; pass results/<run_id> of a run made by `harness run`.")
+
+
+def load_run_model(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any, dict]:
+    """The trained model (eval mode, CPU), its tokenizer and its record."""
+    from architectures import build_from_config
+    from harness.data import load_tokenizer
+
+    run_dir = resolve_run_dir(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no {CHECKPOINT_NAME}; train it first with `python -m harness run` (or finish it with --resume)."
+        )
+    record = load_record(run_dir)
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        model = build_from_config(checkpoint["config"])
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError, EOFError, OSError) as error:
+        raise ValueError(
+            f"{checkpoint_path} cannot be loaded as a harness checkpoint ({type(error).__name__}: {error}); re-run the training."
+        ) from None
+    model.eval()
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    return model, tokenizer, record
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive whole number of documents per task, got {limit!r}.")
+
+
+def evaluate(
+    model: torch.nn.Module | HarnessLM,
+    tokenizer: Any = None,
+    tasks: str | list[str] = (),
+    *,
+    limit: int | None = None,
+    num_fewshot: int = 0,
+    task_data: str | os.PathLike | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    generator: Any = None,
+    bootstrap_iters: int = BOOTSTRAP_ITERS,
+) -> dict:
+    """Run lm-eval on ``tasks`` and return its results dict (``results``, ``versions``, ``n-samples`` ...).
+
+    ``model``: a model with its ``tokenizer``, or a ready ``HarnessLM``. ``generator``: the
+    synthetic generator the model was trained on, needed by the probe tasks.
+    """
+    import lm_eval
+
+    names = parse_task_names(tasks)
+    check_limit(limit)
+    if num_fewshot is None or num_fewshot < 0:
+        raise ValueError(f"num_fewshot must be 0 or more, got {num_fewshot!r}.")
+    lm = model if isinstance(model, HarnessLM) else HarnessLM(model, tokenizer, batch_size=parse_batch_size(batch_size))
+    probe_names = [n for n in names if probes.is_probe(n)]
+    probe_files = {}
+    if probe_names:
+        if generator is None:
+            raise ValueError(
+                f"probe task(s) {', '.join(probe_names)} need the synthetic generator the model was trained on."
+            )
+        probe_files = probes.write_probe_files(probe_names, generator, lm.tokenizer)
+    with tempfile.TemporaryDirectory(prefix="harness-tasks-") as include_dir:
+        needs_builtins = write_task_yamls(names, include_dir, task_data=task_data, probe_files=probe_files)
+        manager = task_manager(include_dir, include_defaults=needs_builtins)
+        with _environment(DISABLE_MULTIPROC="1", TOKENIZERS_PARALLELISM="false"):
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=names,
+                num_fewshot=num_fewshot,
+                limit=limit,
+                task_manager=manager,
+                log_samples=False,
+                bootstrap_iters=bootstrap_iters,
+                batch_size=lm.batch_size,
+            )
+    return results
+
+
+def summarize(results: dict) -> dict[str, dict[str, dict]]:
+    """lm-eval results → {task: {metric: {value, stderr, n, version}}} (filter ``none`` dropped from names)."""
+    summary: dict[str, dict[str, dict]] = {}
+    versions = results.get("versions", {})
+    samples = results.get("n-samples", {})
+    for task, metrics in results.get("results", {}).items():
+        n = samples.get(task, {}).get("effective")
+        entry = {}
+        for key, value in metrics.items():
+            if "," not in key or "_stderr," in key:
+                continue
+            metric, filter_name = key.split(",", 1)
+            name = metric if filter_name == "none" else key
+            entry[name] = {
+                "value": _number(value),
+                "stderr": _number(metrics.get(f"{metric}_stderr,{filter_name}")),
+                "n": n,
+                "version": versions.get(task),
+            }
+        summary[task] = entry
+    return summary
+
+
+def _number(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None  # lm-eval writes "N/A" for a stderr it does not compute
+    return value if math.isfinite(value) else None
+
+
+def results_json(results: dict) -> str:
+    from lm_eval.utils import handle_non_serializable
+
+    return json.dumps(results, indent=2, default=handle_non_serializable) + "\n"
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    tasks: str | list[str] | None = None,
+    limit: int | None = None,
+    num_fewshot: int = 0,
+    task_data: str | os.PathLike | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | None = None,
+) -> dict[str, dict[str, dict]]:
+    """Evaluate a trained run; write ``lm_eval_results.json`` and merge ``evaluation`` into its record.
+
+    ``tasks`` defaults to ``default_tasks`` of the run's data kind. Returns the merged metrics
+    of this evaluation, {task: {metric: {value, stderr, n, version}}}.
+    """
+    run_dir = resolve_run_dir(run_dir)
+    check_limit(limit)
+    model, tokenizer, record = load_run_model(run_dir)
+    data_kind = (record.get("data") or {}).get("kind", "text")
+    names = parse_task_names(tasks if tasks is not None else default_tasks(data_kind))
+    generator = probes.generator_for_record(record) if any(probes.is_probe(n) for n in names) else None
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lm = HarnessLM(model.to(device), tokenizer, batch_size=batch_size)
+    results = evaluate(
+        lm, tasks=names, limit=limit, num_fewshot=num_fewshot, task_data=task_data, generator=generator
+    )
+    results.setdefault("config", {})["run_dir"] = str(run_dir)
+    write_text_atomic(run_dir / RESULTS_NAME, results_json(results))
+    summary = summarize(results)
+    update_record(run_dir, evaluation=summary)
+    return summary
