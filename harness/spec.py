@@ -71,7 +71,7 @@ class RunSpec:
     arch: str = "gpt3"
     size: str = "micro"
     data: str = "synthetic"
-    vocab_size: int | None = None  # BPE vocabulary for text (default 4096); synthetic has its own
+    vocab_size: int | None = None  # BPE vocabulary for text (None: the data's default, 4096); synthetic has its own
     seed: int = 0
     budget_flops: float | None = None
     recipe: Recipe = field(default_factory=Recipe)
@@ -115,8 +115,6 @@ class RunSpec:
             self.budget_flops = DEFAULT_BUDGET[self.size]
         if self.budget_flops <= 0:
             raise ValueError(f"the budget must be a positive number of FLOPs, got {self.budget_flops}.")
-        if self.vocab_size is None and not self.data.startswith("synthetic"):
-            self.vocab_size = 4096
         return self
 
     def model_config(self, vocab_size: int) -> ModelConfig:

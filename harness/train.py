@@ -135,8 +135,10 @@ def validation_metrics(model, data, seq_len, batch_size, device, autocast, max_t
     n = len(losses)
     metrics: dict[str, Any] = {"val_loss": float(losses.mean()), "val_tokens": n}
     if data.kind == "text":
-        evaluated = np.asarray(data.val_tokens[1 : n + 1]).tolist()
-        n_bytes = len(data.tokenizer.decode(evaluated).encode("utf-8"))
+        evaluated = np.asarray(data.val_tokens[1 : n + 1])
+        # end-of-text separators are not text: they carry no bytes (as in PreparedData.val_bytes)
+        text_tokens = evaluated[evaluated != data.tokenizer.eot_id].tolist()
+        n_bytes = len(data.tokenizer.decode(text_tokens).encode("utf-8"))
         metrics["val_bytes"] = n_bytes
         metrics["val_bpb"] = float(losses.sum() / (LN2 * n_bytes))
     else:
@@ -351,7 +353,7 @@ def train(
                 loss.backward()
                 loss_total += out.lm_loss.detach() / grad_accum
                 for name, value in out.aux.items():
-                    aux_totals[name] = aux_totals.get(name, 0.0) + float(value) / grad_accum
+                    aux_totals[name] = aux_totals.get(name, 0.0) + float(value.detach()) / grad_accum
             loss_value = float(distributed.all_reduce_mean(loss_total, dist))
             if not math.isfinite(loss_value):
                 status, error = "failed", f"training loss became {loss_value} at step {step}"
