@@ -179,8 +179,23 @@ class ModelConfig:
         return cls.from_dict(yaml.safe_load(text))
 
     def replace(self, **overrides: Any) -> "ModelConfig":
-        """A copy with fields overridden; derived defaults (window, d_ff...) are recomputed."""
+        """A copy with fields overridden; derived defaults (window, d_ff...) are recomputed.
+
+        A derived field still holding the value ``__post_init__`` derived (d_ff = 4·d_model,
+        d_head, window, banded_block, expert_d_ff) is derived again from the new fields unless
+        it is overridden itself; one that differs from its default was set and is kept.
+        """
         data = self.to_dict()
+        derived = {
+            "d_ff": 4 * self.d_model,
+            "d_head": self.d_model // self.n_head if self.d_model % self.n_head == 0 else None,
+            "window": default_window(self.context) if "banded" in self.attention_pattern else None,
+            "banded_block": max(1, min(self.window, 64)) if self.window is not None else None,
+            "expert_d_ff": max(1, self.d_ff // self.top_k) if self.ffn == "moe" and self.top_k > 0 else None,
+        }
+        for name, default in derived.items():
+            if name not in overrides and data[name] == default:
+                data[name] = None
         data.update(overrides)
         return ModelConfig.from_dict(data)
 
