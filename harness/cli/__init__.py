@@ -1,9 +1,9 @@
 """Command line: ``python -m harness <command>``.
 
 Each command lives in its own module under ``harness/cli/`` and defines
-``add_arguments(parser)`` and ``main(args) -> int``; its docstring's first line is
-the command's help. Modules are imported only when their command runs, so
-``python -m harness list`` does not pay for lm-eval or matplotlib.
+``add_arguments(parser)`` and ``main(args) -> int``; its docstring is the command's
+description and ``COMMANDS`` holds its one-line help. Only the invoked command's module
+is imported, so ``python -m harness list`` does not pay for lm-eval or matplotlib.
 """
 
 from __future__ import annotations
@@ -12,43 +12,36 @@ import argparse
 import importlib
 import sys
 
-# command name -> module under harness.cli
+# command name -> (module under harness.cli, one-line help)
 COMMANDS = {
-    "list": "list_archs",
-    "flops": "flops",
-    "bench": "bench",
-    "run": "run",
-    "eval": "eval",
-    "compare": "compare",
-    "report": "report",
-    "results": "results",
-    "check": "check",
+    "list": ("list_archs", "list every architecture with its sizes and parameter counts"),
+    "flops": ("flops", "FLOPs per token (forward, training) with a breakdown and cross-checked counts"),
+    "bench": ("bench", "measure training/prefill throughput, achieved FLOP/s and MFU"),
+    "run": ("run", "train one architecture at a FLOP budget, validate, evaluate, record"),
+    "eval": ("eval", "evaluate a trained run with lm-evaluation-harness tasks"),
+    "compare": ("compare", "train and evaluate several architectures at matched compute, then report"),
+    "report": ("report", "regenerate a markdown report with figures from run records"),
+    "results": ("results", "print every run record as one table"),
+    "check": ("check", "regression gate: retrain nano models and compare with the committed baseline"),
 }
 
 
-def _available_commands() -> dict[str, object]:
-    modules = {}
-    for name, module_name in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(f"harness.cli.{module_name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"harness.cli.{module_name}":
-                raise
-    return modules
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (to add its arguments)."""
     parser = argparse.ArgumentParser(
         prog="python -m harness",
         description="Train GPT-family models at matched compute, evaluate them with lm-eval, report.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in _available_commands().items():
-        doc = (module.__doc__ or name).strip()
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(f"harness.cli.{module_name}")
         sub = subparsers.add_parser(
             name,
-            help=doc.splitlines()[0],
-            description=doc,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
@@ -57,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args._command_main(args) or 0)
