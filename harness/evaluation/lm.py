@@ -9,7 +9,9 @@ Registered with lm-eval as ``harness``, so both work::
 - ``loglikelihood`` (via ``_loglikelihood_tokens``): requests sorted by length with lm-eval's
   ``Collator``, right-padded and scored several per forward pass; the context is
   left-truncated to the model's context, and a continuation longer than the context is
-  scored in rolling windows. Returns (sum log-prob, is-greedy).
+  scored in rolling windows. Requests that share their context (the choices of a
+  multiple-choice question) run it once, their continuations together through the KV
+  cache. Returns (sum log-prob, is-greedy).
 - ``loglikelihood_rolling``: lm-eval's disjoint rolling windows over the context length,
   the windows of all documents batched together.
 - ``generate_until``: greedy decoding with the model's KV cache, stop sequences,
@@ -32,6 +34,8 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
+
+from architectures.kv_cache import KVCache
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_GEN_TOKS = 256
@@ -110,44 +114,104 @@ class HarnessLM(TemplateLM):
     def _logits(self, idx: torch.Tensor, kv_cache: Any = None) -> torch.Tensor:
         return self.model(idx.to(self._device), kv_cache=kv_cache).logits
 
-    def score_windows(self, windows: Sequence[Window], batch_size: int | None = None, disable_tqdm: bool = True) -> list[tuple[float, bool]]:
+    def score_windows(
+        self, windows: Sequence[Window], batch_size: int | None = None, disable_tqdm: bool = True
+    ) -> list[tuple[float, bool]]:
         """(sum log-prob, is-greedy) of each window's continuation given its context.
 
         The model input is ``(context + continuation)[-(max_length+1):][:-1]``; the continuation
         must fit the context (``len(continuation) <= max_length``). Windows are sorted by
         length (longest first), right-padded and run ``batch_size`` per forward pass.
+        Windows that share their whole context (the choices of a multiple-choice question)
+        run the context once and their continuations together through the KV cache.
+        With ``batch_size=1`` every window is exactly one forward pass.
         """
         batch_size = batch_size or self.batch_size
         L = self.max_length
         for context, continuation in windows:
             if not context or not continuation or len(continuation) > L:
                 raise ValueError(f"a scoring window needs 1..{L} continuation tokens and a non-empty context.")
+        results: list[tuple[float, bool] | None] = [None] * len(windows)
+        shared_groups, plain = self._plan(windows, batch_size)
+        progress = tqdm(total=len(windows), disable=disable_tqdm, desc="Scoring")
+        with self._eval_mode():
+            for indices in shared_groups:
+                scored = self._score_shared(windows[indices[0]][0], [windows[i][1] for i in indices])
+                for i, result in zip(indices, scored):
+                    results[i] = result
+                progress.update(len(indices))
+            for i, result in zip(plain, self._score_plain([windows[i] for i in plain], batch_size, progress)):
+                results[i] = result
+        progress.close()
+        return results
+
+    def _plan(self, windows: Sequence[Window], batch_size: int) -> tuple[list[list[int]], list[int]]:
+        """Split window indices into shared-context groups (≤ batch_size, ≥ 2 each) and the rest."""
+        if batch_size < 2 or not isinstance(self.model.new_kv_cache(1), KVCache):
+            return [], list(range(len(windows)))
+        by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        plain = []
+        for i, (context, continuation) in enumerate(windows):
+            if len(context) + len(continuation) - 1 <= self.max_length:  # nothing truncated
+                by_context[tuple(context)].append(i)
+            else:
+                plain.append(i)
+        groups = []
+        for indices in by_context.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                if len(chunk) > 1:
+                    groups.append(chunk)
+                else:
+                    plain.extend(chunk)
+        return groups, sorted(plain)
+
+    def _score_plain(self, windows: list[Window], batch_size: int, progress) -> list[tuple[float, bool]]:
+        """Sorted by length with lm-eval's Collator, right-padded, ``batch_size`` per forward."""
+        L = self.max_length
 
         def sort_key(window: Window) -> tuple[int, tuple[int, ...]]:
             tokens = window[0] + window[1]
             return -len(tokens), tuple(tokens)
 
-        collator = Collator(list(windows), sort_fn=sort_key, group_by=None)
-        results: list[tuple[float, bool]] = []
-        progress = tqdm(total=len(windows), disable=disable_tqdm, desc="Scoring")
-        with self._eval_mode():
-            for chunk in collator.get_batched(n=batch_size):
-                inputs = [(context + continuation)[-(L + 1) :][:-1] for context, continuation in chunk]
-                width = max(len(row) for row in inputs)
-                batch = torch.zeros(len(inputs), width, dtype=torch.long)
-                for i, row in enumerate(inputs):
-                    batch[i, : len(row)] = torch.tensor(row)
-                logits = self._logits(batch)
-                for i, (_, continuation) in enumerate(chunk):
-                    end, n = len(inputs[i]), len(continuation)
-                    log_probs = F.log_softmax(logits[i, end - n : end].float(), dim=-1)
-                    target = torch.tensor(continuation, device=log_probs.device)
-                    total = log_probs.gather(-1, target[:, None]).sum()
-                    greedy = bool((log_probs.argmax(dim=-1) == target).all())
-                    results.append((float(total), greedy))
-                progress.update(len(chunk))
-        progress.close()
+        collator = Collator(windows, sort_fn=sort_key, group_by=None)
+        results = []
+        for chunk in collator.get_batched(n=batch_size):
+            inputs = [(context + continuation)[-(L + 1) :][:-1] for context, continuation in chunk]
+            width = max(len(row) for row in inputs)
+            batch = torch.zeros(len(inputs), width, dtype=torch.long)
+            for i, row in enumerate(inputs):
+                batch[i, : len(row)] = torch.tensor(row)
+            logits = self._logits(batch)
+            for i, (_, continuation) in enumerate(chunk):
+                end = len(inputs[i])
+                results.append(_score(logits[i, end - len(continuation) : end], continuation))
+            progress.update(len(chunk))
         return collator.get_original(results)
+
+    def _score_shared(self, context: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
+        """One pass over the shared context, then all continuations (right-padded) through the cache."""
+        cache = self.model.new_kv_cache(1)
+        first = self._logits(torch.tensor([context]), kv_cache=cache)[0, -1:]  # predicts each continuation[0]
+        rests = [continuation[:-1] for continuation in continuations]
+        width = max(len(rest) for rest in rests)
+        rest_logits = None
+        if width:
+            for layer in cache.layers:  # the context's keys and values, shared by every row
+                layer.keys = layer.keys.expand(len(rests), -1, -1, -1)
+                layer.values = layer.values.expand(len(rests), -1, -1, -1)
+            cache.batch_size = len(rests)
+            batch = torch.zeros(len(rests), width, dtype=torch.long)
+            for i, rest in enumerate(rests):
+                batch[i, : len(rest)] = torch.tensor(rest, dtype=torch.long)
+            rest_logits = self._logits(batch, kv_cache=cache)
+        results = []
+        for i, continuation in enumerate(continuations):
+            logits = first
+            if len(continuation) > 1:
+                logits = torch.cat([first, rest_logits[i, : len(continuation) - 1]])
+            results.append(_score(logits, continuation))
+        return results
 
     def _windows_for(self, context: list[int], continuation: list[int]) -> list[Window]:
         """One window, or rolling windows when the continuation alone exceeds the context."""
@@ -210,11 +274,13 @@ class HarnessLM(TemplateLM):
         max_new_tokens: int,
         until: Sequence[str] = (),
         use_cache: bool = True,
+        stop_at_eot: bool = True,
     ) -> list[list[int]]:
         """Greedy continuations of equal-length prompts, one row per prompt.
 
-        Stops a row at the end-of-text token (not returned) or once its decoded text contains
-        a stop string; stops at ``max_new_tokens`` or when the context is full. With
+        Stops a row at the end-of-text token (not returned; unless ``stop_at_eot`` is False) or
+        once its decoded text contains a stop string; stops at ``max_new_tokens`` or when the
+        context is full. With
         ``use_cache`` the prefix is run once and each step feeds one token through the KV
         cache; without it every step recomputes the whole sequence (the reference).
         """
@@ -228,7 +294,7 @@ class HarnessLM(TemplateLM):
             raise ValueError(f"a prompt of {prompt_len} tokens does not fit the context of {self.max_length}.")
         n_new = min(max_new_tokens, self.max_length - prompt_len + 1)
         stops = [s for s in until if s]
-        eot = self.eot_token_id
+        eot = self.eot_token_id if stop_at_eot else None
         sequence = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=self._device)
         generated: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
@@ -289,6 +355,14 @@ class HarnessLM(TemplateLM):
             progress.update(len(chunk))
         progress.close()
         return collator.get_original(results)
+
+
+def _score(logits: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
+    """Sum log-prob of ``continuation`` under ``logits`` [n, vocab] (float32), and whether each is the argmax."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    target = torch.tensor(continuation, device=log_probs.device)
+    total = log_probs.gather(-1, target[:, None]).sum()
+    return float(total), bool((log_probs.argmax(dim=-1) == target).all())
 
 
 def parse_batch_size(batch_size: int | str | None) -> int:

@@ -19,6 +19,7 @@ is loaded only when a name is neither a probe nor a standard task.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +80,12 @@ def builtin_tasks_dir() -> Path:
     return Path(lm_eval.tasks.__file__).resolve().parent
 
 
-def lm_eval_task_names() -> list[str]:
-    """Every task, group and tag name lm-eval knows (builds its index: a few seconds)."""
+@functools.lru_cache(maxsize=1)
+def lm_eval_task_names() -> tuple[str, ...]:
+    """Every task, group and tag name lm-eval knows (builds its index once: a few seconds)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager().all_tasks
+    return tuple(TaskManager().all_tasks)
 
 
 def check_known(names: list[str]) -> bool:
