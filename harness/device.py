@@ -201,7 +201,8 @@ def measured_peak_flops_per_s(
     ``repeats`` after warm-up; on CUDA with TF32 enabled, fp32 measures the TF32 rate. The
     result is cached in ``harness.paths.cache_dir()/peak_flops.json`` under the device
     name (CPU: model and thread count), dtype and torch version, so it is measured once
-    per machine; ``refresh`` measures again.
+    per machine; ``refresh`` measures again and keeps the higher of the two (a measurement
+    taken while other processes share the CPU reads low; the ceiling is the best rate seen).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
@@ -216,6 +217,9 @@ def measured_peak_flops_per_s(
     if not refresh and isinstance(cached.get(key), (int, float)) and cached[key] > 0:
         return float(cached[key])
     peak = _measure_matmul(device, DTYPES[dtype], size or (8192 if torch.device(device).type == "cuda" else 2048), repeats)
+    previous = cached.get(key)
+    if isinstance(previous, (int, float)) and previous > peak:
+        peak = float(previous)  # a ceiling is the best rate seen: a busy machine measures low
     cached[key] = peak
     from harness.io import write_json_atomic
 

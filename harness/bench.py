@@ -1,0 +1,269 @@
+"""Throughput benchmark: training and prefill tokens/s, achieved FLOP/s, MFU, peak memory.
+
+``bench(arch, size, ...)`` builds the model with ``harness.device.configure_device`` (the
+trainer's own defaults), runs warm-up steps, then times ``steps`` steps and reports medians:
+
+- ``train_tokens_per_s``: batch × seq_len / median time of one full training step —
+  forward (autocast), backward, gradient clipping to norm 1, fused AdamW step, zeroing
+  the gradients — in train mode (dropout on, MoE capacity limit on), as the trainer runs it.
+- ``prefill_tokens_per_s``: batch × seq_len / median time of one inference-mode forward
+  pass that fills a fresh KV cache (eval mode).
+- ``achieved_flops_per_s``: analytic training FLOPs per token
+  (``harness.flops.train_flops_per_token``, 3 × forward, 2 per multiply-add) × train tokens/s.
+- ``peak_flops_per_s``: the device's own dense matmul ceiling in that dtype, measured once
+  with a large matmul and cached (``harness.device.measured_peak_flops_per_s``).
+- ``mfu`` = achieved / peak.
+- ``peak_memory_bytes``: CUDA ``torch.cuda.max_memory_allocated`` over the benchmark;
+  CPU the process's peak resident set (``resource.getrusage(...).ru_maxrss``, in bytes),
+  which includes everything the process held before — ``peak_memory_kind`` says which.
+
+Timing values depend on the machine and its load; medians of alternating runs are the
+figure to compare (``benchmarks/nanogpt_reference.py`` does that for nanoGPT).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from harness.device import DeviceSettings, configure_device
+
+DEFAULT_STEPS = 10
+DEFAULT_WARMUP = 3
+DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32}
+BATCH_POOL = 4  # distinct random batches cycled through (data loading is not timed)
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(torch.device(device))
+
+
+def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """nanoGPT's grouping: weight decay on matrices and embeddings (≥ 2-D), none on biases and gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def make_adamw(model: nn.Module, settings: DeviceSettings, lr: float = 6e-4) -> torch.optim.AdamW:
+    """The benchmark's optimizer: AdamW(β=(0.9, 0.95), wd 0.1), fused when the settings say so."""
+    extra = {"fused": True} if settings.fused_adamw else {}
+    return torch.optim.AdamW(adamw_param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95), **extra)
+
+
+def ours_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return model(x, targets=y).loss
+
+
+class TrainingStep:
+    """One timed training step of a model: forward, backward, clip, optimizer step, zero grads.
+
+    ``loss_of(model, x, y)`` returns the scalar loss (ours: ``model(x, targets=y).loss``), so
+    the same loop times any model — the nanoGPT reference uses it too.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: DeviceSettings,
+        batch_size: int,
+        seq_len: int,
+        vocab_size: int,
+        *,
+        loss_of: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = ours_loss,
+        optimizer: torch.optim.Optimizer | None = None,
+        grad_clip: float = 1.0,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.settings = settings
+        self.device = settings.device
+        self.loss_of = loss_of
+        self.optimizer = optimizer or make_adamw(model, settings)
+        self.grad_clip = grad_clip
+        self.train_model = torch.compile(model) if settings.compile else model
+        generator = torch.Generator().manual_seed(seed)
+        tokens = torch.randint(0, vocab_size, (BATCH_POOL, batch_size, seq_len + 1), generator=generator)
+        self.batches = [(t[:, :-1].contiguous().to(self.device), t[:, 1:].contiguous().to(self.device)) for t in tokens]
+        self.tokens_per_step = batch_size * seq_len
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.n = 0
+        self.last_loss = float("nan")
+
+    def step(self) -> float:
+        """Run one training step; returns its wall time in seconds (device synchronised)."""
+        x, y = self.batches[self.n % len(self.batches)]
+        self.n += 1
+        self.model.train()
+        synchronize(self.device)
+        start = time.perf_counter()
+        with self.settings.autocast():
+            loss = self.loss_of(self.train_model, x, y)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        self.last_loss = float(loss.detach())
+        return elapsed
+
+    @torch.inference_mode()
+    def prefill(self) -> float:
+        """One inference-mode forward over a batch (filling a fresh KV cache when the model has one)."""
+        x, _ = self.batches[self.n % len(self.batches)]
+        self.model.eval()
+        synchronize(self.device)
+        start = time.perf_counter()
+        with self.settings.autocast():
+            if hasattr(self.model, "new_kv_cache"):
+                self.model(x, kv_cache=self.model.new_kv_cache(x.shape[0]))
+            else:
+                self.model(x)
+        synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        self.model.train()
+        return elapsed
+
+
+def peak_memory_bytes(device: str) -> tuple[int, str]:
+    """(bytes, what was measured): CUDA max_memory_allocated, else the process's peak RSS."""
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.max_memory_allocated(torch.device(device))), "cuda max_memory_allocated (bytes)"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB, macOS bytes
+    return int(rss * scale), "process peak resident set, ru_maxrss (bytes; the whole process so far)"
+
+
+def model_config(arch: str, size: str | None, overrides: dict | None = None):
+    import architectures
+
+    return architectures.get(arch).config(size, **(overrides or {}))
+
+
+@dataclass
+class _Choice:
+    value: object
+    source: str  # "given" or "default"
+
+
+def bench(
+    arch: str,
+    size: str | None = None,
+    *,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    overrides: dict | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    steps: int = DEFAULT_STEPS,
+    warmup: int = DEFAULT_WARMUP,
+    compile: bool | None = None,
+    prefill: bool = True,
+    seed: int = 0,
+    settings: DeviceSettings | None = None,
+) -> dict:
+    """Benchmark one architecture at one shape; returns a JSON-ready dict (see module docstring)."""
+    import architectures
+    from harness.flops import forward_flops_per_token, train_flops_per_token
+
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}.")
+    if warmup < 0:
+        raise ValueError(f"--warmup must be 0 or more, got {warmup}.")
+    config = model_config(arch, size, overrides)
+    T = config.context if seq_len is None else seq_len
+    if T < 1:
+        raise ValueError(f"--seq-len must be at least 1, got {T}.")
+    if T > config.context:
+        raise ValueError(
+            f"--seq-len {T} is longer than {config.arch} {config.size}'s context of {config.context}; use at most {config.context}."
+        )
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}.")
+    settings = settings or configure_device(device, dtype, compile=compile)
+    choices = {
+        "batch_size": _Choice(
+            DEFAULT_BATCH_SIZE[settings.device_type] if batch_size is None else batch_size,
+            "default" if batch_size is None else "given",
+        ),
+        "seq_len": _Choice(T, "default (the context)" if seq_len is None else "given"),
+        "dtype": _Choice(settings.dtype, "given" if dtype else "default"),
+        "device": _Choice(settings.device, "given" if device else "default"),
+        "steps": _Choice(steps, "given"),
+        "warmup": _Choice(warmup, "given"),
+    }
+    B = int(choices["batch_size"].value)
+
+    torch.manual_seed(seed)
+    model = architectures.get(config.arch).build(config).to(settings.device)
+    if settings.device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats(torch.device(settings.device))
+    runner = TrainingStep(model, settings, B, T, config.vocab_size, seed=seed)
+    for _ in range(warmup):
+        runner.step()
+    train_times = [runner.step() for _ in range(steps)]
+    prefill_times: list[float] = []
+    if prefill:
+        for _ in range(min(warmup, 2)):
+            runner.prefill()
+        prefill_times = [runner.prefill() for _ in range(steps)]
+
+    train_s = statistics.median(train_times)
+    train_tokens_per_s = runner.tokens_per_step / train_s
+    prefill_tokens_per_s = runner.tokens_per_step / statistics.median(prefill_times) if prefill_times else None
+    train_fpt = train_flops_per_token(config, T)
+    achieved = train_fpt * train_tokens_per_s
+    peak = settings.peak_flops_per_s()
+    if achieved > peak:  # the cached ceiling was measured on a busy machine: measure it again
+        peak = settings.peak_flops_per_s(refresh=True)
+    memory, memory_kind = peak_memory_bytes(settings.device)
+    counts = model.param_counts() if hasattr(model, "param_counts") else {}
+    return {
+        "arch": config.arch,
+        "size": config.size,
+        "overrides": dict(overrides or {}),
+        "device": settings.device,
+        "device_name": settings.device_name,
+        "dtype": settings.dtype,
+        "batch_size": B,
+        "seq_len": T,
+        "tokens_per_step": runner.tokens_per_step,
+        "steps": steps,
+        "warmup": warmup,
+        "train_step_s_median": train_s,
+        "train_step_s": train_times,
+        "train_tokens_per_s": train_tokens_per_s,
+        "prefill_s_median": statistics.median(prefill_times) if prefill_times else None,
+        "prefill_tokens_per_s": prefill_tokens_per_s,
+        "forward_flops_per_token": forward_flops_per_token(config, T),
+        "train_flops_per_token": train_fpt,
+        "achieved_flops_per_s": achieved,
+        "peak_flops_per_s": peak,
+        "peak_flops_source": f"measured {settings.dtype} matmul on {settings.device_name}, cached",
+        "mfu": achieved / peak if peak > 0 else math.nan,
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+        "params": counts.get("params"),
+        "active_params": counts.get("active_params"),
+        "final_loss": runner.last_loss,
+        "defaults": {name: {"value": c.value, "source": c.source} for name, c in choices.items()},
+        "settings": settings.to_dict(),
+        "torch_version": torch.__version__,
+        "convention": (
+            "tokens/s = batch x seq_len / median step time; achieved FLOP/s = analytic training FLOPs/token "
+            "(3 x forward, 2 FLOPs per multiply-add) x train tokens/s; mfu = achieved / measured matmul peak"
+        ),
+    }
