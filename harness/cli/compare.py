@@ -1,0 +1,109 @@
+"""Train and evaluate several architectures at the same FLOP budget, then write a report.
+
+    python -m harness compare --archs gpt1,gpt2,gpt3,gpt4 --size nano --budget 2e11 --seeds 2
+    python -m harness compare --archs gpt2,gpt3 --size micro --budget 3e13 --seeds 3 \\
+        --data ../shared/data/corpora/tinyshakespeare.txt --name shakespeare
+    # isoFLOP (Chinchilla approach 2): several sizes per architecture at each budget
+    python -m harness compare --archs gpt2,gpt4 --size nano --widths 32,64,96,128 --budget 1e12,3e12 --seeds 2
+
+Every architecture trains at the same budget (training FLOPs, 2 per multiply-add), on the
+same data in the same order, with the same tokenizer and recipe; seeds 0..N-1 each. Runs
+already in results/ (same resolved config and seed → same run id) are reused and an
+interrupted one resumes from its checkpoint, so re-running the command continues a sweep.
+The run ids go to reports/<name>/runs.json, and the report (report.md, figures/) is
+written next to it; `python -m harness report <name>` regenerates it from the records.
+
+Model variants: --sizes names presets (e.g. nano,micro); --widths overrides d_model
+(n_layer and n_head stay at the preset's values, so each width must be divisible by
+n_head: 4 for nano, 8 for micro; d_ff follows as 4·d_model). Both may be combined (every
+size × every width). More than one variant makes an isoFLOP sweep: the report fits loss
+against log(active params) per architecture and budget and compares the optima.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from harness.cli.run import add_run_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--archs", default="gpt1,gpt2,gpt3,gpt4", help="comma-separated architectures (default: all four)")
+    add_run_arguments(parser, single_arch=False)
+    for action in parser._actions:  # --budget takes a comma-separated list here
+        if action.dest == "budget":
+            action.type = str
+            action.metavar = "FLOPS[,FLOPS...]"
+            action.help = ("training budget(s) in FLOPs (2 per multiply-add), e.g. 3e13 or 1e12,3e12 for an isoFLOP "
+                           "sweep at several budgets (default: the size's default budget)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per model: 0..N-1 (default 1; ≥ 2 for significance)")
+    parser.add_argument("--sizes", help="comma-separated size presets (isoFLOP over presets); overrides --size")
+    parser.add_argument("--widths", help="comma-separated d_model values (isoFLOP over widths at each size)")
+    parser.add_argument("--name", help="report folder under reports/ (default: from the sizes and budgets)")
+    parser.add_argument("--reference", help="architecture the others are tested against (default gpt2)")
+    parser.add_argument("--dry-run", action="store_true", help="list the planned runs (to train or reused) and exit")
+
+
+def canonical_command(args: argparse.Namespace, name: str) -> str:
+    """The command line that reproduces this sweep: every option that differs from its default."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    words = ["python", "-m", "harness", "compare"]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "name", "dry_run"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default or value is None:
+            continue
+        option = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(option)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value:
+                words += [option, str(item)]
+        else:
+            words += [option, str(value)]
+    words += ["--name", name]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.compare import default_name, plan_sweep, run_sweep, validate_name, write_runs_file
+    from harness.paths import reports_dir, results_dir
+
+    plan = plan_sweep(args)
+    name = validate_name(args.name or default_name(plan))
+    root = results_dir()
+    if args.dry_run:
+        for spec in plan.specs:
+            run_id = spec.run_id()
+            state = "reuse" if (root / run_id / "record.json").exists() else "train"
+            print(f"{state}\t{run_id}\tbudget {spec.budget_flops:.3g} FLOPs")
+        print(f"{len(plan.specs)} runs; report → {reports_dir() / name}", file=sys.stderr)
+        return 0
+    print(
+        f"compare {name}: {len(plan.archs)} architecture(s) x {len(plan.variants)} model(s) x "
+        f"{len(plan.budgets)} budget(s) x {plan.seeds} seed(s) = {len(plan.specs)} runs (results in {root})",
+        file=sys.stderr,
+    )
+    outcome = run_sweep(plan, args, root)
+    command = canonical_command(args, name)
+    report_dir = reports_dir() / name
+    write_runs_file(report_dir, plan, outcome, command, name)
+    print(
+        f"{len(outcome.trained)} trained, {len(outcome.reused)} reused, {len(outcome.evaluated)} evaluated, "
+        f"{len(outcome.failed)} failed",
+        file=sys.stderr,
+    )
+    if outcome.interrupted:
+        print(f"interrupted at {outcome.interrupted}; run the same command again to resume: {command}", file=sys.stderr)
+        return 130
+    from harness.report import build_report
+
+    report = build_report([name], reference=plan.reference)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(report.path)
+    return 1 if outcome.failed else 0
