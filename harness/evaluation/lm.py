@@ -93,6 +93,12 @@ class HarnessLM(TemplateLM):
     def tokenizer_name(self) -> str:
         return type(self.tokenizer).__name__
 
+    def get_model_info(self) -> dict[str, Any]:
+        """Added to lm-eval's results ``config``."""
+        config = self.model.config
+        counts = self.model.param_counts() if hasattr(self.model, "param_counts") else {}
+        return {"arch": config.arch, "size": config.size, "context": config.context, **counts}
+
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
         return [int(t) for t in self.tokenizer.encode(string)]
 
@@ -146,7 +152,8 @@ class HarnessLM(TemplateLM):
         return results
 
     def _plan(self, windows: Sequence[Window], batch_size: int) -> tuple[list[list[int]], list[int]]:
-        """Split window indices into shared-context groups (≤ batch_size, ≥ 2 each) and the rest."""
+        """Split window indices into shared-context groups (2..batch_size windows whose common
+        context is longer than their continuations) and the rest."""
         if batch_size < 2 or not isinstance(self.model.new_kv_cache(1), KVCache):
             return [], list(range(len(windows)))
         by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -157,10 +164,11 @@ class HarnessLM(TemplateLM):
             else:
                 plain.append(i)
         groups = []
-        for indices in by_context.values():
+        for context, indices in by_context.items():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                if len(chunk) > 1:
+                # worth a separate pass over the context only when it outweighs the continuations
+                if len(chunk) > 1 and len(context) > max(len(windows[i][1]) for i in chunk):
                     groups.append(chunk)
                 else:
                     plain.extend(chunk)
@@ -183,9 +191,12 @@ class HarnessLM(TemplateLM):
             for i, row in enumerate(inputs):
                 batch[i, : len(row)] = torch.tensor(row)
             logits = self._logits(batch)
+            rows, positions = [], []
             for i, (_, continuation) in enumerate(chunk):
                 end = len(inputs[i])
-                results.append(_score(logits[i, end - len(continuation) : end], continuation))
+                rows += [i] * len(continuation)
+                positions += range(end - len(continuation), end)
+            results += _score(logits[rows, positions], [continuation for _, continuation in chunk])
             progress.update(len(chunk))
         return collator.get_original(results)
 
@@ -205,13 +216,12 @@ class HarnessLM(TemplateLM):
             for i, rest in enumerate(rests):
                 batch[i, : len(rest)] = torch.tensor(rest, dtype=torch.long)
             rest_logits = self._logits(batch, kv_cache=cache)
-        results = []
+        parts = []
         for i, continuation in enumerate(continuations):
-            logits = first
+            parts.append(first)
             if len(continuation) > 1:
-                logits = torch.cat([first, rest_logits[i, : len(continuation) - 1]])
-            results.append(_score(logits, continuation))
-        return results
+                parts.append(rest_logits[i, : len(continuation) - 1])
+        return _score(torch.cat(parts), continuations)
 
     def _windows_for(self, context: list[int], continuation: list[int]) -> list[Window]:
         """One window, or rolling windows when the continuation alone exceeds the context."""
@@ -357,12 +367,19 @@ class HarnessLM(TemplateLM):
         return collator.get_original(results)
 
 
-def _score(logits: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
-    """Sum log-prob of ``continuation`` under ``logits`` [n, vocab] (float32), and whether each is the argmax."""
+def _score(logits: torch.Tensor, continuations: list[list[int]]) -> list[tuple[float, bool]]:
+    """(sum log-prob, all greedy) per continuation; ``logits`` [Σ len, vocab] holds their
+    predicting positions one after another. One log-softmax for the whole batch."""
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    target = torch.tensor(continuation, device=log_probs.device)
-    total = log_probs.gather(-1, target[:, None]).sum()
-    return float(total), bool((log_probs.argmax(dim=-1) == target).all())
+    targets = torch.tensor([t for continuation in continuations for t in continuation], device=log_probs.device)
+    token_log_probs = log_probs.gather(-1, targets[:, None])[:, 0].tolist()
+    greedy = (log_probs.argmax(dim=-1) == targets).tolist()
+    results, start = [], 0
+    for continuation in continuations:
+        end = start + len(continuation)
+        results.append((sum(token_log_probs[start:end]), all(greedy[start:end])))
+        start = end
+    return results
 
 
 def parse_batch_size(batch_size: int | str | None) -> int:
