@@ -224,7 +224,7 @@ def run_sweep(
         what = f"[{index}/{total}] {spec.arch} {spec.size}{' ' + overrides if overrides else ''} seed {spec.seed}"
         started = time.perf_counter()
         try:
-            result = train(spec, root, progress=False)
+            result = train(spec, root, force=bool(getattr(args, "force", False)), progress=False)
         except TrainingFailed as failure:
             outcome.failed[run_id] = str(failure)
             log(f"{what}: FAILED ({failure}); continuing with the next run")

@@ -281,7 +281,9 @@ def evaluation(runs: pd.DataFrame, eval_columns: list[tuple[str, str, str]], arc
             ax.bar(range(len(groups)), np.nan_to_num(heights), yerr=errors, color=colors, capsize=3)
             ax.set_xticks(range(len(groups)), labels, fontsize=7)
             ax.set_title(f"{task}: {metric}", fontsize=9)
-            ax.set_ylabel(metric)
+            ax.set_ylabel(metric + (" (log scale)" if "perplexity" in metric else ""))
+            if "perplexity" in metric and np.nanmin(np.asarray(heights, dtype=float)) > 0:
+                ax.set_yscale("log")
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
         fig.suptitle("lm-eval metrics (mean over seeds; error bars: lm-eval stderr)", fontsize=10)
