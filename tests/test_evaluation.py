@@ -13,7 +13,6 @@ import torch
 from architectures import build
 from harness.evaluation import HarnessLM, default_tasks, evaluate, evaluate_run, load_run_model
 from harness.evaluation.tasks import parse_task_names
-from harness.io import write_json_atomic
 from harness.records import load_record, write_record
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
@@ -371,10 +370,12 @@ def test_run_without_checkpoint_and_bad_limit(tmp_path, capsys):
     assert "limit" in capsys.readouterr().err
 
 
-def test_probes_need_a_synthetic_run(tmp_path):
-    run_dir = tmp_path / "run"
-    write_json_atomic(run_dir / "placeholder.json", {})
+def test_probes_need_a_synthetic_run_and_text_tasks_a_text_run(tmp_path):
     from harness.evaluation.probes import generator_for_record
+
+    with pytest.raises(ValueError) as error:
+        evaluate_run(synthetic_run(tmp_path), tasks="harness_copy,piqa")
+    assert "synthetic" in one_sentence(error.value)
 
     with pytest.raises(ValueError) as error:
         generator_for_record({"data": {"kind": "text"}})

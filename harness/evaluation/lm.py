@@ -154,7 +154,8 @@ class HarnessLM(TemplateLM):
     def _plan(self, windows: Sequence[Window], batch_size: int) -> tuple[list[list[int]], list[int]]:
         """Split window indices into shared-context groups (2..batch_size windows whose common
         context is longer than their continuations) and the rest."""
-        if batch_size < 2 or not isinstance(self.model.new_kv_cache(1), KVCache):
+        new_cache = getattr(self.model, "new_kv_cache", None)
+        if batch_size < 2 or new_cache is None or not isinstance(new_cache(1), KVCache):
             return [], list(range(len(windows)))
         by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
         plain = []
@@ -290,9 +291,8 @@ class HarnessLM(TemplateLM):
 
         Stops a row at the end-of-text token (not returned; unless ``stop_at_eot`` is False) or
         once its decoded text contains a stop string; stops at ``max_new_tokens`` or when the
-        context is full. With
-        ``use_cache`` the prefix is run once and each step feeds one token through the KV
-        cache; without it every step recomputes the whole sequence (the reference).
+        context is full. With ``use_cache`` the prefix is run once and each step feeds one
+        token through the KV cache; without it every step recomputes the whole sequence.
         """
         if not prompts:
             return []

@@ -202,7 +202,13 @@ def evaluate_run(
     model, tokenizer, record = load_run_model(run_dir)
     data_kind = (record.get("data") or {}).get("kind", "text")
     names = parse_task_names(tasks if tasks is not None else default_tasks(data_kind))
-    generator = probes.generator_for_record(record) if any(probes.is_probe(n) for n in names) else None
+    text_tasks = [n for n in names if not probes.is_probe(n)]
+    if data_kind == "synthetic" and text_tasks:
+        raise ValueError(
+            f"{', '.join(text_tasks)} need(s) a model of text, but {run_dir.name} was trained on synthetic data; "
+            f"evaluate it on the probes ({probes.PROBES_ALIAS})."
+        )
+    generator = probes.generator_for_record(record) if len(text_tasks) < len(names) else None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm = HarnessLM(model.to(device), tokenizer, batch_size=batch_size)
     results = evaluate(
