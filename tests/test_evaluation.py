@@ -117,6 +117,7 @@ def test_is_greedy():
     results = lm._loglikelihood_tokens([(None, context, greedy), (None, context, wrong)], disable_tqdm=True)
     assert [g for _, g in results] == [True, False]
     assert results[0][0] > results[1][0]
+    assert lm._loglikelihood_tokens([(None, context, [])], disable_tqdm=True) == [(0.0, True)]
 
 
 def test_loglikelihood_from_strings_uses_lm_eval_encoding():

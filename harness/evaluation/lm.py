@@ -225,7 +225,11 @@ class HarnessLM(TemplateLM):
         return _score(torch.cat(parts), continuations)
 
     def _windows_for(self, context: list[int], continuation: list[int]) -> list[Window]:
-        """One window, or rolling windows when the continuation alone exceeds the context."""
+        """One window, rolling windows when the continuation alone exceeds the context, none when
+        it is empty (log-prob 0, greedy)."""
+        context = context or [self.prefix_token_id]
+        if not continuation:
+            return []
         if len(continuation) <= self.max_length:
             return [(context, continuation)]
         rolling = lm_utils.get_rolling_token_windows(
