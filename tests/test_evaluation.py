@@ -242,6 +242,32 @@ def test_probes_fail_for_a_model_trained_only_on_markov_text(cache_tmp):
     assert accuracy <= chance + 0.05
 
 
+def test_probe_data_is_what_the_task_says(cache_tmp):
+    from harness.data import SyntheticGenerator, SyntheticTokenizer
+    from harness.evaluation.probes import RECALL_DISTANCES, probe_task_names, write_probe_files
+
+    generator = SyntheticGenerator()
+    tokenizer = SyntheticTokenizer(generator.vocab_size)
+    files = write_probe_files(probe_task_names(), generator, tokenizer)
+    assert min(RECALL_DISTANCES) < 32 < max(RECALL_DISTANCES[1:])  # inside and beyond the presets' band
+    for distance in RECALL_DISTANCES:
+        docs = [json.loads(line) for line in files[f"harness_recall_{distance}"].read_text().splitlines()]
+        assert len(docs) >= 100
+        for doc in docs[:20]:
+            context, (value,) = tokenizer.encode(doc["context"]), tokenizer.encode(doc["target"])
+            key = context[-1]
+            definition = context.index(key)  # keys are distinct within a document
+            assert context[definition + 1] == value
+            assert len(context) - 1 - (definition + 1) - 1 == distance
+    for line in files["harness_copy"].read_text().splitlines()[:20]:
+        doc = json.loads(line)
+        context, target = tokenizer.encode(doc["context"]), tokenizer.encode(doc["target"])
+        assert context[-len(target) - 1 : -1] == target  # the span, then the COPY marker
+    heldout = [json.loads(line) for line in files["harness_heldout"].read_text().splitlines()]
+    assert all(tokenizer.encode(doc["text"])[-1] == tokenizer.eot_id for doc in heldout)
+    assert sum(doc["n_tokens"] for doc in heldout) > 8000
+
+
 def test_eval_command_on_a_synthetic_run_writes_results_and_record(tmp_path, cache_tmp):
     from harness.cli import main
 
