@@ -173,6 +173,88 @@ def _set_rng_state(state: dict, device_type: str) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+# ---- data parallelism (see harness.distributed) ---------------------------------------------
+
+
+def _micro_batch_per_rank(rows: int, micro_bs: int, seq_len: int, batch_tokens: int, world_size: int) -> int:
+    """Sequences per forward pass on each rank; a step's ``rows`` must split evenly over the ranks.
+
+    Under torchrun a micro-batch larger than a rank's share of the step shrinks to that share
+    (so the default recipe works on any rank count that divides the batch).
+    """
+    if world_size > 1:
+        if rows < world_size:
+            raise ValueError(
+                f"--nproc_per_node={world_size} is more ranks than the {rows} sequence{'s' * (rows != 1)} in a step "
+                f"({batch_tokens} tokens / seq_len {seq_len}); use at most {rows} rank{'s' * (rows != 1)} "
+                f"or a larger --batch-tokens."
+            )
+        if rows % world_size:
+            raise ValueError(
+                f"a step of {rows} sequences ({batch_tokens} tokens / seq_len {seq_len}) does not split evenly over "
+                f"{world_size} ranks; choose --batch-tokens as a multiple of {world_size * seq_len}."
+            )
+        micro_bs = min(micro_bs, rows // world_size)
+    if rows < micro_bs * world_size or rows % (micro_bs * world_size):
+        raise ValueError(
+            f"batch of {batch_tokens} tokens = {rows} sequences of {seq_len} is not a multiple of "
+            f"micro-batch {micro_bs} x {world_size} rank(s); choose --batch-tokens as a multiple of "
+            f"{micro_bs * world_size * seq_len}."
+        )
+    return micro_bs
+
+
+def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The torch seed of rank > 0 (dropout stream), a function of the run seed, rank and step."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def _restore_rank_rng(checkpoint: dict, dist, seed: int, device_type: str) -> None:
+    """This rank's RNG state from a checkpoint (written at this or another world size)."""
+    by_rank = checkpoint.get("rng_by_rank") or [checkpoint["rng"]]
+    if len(by_rank) == dist.world_size or dist.rank == 0:
+        _set_rng_state(by_rank[dist.rank], device_type)
+    else:  # resumed at another world size: same data order, a fresh dropout stream for this rank
+        torch.manual_seed(_rank_seed(seed, dist.rank, int(checkpoint["step"])))
+
+
+def _kernels(config, seq_len: int, device: torch.device) -> dict:
+    """Which attention and MoE kernels this run's layers dispatch to (architectures.attention, .moe)."""
+    cuda = device.type == "cuda"
+    kinds = {config.layer_attention(layer) for layer in range(config.n_layer)}
+    kernels = {}
+    if "dense" in kinds:
+        kernels["dense_attention"] = "sdpa causal" + (" (flash / memory-efficient, chosen by torch)" if cuda else "")
+    if "banded" in kinds:
+        if config.window >= seq_len:
+            kernels["banded_attention"] = "sdpa causal (the window covers the sequence)"
+        elif cuda:
+            kernels["banded_attention"] = f"flex_attention with a block mask (window {config.window})"
+        else:
+            kernels["banded_attention"] = f"blocked (window {config.window} + block {config.banded_block} keys per query)"
+    if config.ffn == "moe":
+        kernels["moe_dispatch"] = "sorted by expert, one matmul pair per expert (no per-token Python)"
+    return kernels
+
+
+def _rank_error(dist, exc: BaseException, step: int) -> str:
+    """``rank 1 of 2: RuntimeError: <first line> (at step 3)``."""
+    lines = str(exc).strip().splitlines()
+    return f"{dist.label()}: {type(exc).__name__}: {lines[0][:300] if lines else ''} (at step {step})"
+
+
+def _merge_rank_errors(run_dir: Path, error: str) -> str:
+    """Keep the error a peer rank already recorded (the cause) ahead of this rank's (often the effect)."""
+    try:
+        existing = load_record(run_dir)
+    except (OSError, ValueError):
+        return error
+    previous = existing.get("error") or ""
+    if existing.get("status") == "failed" and previous and error not in previous:
+        return f"{previous}; then {error}"
+    return error
+
+
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint with ``weights_only=True``; a corrupt file is one clear error."""
     try:
@@ -217,26 +299,27 @@ def train(
         if existing and not resume and (run_dir / CHECKPOINT_NAME).exists():
             resume = True  # an interrupted or failed run continues from its checkpoint
 
+    if spec.device != "cpu":
+        distributed.select_local_device()  # under torchrun: "cuda" is this rank's GPU from here on
     settings = configure_device(spec.device, spec.dtype, compile=spec.compile)
     device = torch.device(settings.device)
-    dist = distributed.init_distributed(device.type)
-    if dist.enabled and settings.device == "cuda":
-        device = torch.device("cuda", dist.local_rank)
     recipe = spec.recipe
     micro_bs, seq_len = recipe.micro_batch_size, recipe.seq_len
     rows_per_step = recipe.batch_tokens // seq_len
-    if rows_per_step < micro_bs * dist.world_size or rows_per_step % (micro_bs * dist.world_size):
-        raise ValueError(
-            f"batch of {recipe.batch_tokens} tokens = {rows_per_step} sequences of {seq_len} is not a multiple of "
-            f"micro-batch {micro_bs} x {dist.world_size} rank(s); choose --batch-tokens as a multiple of "
-            f"{micro_bs * dist.world_size * seq_len}."
-        )
-    grad_accum = rows_per_step // (micro_bs * dist.world_size)
+    world_size = distributed.env_world_size()  # checked before the ranks rendezvous
+    rank_micro_bs = _micro_batch_per_rank(rows_per_step, micro_bs, seq_len, recipe.batch_tokens, world_size)
+    grad_accum = rows_per_step // (rank_micro_bs * world_size)
+    dist = distributed.init_distributed(device.type)
+    if dist.enabled and settings.device == "cuda":
+        device = torch.device("cuda", dist.local_rank)
 
-    data = prepare_data(spec.data, vocab_size=spec.vocab_size, seed=spec.seed)
+    # rank 0 prepares (and caches) the data first; the other ranks then read the cache
+    data = distributed.main_first(dist, lambda: prepare_data(spec.data, vocab_size=spec.vocab_size, seed=spec.seed))
     config = spec.model_config(data.tokenizer.vocab_size)
     torch.manual_seed(spec.seed)
     model = build_from_config(config).to(device)
+    if dist.rank > 0:  # same initial weights everywhere, but each rank its own dropout stream
+        torch.manual_seed(_rank_seed(spec.seed, dist.rank))
     counts = model.param_counts()
     flops_per_token = train_flops_per_token(config, seq_len)
     plan = plan_budget(spec.budget_flops, flops_per_token, rows_per_step * seq_len)
@@ -251,20 +334,16 @@ def train(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        _set_rng_state(checkpoint["rng"], device.type)
+        _restore_rank_rng(checkpoint, dist, spec.seed, device.type)
         start_step, wall_before = int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
         if dist.is_main:
             _trim_metrics(run_dir / METRICS_NAME, start_step)
     elif dist.is_main and (run_dir / METRICS_NAME).exists():
         (run_dir / METRICS_NAME).unlink()
 
-    train_model = model
-    if dist.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    train_model = ddp_model = distributed.wrap_ddp(model, device, dist) if dist.enabled else model
     if settings.compile:
-        train_model = torch.compile(train_model)
+        train_model = torch.compile(ddp_model)  # compile(DDP(model)): DDPOptimizer splits graphs at buckets
 
     record: dict[str, Any] = {
         "run_id": run_id,
@@ -285,10 +364,13 @@ def train(
         "steps": start_step,
         "seed": spec.seed,
         "data": data.describe(),
-        "recipe": {**vars(recipe), "grad_accum": grad_accum, "world_size": dist.world_size},
+        "recipe": {**vars(recipe), "grad_accum": grad_accum, "world_size": dist.world_size,
+                   "micro_batch_per_rank": rank_micro_bs},
+        "world_size": dist.world_size,
         "device": settings.device_name,
         "dtype": settings.dtype_name,
         "device_settings": settings.to_dict(),
+        "kernels": _kernels(config, seq_len, device),
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
         "command": " ".join(sys.argv),
@@ -300,21 +382,23 @@ def train(
         write_record(run_dir, record)
 
     def save_checkpoint(step: int, wall_s: float) -> None:
+        rng_by_rank = distributed.gather_objects(_rng_state(device.type), dist)  # every rank, same step
         if not dist.is_main:
             return
-        torch_save_atomic(
-            run_dir / CHECKPOINT_NAME,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "wall_s": wall_s,
-                "rng": _rng_state(device.type),
-                "config": config.to_dict(),
-                "run_id": run_id,
-            },
-        )
+        payload = {
+            "model": model.state_dict(),  # the unwrapped model: no DDP "module." prefix
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "wall_s": wall_s,
+            "rng": rng_by_rank[0],
+            "config": config.to_dict(),
+            "run_id": run_id,
+        }
+        if dist.enabled:
+            payload["rng_by_rank"] = rng_by_rank
+            payload["world_size"] = dist.world_size
+        torch_save_atomic(run_dir / CHECKPOINT_NAME, payload)
 
     interrupt = _Interrupt()
     interrupt.install()
@@ -328,33 +412,43 @@ def train(
     t_start = time.perf_counter()
     last_checkpoint_time = t_start
     status, error = "ok", None
+    stop_agreed = False  # under DDP: some rank was interrupted (agreed by all ranks at the last step)
     try:
+        distributed.barrier(dist)  # rank 0 has written the run directory
         model.train()
         while step < plan.steps:
-            if interrupt.requested or (stop_after_steps is not None and step - start_step >= stop_after_steps):
+            stop = stop_agreed if dist.enabled else interrupt.requested
+            if stop or (stop_after_steps is not None and step - start_step >= stop_after_steps):
                 status = "interrupted"
-                error = f"interrupted by {interrupt.signal_name or 'request'} after step {step}"
+                by = interrupt.signal_name or ("a signal to another rank" if stop_agreed else "request")
+                error = f"interrupted by {by} after step {step}"
                 break
             t_step = time.perf_counter()
-            aux_totals: dict[str, float] = {}
+            aux_totals: dict[str, torch.Tensor] = {}
             loss_total = torch.zeros((), device=device)
             for micro in range(grad_accum):
                 x, y = get_batch(
-                    data.train_tokens, step, micro_bs, seq_len,
+                    data.train_tokens, step, rank_micro_bs, seq_len,
                     seed=spec.seed, micro_step=micro, rank=dist.rank, world_size=dist.world_size,
                 )
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 sync = contextlib.nullcontext()
                 if dist.enabled and micro < grad_accum - 1:
-                    sync = train_model.no_sync()
+                    sync = ddp_model.no_sync()  # accumulate locally; all-reduce on the last micro-step
                 with sync, settings.autocast():
                     out = train_model(x, targets=y)
                     loss = out.loss / grad_accum
                 loss.backward()
                 loss_total += out.lm_loss.detach() / grad_accum
                 for name, value in out.aux.items():
-                    aux_totals[name] = aux_totals.get(name, 0.0) + float(value.detach()) / grad_accum
-            loss_value = float(distributed.all_reduce_mean(loss_total, dist))
+                    aux_totals[name] = aux_totals.get(name, 0.0) + value.detach().double() / grad_accum
+            # one all-reduce: the global mean loss and aux terms, and whether any rank wants to stop or checkpoint
+            checkpoint_due = (time.perf_counter() - last_checkpoint_time) > spec.checkpoint_minutes * 60
+            means, (stop_agreed, checkpoint_due) = distributed.consensus(
+                [loss_total, *aux_totals.values()], [interrupt.requested, checkpoint_due], dist, device
+            )
+            loss_value = means[0]
+            aux_totals = dict(zip(aux_totals, means[1:]))
             if not math.isfinite(loss_value):
                 status, error = "failed", f"training loss became {loss_value} at step {step}"
                 break
@@ -376,7 +470,7 @@ def train(
                 "grad_norm": float(grad_norm),
                 **aux_totals,
             }
-            if step % eval_interval == 0 or step == plan.steps:
+            if dist.is_main and (step % eval_interval == 0 or step == plan.steps):
                 last_metrics["val_loss"] = validation_metrics(
                     model, data, seq_len, micro_bs, device, settings.autocast, max_tokens=16 * seq_len * micro_bs
                 )["val_loss"]
@@ -385,11 +479,13 @@ def train(
                 metrics_file.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{plan.tokens_per_step / max(now - t_step, 1e-9):.0f}")
-            if step % checkpoint_interval == 0 or (now - last_checkpoint_time) > spec.checkpoint_minutes * 60:
+            if step % checkpoint_interval == 0 or checkpoint_due:
                 save_checkpoint(step, wall_s)
                 last_checkpoint_time = now
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc} (at step {step})"
+        if dist.enabled:
+            error = _rank_error(dist, exc, step)
         raise_after = exc
     else:
         raise_after = None
@@ -412,18 +508,24 @@ def train(
         tokens_per_s=(step - start_step) * plan.tokens_per_step / max(wall_s - wall_before, 1e-9),
         last_metrics=last_metrics,
     )
-    record["achieved_flops_per_s"] = record["tokens_per_s"] * flops_per_token * dist.world_size
-    peak = settings.peak_flops_per_s()
+    # tokens_per_s counts the global batch (all ranks); MFU is against all ranks' peak
+    record["achieved_flops_per_s"] = record["tokens_per_s"] * flops_per_token
+    peak = settings.peak_flops_per_s() if dist.is_main else None
     record["peak_flops_per_s"] = peak
     record["mfu"] = record["achieved_flops_per_s"] / (peak * dist.world_size) if peak else None
-    if status == "ok":
+    if status == "ok" and dist.is_main:  # rank 0 evaluates; the others wait at the barrier below
         final = validation_metrics(model, data, seq_len, micro_bs, device, settings.autocast)
         record["final_val_loss"] = final.pop("val_loss")
         record.update(final)
         record.update(_unigram_baseline(data, final))
-    if dist.is_main:
+    rank_raised = dist.enabled and raise_after is not None
+    if dist.is_main or rank_raised:  # a rank that raised records why before it exits
+        if rank_raised:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            record["error"] = error = _merge_rank_errors(run_dir, record["error"])
         write_record(run_dir, record)
-    distributed.barrier(dist)
+    if not rank_raised:  # after an exception the peers may be gone: no more collectives
+        distributed.barrier(dist)
     if raise_after is not None:
         raise TrainingFailed(f"run {run_id} failed: {error}; the record in {run_dir} keeps its metrics.") from raise_after
     if status == "failed":

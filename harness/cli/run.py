@@ -86,7 +86,9 @@ def spec_from_args(args: argparse.Namespace, arch: str, seed: int):
 
 def evaluate_after_training(args: argparse.Namespace, result) -> None:
     """Run the default (or requested) lm-eval tasks on a finished run and merge them into its record."""
-    if args.no_eval or result.record.get("status") != "ok":
+    from harness.distributed import is_main_process
+
+    if args.no_eval or result.record.get("status") != "ok" or not is_main_process():  # rank 0 evaluates
         return
     if result.reused and result.record.get("evaluation") and not args.tasks:
         return
@@ -114,15 +116,24 @@ def summary_line(record: dict, run_dir) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.distributed import env_rank, is_main_process
     from harness.records import load_record
     from harness.train import TrainingFailed, train
 
-    spec = spec_from_args(args, args.arch, args.seed)
     try:
+        spec = spec_from_args(args, args.arch, args.seed)
         result = train(spec, results_dir(), resume=args.resume, force=args.force)
     except TrainingFailed as failure:
-        print(f"error: {failure}", file=sys.stderr)
+        # under torchrun: rank 0 reports; another rank only when it was the one that raised
+        if is_main_process() or f"rank {env_rank()} of" in str(failure):
+            print(f"error: {failure}", file=sys.stderr)
         return 1
+    except (ValueError, FileNotFoundError, KeyError):
+        if is_main_process():
+            raise  # bad input: one sentence, printed once (by rank 0)
+        return 2
+    if not is_main_process():  # under torchrun only rank 0 evaluates and prints
+        return 130 if result.record["status"] == "interrupted" else 0
     if result.reused:
         print(f"{result.run_dir} already holds this finished run; reusing it (--force retrains).", file=sys.stderr)
     if result.record["status"] == "interrupted":
