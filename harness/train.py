@@ -412,6 +412,7 @@ def train(
     t_start = time.perf_counter()
     last_checkpoint_time = t_start
     status, error = "ok", None
+    hard_interrupt = False
     stop_agreed = False  # under DDP: some rank was interrupted (agreed by all ranks at the last step)
     try:
         distributed.barrier(dist)  # rank 0 has written the run directory
@@ -482,6 +483,9 @@ def train(
             if step % checkpoint_interval == 0 or checkpoint_due:
                 save_checkpoint(step, wall_s)
                 last_checkpoint_time = now
+    except KeyboardInterrupt:  # a second Ctrl-C mid-step: keep the last checkpoint, record why
+        status, error = "interrupted", f"stopped by a second interrupt during step {step + 1}; last checkpoint kept"
+        hard_interrupt, raise_after = True, None
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc} (at step {step})"
         if dist.enabled:
@@ -496,7 +500,7 @@ def train(
             metrics_file.close()
 
     wall_s = wall_before + time.perf_counter() - t_start
-    if status != "failed":  # a failed step may have left non-finite weights: keep the last good checkpoint
+    if status != "failed" and not hard_interrupt:  # else the weights may be mid-update: keep the last checkpoint
         save_checkpoint(step, wall_s)
     record.update(
         status=status,
