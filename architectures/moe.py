@@ -9,8 +9,15 @@
   assignments, earlier tokens first; the rest are dropped (the token keeps its residual)
   and ``moe_dropped_fraction`` reports their share. Evaluation is dropless, so a token's
   output never depends on what else is in the batch. ``capacity_factor=None`` is dropless.
-- Dispatch sorts assignments by expert and runs each expert once on its contiguous
-  rows: a Python loop over the E experts, never over tokens.
+- Dispatch never loops over tokens. Training with a capacity uses a static-shape path:
+  each assignment's place in its expert's queue comes from a cumulative sum, tokens are
+  copied into an [E, capacity, d] buffer, and two batched matmuls run every expert (no
+  host sync, one graph under ``torch.compile``). Evaluation, and dropless training, sort
+  assignments by expert and run each expert once on its rows (a loop over the E experts),
+  so no padding is computed. Both give the same numbers.
+- FLOPs are counted for the k active experts (the literature's convention); the capacity
+  padding the static path also multiplies (at most capacity_factor - 1 of the expert
+  work) is not counted as model FLOPs.
 
 Auxiliary terms are returned already weighted (the values added to the loss).
 """
@@ -62,44 +69,77 @@ class MoE(nn.Module):
         gates = torch.softmax(top_logits, dim=-1)
         return logits, top_index, gates
 
+    def _aux_losses(self, logits: torch.Tensor, counts: torch.Tensor, n_assignments: int) -> dict[str, torch.Tensor]:
+        """Switch balance loss and router z-loss (float32), already weighted."""
+        fraction = counts.float() / n_assignments
+        mean_probability = torch.softmax(logits, dim=-1).mean(dim=0)
+        return {
+            "moe_balance": self.balance_weight * self.n_experts * (fraction * mean_probability).sum(),
+            "moe_z": self.z_weight * torch.logsumexp(logits, dim=-1).pow(2).mean(),
+        }
+
+    def _expert_ffn(self, hidden: torch.Tensor, w_in, b_in, w_out, b_out) -> torch.Tensor:
+        hidden = hidden @ w_in.to(hidden.dtype)
+        if b_in is not None:
+            hidden = hidden + b_in.to(hidden.dtype)
+        hidden = self.act(hidden) @ w_out.to(hidden.dtype)
+        if b_out is not None:
+            hidden = hidden + b_out.to(hidden.dtype)
+        return hidden
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.training and self.capacity_factor is not None:
+            return self._forward_capacity(x)
+        return self._forward_sorted(x)
+
+    def _forward_capacity(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training with a capacity: static shapes, every expert in one batched matmul."""
         B, T, d = x.shape
         x_flat = x.reshape(-1, d)
         N, E, k = x_flat.shape[0], self.n_experts, self.top_k
         logits, top_index, gates = self.route(x_flat)
+        assignments = top_index.reshape(-1)  # [N·k], token-major
+        one_hot = F.one_hot(assignments, E)  # [N·k, E]
+        aux = self._aux_losses(logits, one_hot.sum(0), N * k)
+        capacity = math.ceil(self.capacity_factor * N * k / E)
+        # place of each assignment in its expert's queue, earlier tokens first
+        position = (one_hot.cumsum(0) * one_hot).sum(1) - 1
+        keep = position < capacity
+        slot = torch.where(keep, assignments * capacity + position, E * capacity)  # dropped → a spare row
+        token = torch.arange(N * k, device=x.device) // k
+        buffer = x_flat.new_zeros(E * capacity + 1, d).index_copy(0, slot, x_flat[token])
+        b_in = self.b_in[:, None] if self.b_in is not None else None
+        b_out = self.b_out[:, None] if self.b_out is not None else None
+        hidden = self._expert_ffn(buffer[:-1].view(E, capacity, d), self.w_in, b_in, self.w_out, b_out)
+        hidden = torch.cat([hidden.reshape(E * capacity, d), hidden.new_zeros(1, d)])
+        weight = (gates.reshape(-1) * keep).to(hidden.dtype)
+        out = (hidden[slot] * weight[:, None]).view(N, k, d).sum(1)
+        aux["moe_dropped_fraction"] = (1.0 - keep.sum().float() / (N * k)).detach()
+        return self.dropout(out.view(B, T, d).to(x.dtype)), aux
 
-        # auxiliary losses (float32)
+    def _forward_sorted(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Dropless: assignments sorted by expert, each expert run once on its own rows."""
+        B, T, d = x.shape
+        x_flat = x.reshape(-1, d)
+        N, E, k = x_flat.shape[0], self.n_experts, self.top_k
+        logits, top_index, gates = self.route(x_flat)
         assignments = top_index.reshape(-1)  # [N·k], token-major
         counts = torch.bincount(assignments, minlength=E)
-        fraction = counts.float() / (N * k)
-        mean_probability = torch.softmax(logits, dim=-1).mean(dim=0)
-        balance = self.balance_weight * E * (fraction * mean_probability).sum()
-        z_loss = self.z_weight * torch.logsumexp(logits, dim=-1).pow(2).mean()
-
-        # dispatch: sort assignments by expert (stable: earlier tokens keep priority)
+        aux = self._aux_losses(logits, counts, N * k)
         order = torch.argsort(assignments, stable=True)
         token_of_row = order // k
         gate_of_row = gates.reshape(-1)[order]
-        capacity = N * k
-        if self.training and self.capacity_factor is not None:
-            capacity = math.ceil(self.capacity_factor * N * k / E)
         counts_list = counts.tolist()
         out = torch.zeros_like(x_flat)
-        start, kept = 0, 0
+        start = 0
         for expert, count in enumerate(counts_list):
-            n_rows = min(count, capacity)
-            if n_rows:
-                tokens = token_of_row[start : start + n_rows]
-                hidden = x_flat[tokens] @ self.w_in[expert]
-                if self.b_in is not None:
-                    hidden = hidden + self.b_in[expert]
-                hidden = self.act(hidden) @ self.w_out[expert]
-                if self.b_out is not None:
-                    hidden = hidden + self.b_out[expert]
-                weighted = hidden * gate_of_row[start : start + n_rows, None].to(hidden.dtype)
+            if count:
+                tokens = token_of_row[start : start + count]
+                b_in = self.b_in[expert] if self.b_in is not None else None
+                b_out = self.b_out[expert] if self.b_out is not None else None
+                hidden = self._expert_ffn(x_flat[tokens], self.w_in[expert], b_in, self.w_out[expert], b_out)
+                weighted = hidden * gate_of_row[start : start + count, None].to(hidden.dtype)
                 out.index_add_(0, tokens, weighted.to(out.dtype))
             start += count
-            kept += n_rows
-        dropped_fraction = torch.tensor(1.0 - kept / (N * k), device=x.device)
-        aux = {"moe_balance": balance, "moe_z": z_loss, "moe_dropped_fraction": dropped_fraction}
+        aux["moe_dropped_fraction"] = torch.zeros((), device=x.device)
         return self.dropout(out.view(B, T, d)), aux
