@@ -279,11 +279,21 @@ def evaluation(runs: pd.DataFrame, eval_columns: list[tuple[str, str, str]], arc
                 colors.append(arch_color(arch, archs))
                 labels.append(_bar_label(arch, variant, several))
             ax.bar(range(len(groups)), np.nan_to_num(heights), yerr=errors, color=colors, capsize=3)
+            for i, height in enumerate(heights):
+                if np.isfinite(height):
+                    ax.annotate(f"{height:.3g}", (i, height), xytext=(0, 2), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=7)
             ax.set_xticks(range(len(groups)), labels, fontsize=7)
-            ax.set_title(f"{task}: {metric}", fontsize=9)
-            ax.set_ylabel(metric + (" (log scale)" if "perplexity" in metric else ""))
-            if "perplexity" in metric and np.nanmin(np.asarray(heights, dtype=float)) > 0:
+            counts = pd.to_numeric(runs.get(f"{column}/n"), errors="coerce").dropna() if f"{column}/n" in runs else []
+            docs = f" (n = {int(counts.max())})" if len(counts) else ""
+            ax.set_title(f"{task}: {metric}{docs}", fontsize=9)
+            log = "perplexity" in metric and np.nanmin(np.asarray(heights, dtype=float)) > 0
+            ax.set_ylabel(metric + (" (log scale)" if log else ""))
+            if log:
                 ax.set_yscale("log")
+            else:
+                top = np.nanmax(np.asarray(heights, dtype=float) + np.asarray(errors, dtype=float))
+                ax.set_ylim(0, 1.0 if not np.isfinite(top) or top <= 0 else top * 1.2)
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
         fig.suptitle("lm-eval metrics (mean over seeds; error bars: lm-eval stderr)", fontsize=10)

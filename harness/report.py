@@ -630,8 +630,8 @@ def build_report(
     intro = (
         f"A {mode} of {len(archs)} architecture(s) ({', '.join(archs)}) on `{(records[0].get('data') or {}).get('spec')}`: "
         f"{len(records)} finished run(s), model(s) {', '.join(variants)}, {seeds.min()}–{seeds.max()} seed(s) each, "
-        f"the same data order, tokenizer and recipe. Every number below is computed from the run records in "
-        f"`{results_root}` (regenerate with `{command}`)."
+        f"the same data order, tokenizer and recipe. Every number below is computed from the run records "
+        f"(`results/<run_id>/record.json`, `config.json`, `metrics.jsonl`); `{command}` regenerates this page."
     )
     if seeds.min() == seeds.max():
         intro = intro.replace(f"{seeds.min()}–{seeds.max()} seed(s)", f"{seeds.min()} seed(s)")

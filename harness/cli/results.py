@@ -41,6 +41,8 @@ def _cell(value) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from harness.paths import results_dir
     from harness.report import markdown_table
     from harness.results import RecordSkipped, eval_columns, load_curves, load_results
@@ -71,5 +73,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(frame.to_json(orient="records", indent=2) + "\n")
     elif not frame.empty:
         rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
-        print(markdown_table(list(frame.columns), rows, ["l"] * len(frame.columns)))
+        align = ["r" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) else "l"
+                 for c in frame.columns]
+        print(markdown_table(list(frame.columns), rows, align))
     return 0
