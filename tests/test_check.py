@@ -1,0 +1,206 @@
+"""The regression gate (harness/check.py): it passes on an unchanged model, bites on a changed one.
+
+The gate tests measure one architecture at a tiny budget against a baseline made inside
+the test (seed 0 plus two spread seeds), so they take seconds; the committed baseline is
+checked only for what is cheap and exact (counts and FLOPs, on the meta device).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import check
+from harness.cli import main as cli_main
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "baselines" / "ci-cpu.json"
+TINY = check.CheckSettings(
+    archs=("gpt2",),
+    budget_flops=3e10,  # 33 nano steps
+    eval_limit=20,
+    spread_seeds=(1, 2),
+    tasks=("harness_facts", "harness_heldout"),
+)
+
+
+# ---- the committed baseline -----------------------------------------------------------------
+
+
+def test_committed_baseline_matches_current_counts_and_flops():
+    from harness.flops import plan_budget
+    from harness.spec import RunSpec
+
+    baseline = check.load_baseline(COMMITTED)  # parses, right schema and torch major version
+    settings = check.CheckSettings.from_dict(baseline["settings"])
+    assert set(settings.archs) == {"gpt1", "gpt2", "gpt3", "gpt4"}
+    assert settings.dtype == "fp32" and settings.device == "cpu"
+    for arch in settings.archs:
+        shape = baseline["shapes"][arch]
+        now = check.static_metrics(arch, settings.size, shape["vocab_size"], shape["seq_len"])
+        spec = RunSpec(arch=arch, size=settings.size, seed=settings.seed, budget_flops=settings.budget_flops)
+        plan = plan_budget(settings.budget_flops, now["train_flops_per_token"], spec.recipe.batch_tokens)
+        now.update(planned_steps=plan.steps, tokens=plan.tokens)
+        entries = baseline["metrics"][arch]
+        for name, value in now.items():
+            assert entries[name]["kind"] == "exact"
+            assert entries[name]["value"] == value, f"{arch} {name}: baseline {entries[name]['value']}, now {value}"
+        for name, entry in entries.items():  # every gated quality metric has a measured tolerance
+            if entry["kind"] == "quality":
+                assert entry["tolerance"] >= entry["seed_std"] * check.TOLERANCE_K - 1e-12
+                assert len(entry["seed_values"]) == 1 + len(settings.spread_seeds)
+
+
+# ---- the gate, on a baseline made here ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_baseline(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("baseline") / "tiny.json"
+    baseline, diff = check.update_baseline(path, TINY)
+    assert diff.startswith("new baseline")
+    assert baseline["produced"]["seeds"] == [0, 1, 2]
+    assert check.load_baseline(path)["metrics"]["gpt2"]["final_val_loss"]["kind"] == "quality"
+    return path
+
+
+@pytest.mark.slow
+def test_unchanged_model_passes_twice_with_identical_numbers(tiny_baseline):
+    baseline = check.load_baseline(tiny_baseline)["metrics"]["gpt2"]
+    for _ in range(2):
+        result = check.run_check(tiny_baseline)
+        assert result.passed, result.table()
+        quality = {row.metric: row.now for row in result.rows if row.kind in ("quality", "exact", "data")}
+        # deterministic (fp32, one thread, fixed seed): the same numbers as the baseline's seed 0
+        assert quality == {name: entry["value"] for name, entry in baseline.items() if entry["kind"] != "perf"}
+
+
+@pytest.mark.slow
+def test_changed_init_scale_fails_naming_the_metric(tiny_baseline, capsys):
+    code = cli_main(["check", "--baseline", str(tiny_baseline), "--set", "init_std=0.2"])
+    out = capsys.readouterr().out
+    assert code == 1
+    failing = [line for line in out.splitlines() if "FAIL" in line and line.startswith("gpt2")]
+    assert any("final_val_loss" in line and "worse" in line for line in failing), out
+    assert "FAIL:" in out and "gpt2 final_val_loss" in out.splitlines()[-1]
+    assert not any(name in line for line in failing for name in ("params", "flops_per_token"))
+
+
+@pytest.mark.slow
+def test_removed_layer_fails_on_exact_counts(tiny_baseline):
+    result = check.run_check(tiny_baseline, overrides={"n_layer": 1})
+    assert not result.passed
+    failed = {row.metric for row in result.failures}
+    assert {"params", "non_embedding_params", "forward_flops_per_token", "train_flops_per_token"} <= failed
+
+
+def test_partial_run_is_an_error_not_a_pass(tiny_baseline, monkeypatch, capsys):
+    import harness.train
+    from harness.train import TrainingFailed
+
+    def failing_train(*args, **kwargs):
+        raise TrainingFailed("run gpt2-nano-x-s0 failed: training loss became nan at step 3")
+
+    monkeypatch.setattr(harness.train, "train", failing_train)
+    monkeypatch.setattr(check, "reference_matmul_flops_per_s", lambda *a: 1e9)
+    result = check.run_check(tiny_baseline)
+    assert not result.passed and "gpt2" in result.errors
+    assert "nan at step 3" in result.errors["gpt2"] and "--workdir" in result.errors["gpt2"]
+    assert cli_main(["check", "--baseline", str(tiny_baseline)]) == 1
+    assert "incomplete run: gpt2" in capsys.readouterr().out
+
+
+# ---- bad baselines --------------------------------------------------------------------------
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    assert cli_main(["check", *argv]) == 2
+    return capsys.readouterr().err
+
+
+def _committed() -> dict:
+    return json.loads(COMMITTED.read_text())
+
+
+def test_missing_baseline_says_how_to_create_one(tmp_path, capsys):
+    err = _cli_error(capsys, "--baseline", str(tmp_path / "none.json"))
+    assert "does not exist" in err and "--update" in err
+
+
+def test_malformed_baseline(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{not json")
+    assert "not valid JSON" in _cli_error(capsys, "--baseline", str(tmp_path / "bad.json"))
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    assert "not a harness check baseline" in _cli_error(capsys, "--baseline", str(tmp_path / "other.json"))
+
+
+def test_other_schema_version_is_refused(tmp_path, capsys):
+    data = {**_committed(), "schema_version": 99}
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    err = _cli_error(capsys, "--baseline", str(tmp_path / "b.json"))
+    assert "schema version 99" in err and "--update" in err
+
+
+def test_other_torch_major_version_is_refused(tmp_path, capsys):
+    data = _committed()
+    data["produced"]["torch_version"] = "1.13.1"
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    err = _cli_error(capsys, "--baseline", str(tmp_path / "b.json"))
+    assert "torch 1.13.1" in err and "major" in err
+
+
+def test_baseline_missing_an_architecture(tmp_path, capsys):
+    data = _committed()
+    del data["metrics"]["gpt3"]
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    assert "no metrics for it" in _cli_error(capsys, "--baseline", str(tmp_path / "b.json"))
+
+
+def test_bad_arguments(capsys):
+    assert "only applies with --update" in _cli_error(capsys, "--budget", "1e9")
+    assert "unknown architecture" in _cli_error(capsys, "--archs", "gpt9")
+    assert "drop --set" in _cli_error(capsys, "--update", "--set", "init_std=1")
+
+
+# ---- comparison rules (no training) ---------------------------------------------------------
+
+
+def test_compare_rules():
+    quality = {"kind": "quality", "value": 3.0, "tolerance": 0.02, "better": "lower"}
+    assert check.compare_metric("a", "final_val_loss", quality, 3.015, False).verdict == "ok"
+    worse = check.compare_metric("a", "final_val_loss", quality, 3.05, False)
+    assert worse.failed and worse.verdict.startswith("FAIL worse")
+    better = check.compare_metric("a", "final_val_loss", quality, 2.9, False)
+    assert better.failed and better.verdict.startswith("FAIL better")
+    assert check.compare_metric("a", "final_val_loss", quality, float("nan"), False).failed
+    assert check.compare_metric("a", "final_val_loss", quality, None, False).verdict == "FAIL missing"
+    assert not check.compare_metric("a", "new_metric", None, 1.0, False).failed
+    exact = {"kind": "exact", "value": 100}
+    assert check.compare_metric("a", "params", exact, 101, False).failed
+    perf = {"kind": "perf", "value": 0.4, "tolerance": 0.5}
+    assert check.compare_metric("a", check.PERF_KEY, perf, 0.25, False).verdict == "ok"
+    slow = check.compare_metric("a", check.PERF_KEY, perf, 0.1, False)
+    assert slow.warning and not slow.failed
+    assert check.compare_metric("a", check.PERF_KEY, perf, 0.1, True).failed
+
+
+def test_tolerance_is_k_std_or_floor():
+    settings = check.CheckSettings(eval_limit=100, spread_seeds=(1, 2, 3))
+    spread = check.metric_entry("final_val_loss", {0: 3.00, 1: 3.02, 2: 2.98, 3: 3.00}, settings)
+    assert spread["tolerance"] == pytest.approx(3 * spread["seed_std"]) and spread["seed_std"] > 0
+    flat = check.metric_entry("harness_copy.exact_match", {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}, settings)
+    assert flat["tolerance"] == pytest.approx(check.FRACTION_FLOOR_DOCS / 100)
+    perf = check.metric_entry(check.PERF_KEY, {0: 0.3, 1: 0.5, 2: 0.2, 3: 0.4}, settings)
+    assert perf["value"] == pytest.approx(0.35) and perf["tolerance"] == check.PERF_TOLERANCE
+
+
+def test_diff_names_what_moved():
+    old = _committed()
+    new = json.loads(json.dumps(old))
+    new["metrics"]["gpt2"]["final_val_loss"]["value"] += 0.1
+    new["settings"]["budget_flops"] = 4e11
+    diff = check.baseline_diff(old, new)
+    assert "gpt2 final_val_loss" in diff and "settings.budget_flops" in diff
+    assert check.baseline_diff(old, old) == "no metric changed"
+    assert json.loads(check.dumps_baseline(old)) == old
