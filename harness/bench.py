@@ -245,6 +245,7 @@ def bench(
         "warmup": warmup,
         "train_step_s_median": train_s,
         "train_step_s": train_times,
+        "train_step_s_min": min(train_times),
         "train_tokens_per_s": train_tokens_per_s,
         "prefill_s_median": statistics.median(prefill_times) if prefill_times else None,
         "prefill_tokens_per_s": prefill_tokens_per_s,

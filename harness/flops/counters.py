@@ -47,15 +47,34 @@ Three independent counts of one forward pass, all in FLOPs = 2 per multiply-add:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from harness.flops.analytic import BREAKDOWN_KEYS, forward_breakdown
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run with one intra-op thread, then restore the count.
+
+    Counting runs small shapes op by op (the JIT tracer, the dispatcher): thread start-up
+    and barriers dominate, and on a CPU shared with other processes a two-thread
+    ``index_add_`` can take 100 ms instead of 10 µs. One thread makes counting fast and
+    load-proof; the counts do not depend on it.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
 
 # ---- (a) fvcore ------------------------------------------------------------------------
 
@@ -300,6 +319,7 @@ def component_breakdown(
 
 
 @torch.no_grad()
+@single_thread()
 def fvcore_count(model: nn.Module, idx: torch.Tensor) -> FvcoreCount:
     """fvcore's forward count of ``model(idx)`` in FLOPs, run in eval mode (dropless MoE).
 
@@ -367,6 +387,7 @@ class FlopCounterCount:
         return asdict(self)
 
 
+@single_thread()
 def flop_counter_count(
     model: nn.Module, idx: torch.Tensor, *, backward: bool = False, cpu_sdpa: bool = False
 ) -> FlopCounterCount:
@@ -442,6 +463,7 @@ def cross_check(
     }
 
 
+@single_thread()
 def unsupported_operators(model: nn.Module, idx: torch.Tensor) -> Counter:
     """Operators fvcore has no handle for when nothing is ignored (for the ignore-list test)."""
     was_training = model.training

@@ -21,6 +21,23 @@ from architectures.attention import CausalSelfAttention, banded_attention_blocke
 from architectures.moe import MoE
 
 ARCHS = ["gpt1", "gpt2", "gpt3", "gpt4"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread_when_not_timing(request):
+    """As plain tests (--benchmark-disable) run on one thread: fast and immune to other
+    processes' load (two OpenMP threads on a busy 2-core CPU can be 10x slower). Timed runs
+    (--benchmark-enable) keep torch's default thread count."""
+    config = request.config
+    if not config.getoption("benchmark_disable", default=False) or config.getoption("benchmark_enable", default=False):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 # tokens per forward+backward: nano 4 x 64, micro 2 x 256 (kept small: this runs as a test too)
 SHAPES = {"nano": (4, 64), "micro": (2, 256)}
 LAYER_T, LAYER_WINDOW = 1024, 128
@@ -88,7 +105,7 @@ def test_banded_vs_dense_layer_ratio():
             _layer_step(layer, x.clone().requires_grad_(True))
             times.append(time.perf_counter() - start)
         medians[kind] = statistics.median(times[1:])
-    print(f"\nattention layer fwd+bwd at T={LAYER_T}: dense {medians['dense'] * 1e3:.1f} ms, "
+    print(f"\nattention layer fwd+bwd at T={LAYER_T}, {torch.get_num_threads()} thread(s): dense {medians['dense'] * 1e3:.1f} ms, "
           f"banded w={LAYER_WINDOW} {medians['banded'] * 1e3:.1f} ms, ratio {medians['banded'] / medians['dense']:.2f}")
     assert all(t > 0 for t in medians.values())
 
@@ -101,11 +118,11 @@ def _moe_step(moe, x):
 
 @pytest.mark.parametrize("training", [True, False], ids=["train-capacity", "eval-dropless"])
 def test_moe_dispatch(benchmark, training):
-    """The MoE block of gpt4 micro (8 experts, top-2) on 2 x 256 tokens, forward+backward."""
+    """The MoE block of gpt4 micro (8 experts, top-2) on 1 x 256 tokens, forward+backward."""
     config = architectures.get("gpt4").config("micro")
     torch.manual_seed(0)
     moe = MoE(config).train(training)
     moe.reset_parameters(0.02, 0.02)
-    x = torch.randn(2, 256, config.d_model, requires_grad=True)
+    x = torch.randn(1, 256, config.d_model, requires_grad=True)
     out = benchmark(_moe_step, moe, x)
     assert out.shape == x.shape and torch.isfinite(out).all()
