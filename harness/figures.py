@@ -166,7 +166,8 @@ def _cost_axis(ax, values: pd.Series) -> None:
     if len(values) and values.max() / values.min() > 10:
         _log_x(ax)
     else:
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.4g}"))
         ax.margins(x=0.15)
 
 

@@ -38,6 +38,7 @@ from harness.stats import IsoFlopFit, compare_optima, fit_isoflop, t_interval, w
 REPORT_NAME = "report.md"
 FIGURES_DIR = "figures"
 ISOFLOP_X = "active_params"
+NOISY_THROUGHPUT = 1.5  # max/min tokens/s across seeds of one model above which the report warns
 RUNS_CSV_COLUMNS = (
     "run_id", "status", "arch", "variant", "seed", "budget_flops", "flops_used", "tokens", "steps", "params",
     "active_params", "train_flops_per_token", "final_val_loss", "val_bpb", "excess_loss", "wall_s", "tokens_per_s",
@@ -285,6 +286,16 @@ def summary_section(runs: pd.DataFrame, archs: Sequence[str], evals: list[tuple[
     notes.append("Throughput, MFU and wall time: mean over seeds (min–max), as they measure the machine, not the model. "
                  "Throughput is training tokens/s over the run's wall time (validation included); "
                  "MFU = achieved training FLOP/s ÷ the device's peak FLOP/s (measured or nominal, see *Methods*).")
+    noisy = []
+    for budget, variant, arch, group in _groups(runs, archs):
+        speeds = _num(group["tokens_per_s"]).dropna()
+        if len(speeds) > 1 and speeds.min() > 0 and speeds.max() / speeds.min() > NOISY_THROUGHPUT:
+            noisy.append(f"{arch}{'' if runs['variant'].nunique() == 1 else ' ' + variant} ({speeds.max() / speeds.min():.1f}×)")
+    if noisy:
+        notes.append(f"**Caution**: throughput differs by more than {NOISY_THROUGHPUT:g}× between seeds of "
+                     f"{', '.join(noisy)}, so the machine was shared or throttled while training: read tokens/s, MFU and "
+                     "wall time as upper/lower bounds, and measure speed with `python -m harness bench` on an idle machine. "
+                     "Losses are unaffected (the FLOP budget, not the clock, ends a run).")
     return markdown_table(headers, rows) + "\n\n" + " ".join(notes), pd.DataFrame(numbers)
 
 
@@ -501,7 +512,8 @@ def methods_section(records: list[dict], runs: pd.DataFrame, meta: dict | None, 
     from harness.records import git_commit
 
     commits = _unique(r.get("git_commit") for r in records)
-    lines.append(f"- **Code**: runs trained at git commit {', '.join(f'`{c}`' for c in commits) or 'unknown'}; "
+    several = " (the checkout changed during the sweep: `git diff` them to see what)" if len(commits) > 1 else ""
+    lines.append(f"- **Code**: runs trained at git commit {', '.join(f'`{c}`' for c in commits) or 'unknown'}{several}; "
                  f"report generated at `{git_commit() or 'unknown'}`.")
     lines.append("- **Statistics**: 95 % confidence intervals over seeds from the t-distribution; Welch's t-test "
                  "for differences; isoFLOP parabolas by least squares with covariance and a seed bootstrap.")

@@ -159,8 +159,8 @@ def test_compare_end_to_end_then_resume_trains_nothing(results_tmp, quick_valida
     assert out.strip() == str(report_dir / "report.md")
     runs = json.loads((report_dir / "runs.json").read_text())
     assert len(runs["run_ids"]) == 4 and runs["complete"] and runs["seeds"] == 2
-    assert runs["command"] == ("python -m harness compare --archs gpt2,gpt3 --size nano --budget 6e9 --tasks harness_copy "
-                               "--eval-limit 8 --seeds 2 --name e2e")
+    assert runs["command"] == ("python -m harness compare --archs gpt2,gpt3 --size nano --data synthetic --budget 6e9 "
+                               "--tasks harness_copy --eval-limit 8 --seeds 2 --name e2e")
     text = (report_dir / "report.md").read_text()
     table = [line for line in text.splitlines() if line.startswith("| gpt2 |") or line.startswith("| gpt3 |")]
     assert len(table) >= 3  # summary rows for both + the significance row

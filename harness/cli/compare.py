@@ -46,8 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the planned runs (to train or reused) and exit")
 
 
+ALWAYS_WRITTEN = ("archs", "size", "data", "budget", "seeds")
+
+
 def canonical_command(args: argparse.Namespace, name: str) -> str:
-    """The command line that reproduces this sweep: every option that differs from its default."""
+    """The command line that reproduces this sweep: the sweep's shape (archs, size, data, budget,
+    seeds) always, then every other option that differs from its default."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     words = ["python", "-m", "harness", "compare"]
@@ -55,7 +59,10 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
         if not action.option_strings or action.dest in ("help", "name", "dry_run"):
             continue
         value = getattr(args, action.dest, action.default)
-        if value == action.default or value is None:
+        if action.dest == "size" and getattr(args, "sizes", None):
+            continue
+        explicit = action.dest in ALWAYS_WRITTEN  # spelled out even at their defaults, which may change
+        if value is None or (value == action.default and not explicit):
             continue
         option = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
         if isinstance(action, argparse._StoreTrueAction):
