@@ -70,7 +70,8 @@ def save_figure(fig, directory: str | Path, name: str) -> list[Path]:
     for fmt in ("png", "svg"):
         buffer = io.BytesIO()
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-        fig.savefig(buffer, format=fmt, bbox_inches="tight", metadata=metadata)
+        with plt.rc_context(STYLE):  # svg.fonttype and svg.hashsalt are read when saving
+            fig.savefig(buffer, format=fmt, bbox_inches="tight", metadata=metadata)
         paths.append(write_bytes_atomic(directory / f"{name}.{fmt}", buffer.getvalue()))
     plt.close(fig)
     return paths
