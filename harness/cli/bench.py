@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compile_group = parser.add_mutually_exclusive_group()
     compile_group.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile")
     compile_group.add_argument("--no-compile", dest="compile", action="store_false", help="no torch.compile")
+    parser.add_argument(
+        "--remeasure-peak",
+        action="store_true",
+        help="measure the matmul ceiling again (the cache keeps the best rate seen; do it on a quiet machine)",
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
 
 
@@ -86,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
         steps=args.steps,
         warmup=args.warmup,
         compile=args.compile,
+        refresh_peak=args.remeasure_peak,
     )
     if args.format == "json":
         print(json.dumps(result, indent=2))
