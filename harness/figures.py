@@ -350,8 +350,7 @@ def isoflop(points: pd.DataFrame, fits: dict[tuple[float, str], IsoFlopFit], arc
                 lo, hi = mine[x_column].min(), mine[x_column].max()
                 grid = np.logspace(np.log10(lo) - 0.1, np.log10(hi) + 0.1, 100)
                 label = arch
-                if fit.ok:
-                    label += f": N* ≈ {_short(fit.params_opt)} active params"
+                label += f": N* ≈ {_short(fit.params_opt)} active params" if fit.ok else ": no minimum in range"
                 ax.plot(grid, fit.predict(grid), color=color, label=label)
                 if fit.ok:
                     xerr = None

@@ -228,8 +228,13 @@ def fit_isoflop(
         except (ValueError, np.linalg.LinAlgError):
             cov = None
     x_opt, y_opt = _vertex(coef)
+    means = np.array([y[x == size].mean() for size in sizes])
+    best = int(np.argmin(means))
+    hint = ("the smallest size trained has the lowest loss: add smaller sizes" if best == 0 else
+            "the largest size trained has the lowest loss: add larger sizes" if best == len(sizes) - 1 else
+            "the losses are too noisy for a curve: add seeds or sizes")
     if not math.isfinite(x_opt):
-        fit.reason = "the fitted parabola opens downward (no minimum): the sizes do not bracket the optimum"
+        fit.reason = f"the fitted parabola has no minimum, so the sizes do not bracket the optimum ({hint})"
         return fit
     fit.ok = True
     fit.log10_params_opt, fit.params_opt, fit.loss_opt = x_opt, float(10**x_opt), y_opt

@@ -70,7 +70,9 @@ def test_isoflop_fit_finds_the_vertex_and_says_when_it_cannot():
     too_few = fit_isoflop(params[:2], exact[:2])
     assert not too_few.ok and "at least 3 model sizes" in too_few.reason
     hill = fit_isoflop(params, -exact)
-    assert not hill.ok and "opens downward" in hill.reason
+    assert not hill.ok and "no minimum" in hill.reason
+    falling = fit_isoflop(params, 3.0 - 0.1 * x + np.array([0, 1e-3, 0, -1e-3, 0]) - 0.01 * x**2)
+    assert not falling.ok and "add larger sizes" in falling.reason
     edge = fit_isoflop(params, 2.0 + 0.5 * (x - np.log10(5e6)) ** 2 + np.array([0, 1e-4, 0, -1e-4, 0]))
     assert edge.ok and edge.extrapolated
     other = fit_isoflop(params, exact + 0.1 + np.array([0, 1e-4, 0, -1e-4, 0]))
