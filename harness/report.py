@@ -274,12 +274,20 @@ def summary_section(runs: pd.DataFrame, archs: Sequence[str], evals: list[tuple[
         "± is the 95 % confidence half-width over seeds from the t-distribution (n − 1 degrees of freedom), "
         "shown only with ≥ 2 seeds.",
     ]
+    unigram_loss = _num(runs.get("unigram_val_loss")).dropna()
     if kind == "text":
         notes.append("Bits/byte = summed validation loss / (ln 2 × UTF-8 bytes of the evaluated text): "
                      "comparable across tokenizers.")
+        unigram_quality = _num(runs.get("unigram_val_bpb")).dropna()
+        unit = "bits/byte"
     else:
         notes.append("Excess loss = validation loss − the data's entropy floor (the loss of the true generating "
                      "process); 0 is perfect.")
+        unigram_quality = _num(runs.get("unigram_excess_loss")).dropna()
+        unit = "nats/token excess"
+    if len(unigram_loss) and len(unigram_quality):
+        notes.append(f"For scale, a unigram model fitted on the training tokens scores {unigram_loss.mean():.4f} "
+                     f"nats/token ({unigram_quality.mean():.4f} {unit}) on the same validation tokens.")
     if evals:
         notes.append("Evaluation metrics are lm-eval's (mean over seeds; ± is lm-eval's bootstrap/analytic stderr, "
                      "root-mean-square over seeds).")
