@@ -22,6 +22,7 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: s
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp_name, path)
     except BaseException:
         try:
@@ -30,6 +31,12 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: s
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
