@@ -23,11 +23,16 @@ from architectures.config import ModelConfig
 from architectures.kv_cache import LayerCache
 
 
-def keys_per_query(seq_len: int, window: int | None, block: int | None) -> int:
-    """Score entries executed per query: T when dense (or the band covers T), else min(T, w + b)."""
+def keys_per_query(seq_len: int, window: int | None, block: int | None) -> float:
+    """Score entries executed per query, averaged over the T queries.
+
+    Dense (or a band covering T): T. Banded: the blocked kernel scores ceil(T/b)·b queries
+    against w + b keys each, so ceil(T/b)·b·(w + b)/T (exactly w + b when b divides T).
+    """
     if window is None or window >= seq_len:
         return seq_len
-    return min(seq_len, window + (block or 64))
+    block = max(1, min(block or 64, seq_len))
+    return math.ceil(seq_len / block) * block * (window + block) / seq_len
 
 
 def banded_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
