@@ -96,6 +96,10 @@ def main(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     outcome = run_sweep(plan, args, root)
+    from harness.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun only rank 0 writes the runs file and the report
+        return 0
     command = canonical_command(args, name)
     report_dir = reports_dir() / name
     write_runs_file(report_dir, plan, outcome, command, name)
