@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from harness.paths import temporary_environ
+
 BASELINE_KIND = "harness-check-baseline"
 BASELINE_SCHEMA = 1
 DEFAULT_BASELINE = Path("results/baselines/ci-cpu.json")
@@ -143,20 +145,6 @@ class PartialRun(ValueError):
 
 
 @contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
 def cpu_threads(threads: int) -> Iterator[None]:
     """Run with ``threads`` torch intra-op threads, restoring the previous number after."""
     import torch
@@ -180,7 +168,7 @@ def workspace(workdir: str | os.PathLike | None = None) -> Iterator[Path]:
         holder = tempfile.TemporaryDirectory(prefix="harness-check-")
     with holder as folder:
         root = Path(folder)
-        with _environment(HARNESS_RESULTS_DIR=str(root / "results"), HARNESS_CACHE_DIR=str(root / "cache")):
+        with temporary_environ(HARNESS_RESULTS_DIR=str(root / "results"), HARNESS_CACHE_DIR=str(root / "cache")):
             yield root
 
 

@@ -6,8 +6,10 @@ directory, so the same commands work in a checkout, in CI and on a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 
 def data_dir() -> Path:
@@ -28,3 +30,18 @@ def reports_dir() -> Path:
 def cache_dir() -> Path:
     """Tokenizers, token arrays and measured device ceilings (``HARNESS_CACHE_DIR``, default ``.cache/harness``)."""
     return Path(os.environ.get("HARNESS_CACHE_DIR", ".cache/harness"))
+
+
+@contextlib.contextmanager
+def temporary_environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a ``with`` block, then restore them."""
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -25,6 +24,7 @@ from harness.evaluation import probes
 from harness.evaluation.lm import DEFAULT_BATCH_SIZE, HarnessLM, parse_batch_size
 from harness.evaluation.tasks import parse_task_names, task_manager, write_task_yamls
 from harness.io import write_text_atomic
+from harness.paths import temporary_environ
 from harness.records import load_record, update_record
 
 RESULTS_NAME = "lm_eval_results.json"
@@ -78,20 +78,6 @@ def load_run_model(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any, di
     return model, tokenizer, record
 
 
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive whole number of documents per task, got {limit!r}.")
@@ -132,7 +118,7 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="harness-tasks-") as include_dir:
         needs_builtins = write_task_yamls(names, include_dir, task_data=task_data, probe_files=probe_files)
         manager = task_manager(include_dir, include_defaults=needs_builtins)
-        with _environment(DISABLE_MULTIPROC="1", TOKENIZERS_PARALLELISM="false"):
+        with temporary_environ(DISABLE_MULTIPROC="1", TOKENIZERS_PARALLELISM="false"):
             results = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=names,
