@@ -38,7 +38,7 @@ DEFAULT_LR = {
 
 # Default training budgets (FLOPs, 2 per multiply-add) sized so the default run finishes in a
 # few minutes on a 2-core CPU; GPU sizes get Chinchilla-style 20 tokens/parameter when asked.
-DEFAULT_BUDGET = {"nano": 2e11, "micro": 1e13}
+DEFAULT_BUDGET = {"nano": 2e11, "micro": 2e13}
 
 # Default micro-batch (sequences) and tokens per optimizer step by size.
 DEFAULT_BATCH = {"nano": (16, 16 * 64), "micro": (8, 8 * 256)}
