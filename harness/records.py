@@ -5,7 +5,9 @@ schema_version, run_id, status (``running|ok|failed|interrupted``), error, arch,
 params / non_embedding_params / active_params, forward_flops_per_token /
 train_flops_per_token, budget_flops, flops_used, tokens, steps, final_val_loss (nats/token),
 val_bpb (text), entropy_floor / excess_loss / per_segment (synthetic), wall_s, tokens_per_s,
-mfu, device, dtype, torch_version, git_commit, seed, data, recipe, and after evaluation
+mfu, device, dtype, device_settings, kernels (attention/MoE kernels per layer kind),
+world_size, torch_version, git_commit, seed, data, recipe (incl. grad_accum and
+micro_batch_per_rank), last_metrics, and after evaluation
 ``evaluation`` = {task: {metric: {value, stderr, n, version}}}.
 """
 
