@@ -78,6 +78,7 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from harness.compare import default_name, plan_sweep, run_sweep, validate_name, write_runs_file
+    from harness.distributed import is_main_process
     from harness.paths import reports_dir, results_dir
 
     plan = plan_sweep(args)
@@ -90,14 +91,13 @@ def main(args: argparse.Namespace) -> int:
             print(f"{state}\t{run_id}\tbudget {spec.budget_flops:.3g} FLOPs")
         print(f"{len(plan.specs)} runs; report → {reports_dir() / name}", file=sys.stderr)
         return 0
-    print(
-        f"compare {name}: {len(plan.archs)} architecture(s) x {len(plan.variants)} model(s) x "
-        f"{len(plan.budgets)} budget(s) x {plan.seeds} seed(s) = {len(plan.specs)} runs (results in {root})",
-        file=sys.stderr,
-    )
+    if is_main_process():
+        print(
+            f"compare {name}: {len(plan.archs)} architecture(s) x {len(plan.variants)} model(s) x "
+            f"{len(plan.budgets)} budget(s) x {plan.seeds} seed(s) = {len(plan.specs)} runs (results in {root})",
+            file=sys.stderr,
+        )
     outcome = run_sweep(plan, args, root)
-    from harness.distributed import is_main_process
-
     if not is_main_process():  # under torchrun only rank 0 writes the runs file and the report
         return 0
     command = canonical_command(args, name)
