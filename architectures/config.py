@@ -237,3 +237,14 @@ def parse_override(key: str, value: str) -> Any:
     if declared.startswith("tuple"):
         return tuple(part.strip() for part in text.strip("[]()").split(",") if part.strip())
     return text
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` (the CLI's ``--set``) → typed ModelConfig overrides."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set needs KEY=VALUE (e.g. --set window=64), got {item!r}.")
+        overrides[key.strip()] = parse_override(key.strip(), value)
+    return overrides

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.cli.flops import parse_sets
+from architectures.config import parse_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         args.size,
         batch_size=args.batch_size,
         seq_len=args.seq_len,
-        overrides=parse_sets(args.overrides),
+        overrides=parse_overrides(args.overrides),
         dtype=args.dtype,
         device=args.device,
         steps=args.steps,

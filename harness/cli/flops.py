@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from architectures.config import parse_overrides
+
 CROSS_CHECK_MAX_PARAMS = 2e9  # --cross-check builds a real model: refuse absurd sizes
 
 
@@ -35,19 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cross-check", action="store_true", help="also count with fvcore and FlopCounterMode")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
-
-
-def parse_sets(items: list[str]) -> dict:
-    """``["key=value", ...]`` → ModelConfig overrides, typed by ``architectures.config.parse_override``."""
-    from architectures.config import parse_override
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set needs KEY=VALUE (e.g. --set window=64), got {item!r}.")
-        overrides[key.strip()] = parse_override(key.strip(), value)
-    return overrides
 
 
 def parse_tokens(text: str | None) -> float | None:
@@ -225,7 +214,7 @@ def format_table(summary: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = parse_sets(args.overrides)
+    overrides = parse_overrides(args.overrides)
     summary = flops_summary(
         args.arch, args.size, seq_len=args.seq_len, tokens=parse_tokens(args.tokens), overrides=overrides
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from architectures.config import parse_overrides
 from harness.paths import results_dir
 
 
@@ -50,18 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     parser.add_argument("--checkpoint-interval", type=int, help="checkpoint every N steps (default: 4 per run)")
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    from architectures.config import parse_override
-
-    overrides = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}.")
-        key, value = pair.split("=", 1)
-        overrides[key.strip()] = parse_override(key.strip(), value)
-    return overrides
 
 
 def spec_from_args(args: argparse.Namespace, arch: str, seed: int):
