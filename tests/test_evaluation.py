@@ -347,6 +347,34 @@ def test_standard_tasks_load_offline_from_local_data(tmp_path, lm_eval_data, cap
     assert "piqa" in capsys.readouterr().out
 
 
+def test_wikitext_bits_per_byte_agree_with_the_harness_own_count(tmp_path, lm_eval_data):
+    """lm-eval's wikitext bits/byte = the model's own summed token NLL / (ln 2 · UTF-8 bytes)
+    over the same documents, each scored as [end-of-text] + tokens in disjoint context-length
+    chunks — the way the trainer computes val_bpb.
+
+    lm-eval scores the detokenized page but divides by the bytes of the *raw* page (its
+    convention, for comparability with published numbers); the harness's own count over the
+    detokenized bytes is therefore higher by the raw/detokenized byte ratio."""
+    from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
+
+    model, tokenizer, _ = load_run_model(text_run(tmp_path))
+    n_docs = 3
+    results = evaluate(model, tokenizer, ["wikitext"], limit=n_docs, task_data=lm_eval_data)
+    lm_eval_bpb = results["results"]["wikitext"]["bits_per_byte,none"]
+
+    lines = (lm_eval_data / "wikitext2_document_level_test.jsonl").read_text().splitlines()[:n_docs]
+    total_nll, raw_bytes, scored_bytes = 0.0, 0, 0
+    for line in lines:
+        doc = json.loads(line)
+        text = wikitext_detokenizer(doc)
+        nll, _ = reference_nll(model, [tokenizer.eot_id] + tokenizer.encode(text), first_scored=1)
+        total_nll += nll
+        raw_bytes += len(doc["page"].encode("utf-8"))
+        scored_bytes += len(text.encode("utf-8"))
+    assert lm_eval_bpb == pytest.approx(total_nll / (math.log(2) * raw_bytes), rel=1e-4)
+    assert raw_bytes > scored_bytes  # detokenizing removes spaces: per scored byte the figure is higher
+
+
 # ---- bad input -----------------------------------------------------------------------------------
 def one_sentence(error: BaseException) -> str:
     message = str(error.args[0])
