@@ -336,6 +336,9 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from architectures.config import parse_overrides
+    from harness.cli import add_set_argument
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per model first (default 5)")
@@ -345,12 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("bf16", "fp32"), help="default: harness.device's choice")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--nanogpt-cpu-defaults", action="store_true", help="reference as train.py runs on a CPU")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override our gpt2's config, e.g. --set activation=gelu (nanoGPT's exact GELU)")
+    add_set_argument(parser, help="override our gpt2's config, e.g. --set activation=gelu (nanoGPT's exact GELU)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's, = the cores)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args(argv)
-    from harness.cli.flops import parse_sets
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype,
         device=args.device,
         nanogpt_cpu_defaults=args.nanogpt_cpu_defaults,
-        overrides=parse_sets(args.overrides),
+        overrides=parse_overrides(args.set),
     )
     if args.format == "json":
         print(json.dumps(result, indent=2))

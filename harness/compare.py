@@ -138,7 +138,8 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
     ``args`` carries ``add_run_arguments`` fields plus ``archs`` (str), ``seeds`` (int),
     ``sizes`` (str or None), ``widths`` (str or None), ``budget`` (list of floats or None).
     """
-    from harness.cli.run import parse_overrides, spec_from_args
+    from architectures.config import parse_overrides
+    from harness.cli.run import spec_from_args
 
     archs = parse_archs(args.archs)
     seeds = args.seeds

@@ -238,3 +238,13 @@ def test_nanogpt_compare_runs(cache_env, cpu_defaults):
     # the reference's per-step flush switch leaves the harness's process setting in place
     if result["settings"]["flush_denormal"]:
         assert (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+def test_nanogpt_reference_command_line_runs(cache_env, capsys):
+    """The README's benchmark command parses its options (``--set`` included) and prints a ratio."""
+    module = load_reference()
+    argv = ["--size", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "2", "--seq-len", "16",
+            "--threads", "1", "--set", "activation=gelu", "--format", "json"]
+    assert module.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert positive_finite(result["ratio_ours_over_nanogpt"])

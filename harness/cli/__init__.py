@@ -26,6 +26,11 @@ COMMANDS = {
 }
 
 
+def add_set_argument(parser: argparse.ArgumentParser, help: str = "override a model config field, e.g. --set window=64 (repeatable)") -> None:
+    """``--set KEY=VALUE`` (repeatable) into ``args.set``; parse with ``architectures.config.parse_overrides``."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (to add its arguments)."""
     parser = argparse.ArgumentParser(

@@ -14,6 +14,7 @@ import argparse
 import json
 
 from architectures.config import parse_overrides
+from harness.cli import add_set_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", help="size preset (default: the architecture's first)")
     parser.add_argument("--batch-size", type=int, help="sequences per step (default: 8 on CPU, 32 on CUDA)")
     parser.add_argument("--seq-len", type=int, help="tokens per sequence (default: the context)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model config field, e.g. --set window=64 (repeatable)",
-    )
+    add_set_argument(parser)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), help="compute dtype (default: chosen per device)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     parser.add_argument("--steps", type=int, default=10, help="timed steps; the median is reported (default: 10)")
@@ -85,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
         args.size,
         batch_size=args.batch_size,
         seq_len=args.seq_len,
-        overrides=parse_overrides(args.overrides),
+        overrides=parse_overrides(args.set),
         dtype=args.dtype,
         device=args.device,
         steps=args.steps,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.cli import add_set_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default=None,
@@ -27,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict-perf", action="store_true",
                         help="a throughput regression fails the check (default: a warning)")
     parser.add_argument("--archs", help="comma-separated subset of the baseline's architectures")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a model config field on every architecture (to test the gate)")
+    add_set_argument(parser, help="override a model config field on every architecture (to test the gate)")
     parser.add_argument("--workdir", help="keep runs and caches here (default: a fresh temporary folder)")
     update = parser.add_argument_group("with --update (a check always uses the baseline's settings)")
     update.add_argument("--budget", type=float, help="training FLOPs per run (default 2e11)")
@@ -42,7 +43,7 @@ def _log(message: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness import check
-    from harness.cli.run import parse_overrides
+    from architectures.config import parse_overrides
 
     baseline = args.baseline or str(check.DEFAULT_BASELINE)
     archs = [a.strip() for a in args.archs.split(",") if a.strip()] if args.archs else None

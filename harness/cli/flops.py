@@ -18,6 +18,7 @@ import math
 import torch
 
 from architectures.config import parse_overrides
+from harness.cli import add_set_argument
 
 CROSS_CHECK_MAX_PARAMS = 2e9  # --cross-check builds a real model: refuse absurd sizes
 
@@ -27,14 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", help="size preset (default: the architecture's first)")
     parser.add_argument("--seq-len", type=int, help="sequence length T (default: the context)")
     parser.add_argument("--tokens", help="training tokens D, e.g. 300e9: adds total training FLOPs")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model config field, e.g. --set window=64 (repeatable)",
-    )
+    add_set_argument(parser)
     parser.add_argument("--cross-check", action="store_true", help="also count with fvcore and FlopCounterMode")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
 
@@ -214,7 +208,7 @@ def format_table(summary: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_overrides(args.set)
     summary = flops_summary(
         args.arch, args.size, seq_len=args.seq_len, tokens=parse_tokens(args.tokens), overrides=overrides
     )

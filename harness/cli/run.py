@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from architectures.config import parse_overrides
+from harness.cli import add_set_argument
 from harness.paths import results_dir
 
 
@@ -36,7 +37,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, single_arch: bool = Tr
     parser.add_argument("--batch-tokens", type=int, help="tokens per optimizer step (gradient accumulation fills it)")
     parser.add_argument("--micro-batch", type=int, help="sequences per forward pass")
     parser.add_argument("--seq-len", type=int, help="training sequence length (default: the context)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a model config field")
+    add_set_argument(parser)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), help="default: chosen per device (see `harness bench`)")
     parser.add_argument("--no-compile", action="store_true", help="do not torch.compile on CUDA")
