@@ -7,7 +7,8 @@ train_flops_per_token, budget_flops, flops_used, tokens, steps, final_val_loss (
 val_bpb (text), entropy_floor / excess_loss / per_segment (synthetic), wall_s, tokens_per_s,
 mfu, device, dtype, device_settings, kernels (attention/MoE kernels per layer kind),
 world_size, torch_version, git_commit, seed, data, recipe (incl. grad_accum and
-micro_batch_per_rank), last_metrics, and after evaluation
+micro_batch_per_rank), last_metrics, machine_load ({start, end}: load averages, CPU count and
+torch threads, see ``harness.machine``), and after evaluation
 ``evaluation`` = {task: {metric: {value, stderr, n, version}}}.
 """
 

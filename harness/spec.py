@@ -18,6 +18,7 @@ from architectures import ModelConfig, get
 # Per-size peak learning rates: GPT-3 Table 2.1 by shape; GPT-1's paper value; CPU sizes ours.
 DEFAULT_LR = {
     "nano": 3e-3,
+    "mini": 2e-3,
     "micro": 1e-3,
     "117m": 2.5e-4,
     "124m": 6e-4,
@@ -38,10 +39,10 @@ DEFAULT_LR = {
 
 # Default training budgets (FLOPs, 2 per multiply-add) sized so the default run finishes in a
 # few minutes on a 2-core CPU; GPU sizes get Chinchilla-style 20 tokens/parameter when asked.
-DEFAULT_BUDGET = {"nano": 2e11, "micro": 2e13}
+DEFAULT_BUDGET = {"nano": 2e11, "mini": 1e13, "micro": 2e13}
 
 # Default micro-batch (sequences) and tokens per optimizer step by size.
-DEFAULT_BATCH = {"nano": (16, 16 * 64), "micro": (8, 8 * 256)}
+DEFAULT_BATCH = {"nano": (16, 16 * 64), "mini": (8, 8 * 256), "micro": (8, 8 * 256)}
 
 
 @dataclass

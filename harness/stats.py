@@ -12,6 +12,7 @@
   fit's covariance (delta method) and, with several seeds per size, from a bootstrap that
   resamples seeds within each size.
 - ``compare_optima``: the difference of two fitted optimal losses with its standard error.
+- ``holm_adjust``: Holm–Bonferroni adjusted p-values for a family of comparisons.
 """
 
 from __future__ import annotations
@@ -291,3 +292,19 @@ def compare_optima(a: IsoFlopFit, b: IsoFlopFit, confidence: float = CONFIDENCE)
         return OptimumComparison(False, "no uncertainty for one of the fits (too few points)", diff=diff, params_ratio=ratio)
     p = float(2 * stats.norm.sf(abs(diff) / se))
     return OptimumComparison(True, diff=diff, se=se, p=p, params_ratio=ratio, significant=p < 1 - confidence)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni step-down adjusted p-values (Holm 1979), in the input order.
+
+    Sorted ascending p₍₁₎ ≤ … ≤ p₍ₘ₎ become max_{j ≤ i} min(1, (m − j + 1)·p₍ⱼ₎); rejecting
+    where the adjusted p < α controls the family-wise error rate at α. Non-finite p-values
+    (comparisons that could not be tested) are left as nan and do not count towards m.
+    """
+    finite = [(p, i) for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
+    adjusted = [math.nan] * len(p_values)
+    m, running = len(finite), 0.0
+    for rank, (p, index) in enumerate(sorted(finite)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[index] = running
+    return adjusted

@@ -36,6 +36,7 @@ from harness import distributed
 from harness.data import get_batch, prepare_data, unigram_cross_entropy
 from harness.device import configure_device
 from harness.flops import forward_flops_per_token, plan_budget, train_flops_per_token
+from harness.machine import machine_load
 from harness.io import torch_save_atomic, write_json_atomic, write_text_atomic
 from harness.records import git_commit, load_record, write_record
 from harness.spec import RunSpec
@@ -374,6 +375,7 @@ def train(
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
         "command": " ".join(sys.argv),
+        "machine_load": {"start": machine_load()},
     }
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -512,6 +514,7 @@ def train(
         tokens_per_s=(step - start_step) * plan.tokens_per_step / max(wall_s - wall_before, 1e-9),
         last_metrics=last_metrics,
     )
+    record["machine_load"]["end"] = machine_load()
     # tokens_per_s counts the global batch (all ranks); MFU is against all ranks' peak
     record["achieved_flops_per_s"] = record["tokens_per_s"] * flops_per_token
     peak = settings.peak_flops_per_s() if dist.is_main else None

@@ -47,7 +47,7 @@ def test_json_output_with_capsys(capsys, rows):
     assert {(row["arch"], row["size"]): row for row in data} == rows
     assert main(["list", "--format", "json", "--arch", "gpt1"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [row["size"] for row in data] == ["nano", "micro", "117m"]
+    assert [row["size"] for row in data] == ["nano", "mini", "micro", "117m"]
     assert all(set(row) >= KEYS for row in data)
 
 
@@ -62,7 +62,7 @@ def test_all_sizes_are_listed(rows):
         sizes.setdefault(arch, set()).add(size)
     for arch, expected in PAPER_SIZES.items():
         assert expected <= sizes[arch], arch
-    assert len(sizes["gpt4"] - {"nano", "micro"}) >= 2
+    assert len(sizes["gpt4"] - {"nano", "mini", "micro"}) >= 2
     for arch in ("gpt1", "gpt2", "gpt3", "gpt4"):
         assert {"nano", "micro"} <= sizes[arch]
 
@@ -137,7 +137,7 @@ def test_table_format_lists_human_counts(capsys):
     header, rule, *lines = out.splitlines()
     assert header.split()[:3] == ["arch", "size", "params"]
     assert set(rule.replace(" ", "")) == {"-"}
-    assert len(lines) == 10
+    assert len(lines) == 11  # nano, mini, micro and the 8 paper sizes
     assert any(line.split()[:3] == ["gpt3", "175b", "174.60B"] for line in lines)
 
 

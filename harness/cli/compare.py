@@ -44,6 +44,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="report folder under reports/ (default: from the sizes and budgets)")
     parser.add_argument("--reference", help="architecture the others are tested against (default gpt2)")
     parser.add_argument("--dry-run", action="store_true", help="list the planned runs (to train or reused) and exit")
+    parser.add_argument("--require-clean", action="store_true",
+                        help="refuse to train from a checkout with uncommitted changes (for reports you will commit)")
+
+
+def provenance_ok(require_clean: bool) -> bool:
+    """Warn loudly (or refuse with ``--require-clean``) when the checkout has uncommitted changes."""
+    from harness.records import git_commit
+
+    commit = git_commit() or ""
+    if not commit.endswith("-dirty"):
+        return True
+    what = (f"the checkout has uncommitted changes ({commit}): these runs cannot be reproduced from a commit, "
+            "and their reports will say so")
+    if require_clean:
+        print(f"error: {what}; commit or stash them first (--require-clean).", file=sys.stderr)
+        return False
+    print(f"WARNING: {what}. Commit first (or pass --require-clean to refuse) for a report you will publish.",
+          file=sys.stderr)
+    return True
 
 
 ALWAYS_WRITTEN = ("archs", "size", "data", "budget", "seeds")
@@ -91,6 +110,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"{state}\t{run_id}\tbudget {spec.budget_flops:.3g} FLOPs")
         print(f"{len(plan.specs)} runs; report → {reports_dir() / name}", file=sys.stderr)
         return 0
+    if not provenance_ok(args.require_clean):
+        return 2
     if is_main_process():
         print(
             f"compare {name}: {len(plan.archs)} architecture(s) x {len(plan.variants)} model(s) x "
