@@ -20,6 +20,7 @@ COMMANDS = {
     "run": ("run", "train one architecture at a FLOP budget, validate, evaluate, record"),
     "eval": ("eval", "evaluate a trained run with lm-evaluation-harness tasks"),
     "compare": ("compare", "train and evaluate several architectures at matched compute, then report"),
+    "study": ("study", "run a study (several sweeps, e.g. studies/gpt-family-cpu.yaml) and write its Findings report"),
     "report": ("report", "regenerate a markdown report with figures from run records"),
     "results": ("results", "print every run record as one table"),
     "check": ("check", "regression gate: retrain nano models and compare with the committed baseline"),

@@ -2,6 +2,7 @@
 
     python -m harness report compare-nano-2e11             # a name made by `harness compare`
     python -m harness report RUN_ID RUN_ID ... --name mine   # any finished runs
+    python -m harness report gpt-family-cpu                  # a study made by `harness study`
 
 Reads only results/<run_id>/record.json, config.json and metrics.jsonl; writes
 reports/<name>/report.md, figures/*.png and *.svg, runs.csv, summary.csv and runs.json.
@@ -26,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from harness.report import build_report
     from harness.results import RecordSkipped
+    from harness.study_report import build_study_report, is_study
+
+    if len(args.targets) == 1 and is_study(args.targets[0]):  # a study's report (harness study)
+        study = build_study_report(args.targets[0])
+        for note in study.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(study.path)
+        return 0
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RecordSkipped)

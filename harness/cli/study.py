@@ -1,0 +1,76 @@
+"""Run a study — several matched-compute sweeps reported together — and write its report.
+
+    python -m harness study studies/gpt-family-cpu.yaml            # train (or reuse) everything, then report
+    python -m harness study studies/gpt-family-cpu.yaml --dry-run  # list the runs: to train or reused
+
+A study file names the study and lists its sweeps, each a `harness compare` argument string
+with a role (synthetic, text, lr); see harness/study.py. Runs are reused by id, so running
+the same study again resumes it. The report goes to reports/<name>/ (report.md with a
+Findings section generated from Welch tests with Holm's correction, figures, CSVs);
+`python -m harness report <name>` regenerates it from the records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="study file (YAML), e.g. studies/gpt-family-cpu.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="list every planned run (train or reuse) and exit")
+    parser.add_argument("--require-clean", action="store_true",
+                        help="refuse to train from a checkout with uncommitted changes")
+
+
+def _sweep_args(sweep) -> argparse.Namespace:
+    from harness.cli import compare as compare_cli
+
+    parser = argparse.ArgumentParser(prog=f"sweep {sweep.name}", exit_on_error=False)
+    compare_cli.add_arguments(parser)
+    try:
+        return parser.parse_args(shlex.split(sweep.args))
+    except (argparse.ArgumentError, SystemExit) as error:
+        raise ValueError(f"sweep {sweep.name!r} has arguments `harness compare` does not accept: {error}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.cli.compare import canonical_command, provenance_ok
+    from harness.compare import plan_sweep, run_sweep
+    from harness.paths import reports_dir, results_dir
+    from harness.study import load_study, run_study, write_study_file
+    from harness.study_report import build_study_report
+
+    spec = load_study(args.study)
+    plans = {sweep.name: (_sweep_args(sweep), plan_sweep(_sweep_args(sweep))) for sweep in spec.sweeps}  # all checked first
+    root = results_dir()
+    if args.dry_run:
+        for name, (_, plan) in plans.items():
+            for run_spec in plan.specs:
+                run_id = run_spec.run_id()
+                state = "reuse" if (root / run_id / "record.json").exists() else "train"
+                print(f"{name}\t{state}\t{run_id}")
+        return 0
+    if not provenance_ok(args.require_clean):
+        return 2
+
+    def one_sweep(sweep):
+        sweep_args, plan = plans[sweep.name]
+        print(f"study {spec.name}: sweep {sweep.name} ({len(plan.specs)} runs)", file=sys.stderr)
+        outcome = run_sweep(plan, sweep_args, root)
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+        return canonical_command(sweep_args, f"{spec.name}-{sweep.name}"), outcome.run_ids
+
+    try:
+        sweeps = run_study(spec, one_sweep)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume the study.", file=sys.stderr)
+        return 130
+    write_study_file(reports_dir() / spec.name, spec, sweeps)
+    report = build_study_report(spec.name)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(report.path)
+    return 0

@@ -1,0 +1,143 @@
+"""Findings from statistics: Holm's correction, generated sentences, and a study report from fabricated records."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.evaluation.chance import at_chance, chance_level
+from harness.findings import Comparison, assess, findings_markdown
+from harness.stats import holm_adjust, welch_test
+
+
+def comparison(key, a, b, higher=False, expected=None, rationale="a reason"):
+    return Comparison(key, "topic", f"metric {key}", "nats/token", f"A{key}", f"B{key}", list(a), list(b), higher,
+                      expected, rationale)
+
+
+def test_holm_adjust_matches_the_step_down_definition():
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → monotone 0.06
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    adjusted = holm_adjust([0.01, math.nan, 0.02])  # an untestable comparison does not count towards m
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+
+
+def test_a_large_difference_is_resolved_and_a_null_is_not():
+    big = comparison("big", [1.00, 1.01, 0.99], [2.00, 2.02, 1.98], expected="better")
+    null = comparison("null", [1.0, 1.1, 0.9], [1.05, 0.95, 1.0], expected="worse")
+    findings = assess([big, null])
+    assert findings[0].resolved and findings[0].outcome == "better" and findings[0].agrees is True
+    assert not findings[1].resolved and findings[1].outcome is None
+    text = findings_markdown(findings)
+    resolved, unresolved = text.split("**Not resolved**")
+    assert "**Abig is better than Bbig**" in resolved and "As the literature expects (a reason)" in resolved
+    assert "Anull vs Bnull on metric null: not resolved" in unresolved
+    assert "cannot confirm or reject it" in unresolved
+    # the sentence carries the numbers the test produced
+    test = welch_test(big.a, big.b)
+    assert f"Δ = {test.diff:+.3g}" in resolved and f"{test.ci_low:+.3g}" in resolved
+
+
+def test_holm_correction_can_turn_a_raw_significance_into_not_resolved():
+    rng = np.random.default_rng(0)
+    moderate = [comparison(f"m{i}", [0.0, 0.3, 0.6], [0.9, 1.2, 1.5]) for i in range(4)]
+    raw = welch_test(moderate[0].a, moderate[0].b).p
+    assert 0.01 < raw < 0.05  # significant alone ...
+    findings = assess(moderate)
+    assert all(f.p_holm == pytest.approx(min(1.0, 4 * raw)) for f in findings)
+    assert not any(f.resolved for f in findings)  # ... but not across a family of four
+    assert "none: no comparison reached significance" in findings_markdown(findings)
+    del rng
+
+
+def test_a_result_against_the_literature_is_reported_as_measured():
+    finding = assess([comparison("x", [2.0, 2.01, 1.99], [1.0, 1.01, 0.99], expected="better")])[0]
+    assert finding.resolved and finding.outcome == "worse" and finding.agrees is False
+    assert "contradicts the expectation" in finding.sentence() and "reported as measured" in finding.sentence()
+
+
+def test_untestable_comparisons_say_why():
+    finding = assess([comparison("one", [1.0], [2.0, 2.1])])[0]
+    assert not finding.resolved and "needs at least 2 seeds" in finding.sentence()
+
+
+def test_chance_levels_and_at_chance():
+    config = {"n_values": 64, "n_objects": 48, "n_markov": 200}
+    assert chance_level("arc_easy", "acc") == 0.25 and chance_level("piqa", "acc") == 0.5
+    assert chance_level("harness_recall_48", "acc", config) == pytest.approx(1 / 64)
+    assert chance_level("wikitext", "bits_per_byte") is None
+    assert at_chance([0.26, 0.25, 0.27], [0.03] * 3, 0.25) is True
+    assert at_chance([0.60, 0.62, 0.61], [0.03] * 3, 0.25) is False
+    assert at_chance([1.0], [0.0], None) is None
+
+
+# ---- a study report from fabricated records -----------------------------------------------------------
+
+SEGMENTS = ["markov", "recall", "copy", "facts"]
+
+
+def write_run(root, run_id, arch, seed, lr, *, loss, recall48, facts):
+    run = root / run_id
+    run.mkdir(parents=True)
+    evaluation = {
+        "harness_recall_16": {"acc": {"value": 0.9 + 0.01 * seed, "stderr": 0.02}},
+        "harness_recall_48": {"acc": {"value": recall48, "stderr": 0.02}},
+        "harness_facts": {"acc": {"value": facts, "stderr": 0.02}},
+    }
+    record = {
+        "schema_version": 1, "run_id": run_id, "status": "ok", "arch": arch, "size": "nano", "seed": seed,
+        "params": 1000, "active_params": 1000, "tokens": 1e5, "steps": 10, "budget_flops": 1e12,
+        "flops_used": 1e12, "train_flops_per_token": 1e7, "final_val_loss": loss, "excess_loss": loss - 1.0,
+        "entropy_floor": 1.0, "unigram_val_loss": 5.0, "unigram_excess_loss": 4.0,
+        "per_segment": {s: {"excess_loss": loss - 1.0, "entropy_floor": 1.0} for s in SEGMENTS},
+        "evaluation": evaluation, "wall_s": 10.0, "tokens_per_s": 1e4, "device": "cpu",
+        "device_settings": {"threads": 1}, "git_commit": "abc123",
+        "data": {"kind": "synthetic", "spec": "synthetic", "tokenizer": "synthetic", "vocab_size": 512,
+                 "segment_names": SEGMENTS, "synthetic_config": {"n_values": 64, "n_objects": 48, "n_markov": 200}},
+        "recipe": {"lr": lr, "batch_tokens": 1024},
+        "machine_load": {"end": {"loadavg_5m": 0.5, "cpu_count": 2}},
+    }
+    (run / "record.json").write_text(json.dumps(record))
+    (run / "config.json").write_text(json.dumps({"model": {"window": 32}, "run": {"overrides": {}}}))
+    lines = [{"step": s, "tokens": 100 * s, "flops": 1e10 * s, "wall_s": s, "train_loss": loss + 1 / s,
+              "grad_norm": 1.0 + 0.1 * ((s + seed) % 3), "val_loss": loss + 1 / s} for s in range(1, 11)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_study_report_from_fabricated_records(tmp_path, monkeypatch):
+    from harness.study import StudySpec, StudySweep, write_study_file
+    from harness.study_report import build_study_report
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    synthetic, lr = [], []
+    for seed in range(3):
+        for arch in ("gpt1", "gpt2", "gpt3", "gpt4"):
+            # known large effect: GPT-3 recall 48 tokens back collapses; known null: GPT-4 facts = GPT-3 facts
+            recall48 = 0.05 + 0.01 * seed if arch == "gpt3" else 0.85 + 0.01 * seed
+            facts = [0.40, 0.44, 0.42][seed]
+            write_run(results, f"{arch}-s{seed}", arch, seed, 2e-3, loss=2.0 + 0.01 * seed, recall48=recall48,
+                      facts=facts)
+            synthetic.append(f"{arch}-s{seed}")
+        for arch in ("gpt1", "gpt2"):
+            write_run(results, f"{arch}-lr-s{seed}", arch, seed, 6e-3, loss=2.5 + 0.01 * seed, recall48=0.5, facts=0.4)
+            lr.append(f"{arch}-lr-s{seed}")
+    spec = StudySpec("fab", [StudySweep("syn", "synthetic", "--archs gpt1"), StudySweep("hi", "lr", "--archs gpt1")])
+    write_study_file(reports / "fab", spec, {"syn": {"role": "synthetic", "command": "c1", "run_ids": synthetic},
+                                             "hi": {"role": "lr", "command": "c2", "run_ids": lr}})
+    report = build_study_report("fab", results_dir=results, reports_dir=reports)
+    text = report.path.read_text()
+    findings = text.split("## Findings")[1].split("## Synthetic")[0]
+    resolved, unresolved = findings.split("**Not resolved**")
+    assert "**GPT-3 (dense/banded) is worse than GPT-2 (pre-LN, dense)** on recall accuracy 48 tokens back" in resolved
+    assert "GPT-4-style (MoE) vs GPT-3 (dense/banded) on facts accuracy" in unresolved
+    assert "Holm-adjusted p" in resolved
+    assert "all 18 runs trained at commit `abc123` (a clean checkout)" in text
+    table = pd.read_csv(report.directory / "findings.csv")
+    row = table[table["key"] == "recall_48/gpt3-vs-gpt2"].iloc[0]
+    assert bool(row["resolved"]) and row["p_holm"] >= row["p"]
+    assert (report.directory / "figures" / "recall_by_distance.png").exists()
