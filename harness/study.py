@@ -136,7 +136,7 @@ def add_curve_measures(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
 
 
 def lr_degradation(base: pd.DataFrame, other: pd.DataFrame, arch: str, column: str = "final_val_loss") -> list[float]:
-    """Per seed: ``column`` at the other learning rate − at the base one (same arch and seed)."""
+    """Per seed: ``column`` at the other learning rate − at the base one (same arch, seed and data order)."""
     if base is None or other is None or base.empty or other.empty:
         return []
     a = base[base["arch"] == arch].set_index("seed")[column]
@@ -157,8 +157,21 @@ def _label(arch: str) -> str:
     return LABELS.get(arch, arch)
 
 
+def lr_base(settings: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """The setting an ``lr`` sweep varies: the one trained on the same data (text or synthetic)."""
+    lr = settings.get("lr")
+    if lr is None or lr.empty:
+        return settings.get("synthetic")
+    spec = lr["data/spec"].iloc[0] if "data/spec" in lr.columns else None
+    for role in ("text", "synthetic"):
+        frame = settings.get(role)
+        if frame is not None and not frame.empty and "data/spec" in frame.columns and frame["data/spec"].iloc[0] == spec:
+            return frame
+    return None
+
+
 def gpt_family_comparisons(settings: dict[str, pd.DataFrame], window: int | None = None,
-                           base_lr: float | None = None, high_lr: float | None = None) -> list[Comparison]:
+                           base_lr: float | None = None, other_lr: float | None = None) -> list[Comparison]:
     """The planned family: banded vs dense, MoE vs dense at matched active FLOPs, post-LN vs pre-LN.
 
     ``settings`` maps a role (``synthetic``, ``text``, ``lr``) to its runs frame (with
@@ -205,14 +218,20 @@ def gpt_family_comparisons(settings: dict[str, pd.DataFrame], window: int | None
         "nats/token", "gpt1", "gpt2", False, "worse", XIONG)
     add("bpb/gpt1-vs-gpt2", topic, text, "val_bpb", "validation bits per byte (text)", "bits/byte",
         "gpt1", "gpt2", False, "worse", XIONG)
-    add("grad_norm/gpt1-vs-gpt2", topic, syn, "grad_norm_log_std",
-        "gradient-norm variability (std of ln ‖g‖ after warm-up)", "", "gpt1", "gpt2", False, "worse",
+    base = lr_base(settings)
+    kind = "text" if base is text else "synthetic"
+    add("grad_norm/gpt1-vs-gpt2", topic, base, "grad_norm_log_std",
+        f"gradient-norm variability (std of ln ‖g‖ after warm-up, {kind})", "", "gpt1", "gpt2", False, "worse",
         "post-LN gradients are less well conditioned (Xiong et al. 2020)")
-    if lr is not None and syn is not None:
-        what = (f"loss increase when the learning rate goes from {base_lr:g} to {high_lr:g}" if base_lr and high_lr
-                else "loss increase at the higher learning rate")
-        add("lr_sensitivity/gpt1-vs-gpt2", topic, None, "", what, "nats/token", "gpt1", "gpt2", False, "worse",
-            XIONG, values=(lr_degradation(syn, lr, "gpt1"), lr_degradation(syn, lr, "gpt2")))
+    if lr is not None and base is not None:
+        what = (f"loss change when the learning rate goes from {base_lr:g} to {other_lr:g} ({kind})"
+                if base_lr and other_lr else f"loss change at the other learning rate ({kind})")
+        # the change is other − base (lower is better): a smaller learning rate should help post-LN more,
+        # a larger one should hurt it more
+        expected = None if not (base_lr and other_lr) else ("better" if other_lr < base_lr else "worse")
+        add("lr_sensitivity/gpt1-vs-gpt2", topic, None, "", what, "nats/token", "gpt1", "gpt2", False, expected,
+            "post-LN needs a smaller learning rate or a longer warm-up than pre-LN (Xiong et al. 2020; "
+            "Liu et al. 2020)", values=(lr_degradation(base, lr, "gpt1"), lr_degradation(base, lr, "gpt2")))
     return out
 
 

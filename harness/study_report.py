@@ -31,7 +31,7 @@ from harness.paths import results_dir as default_results_dir
 from harness.report import FIGURES_DIR, RUNS_CSV_COLUMNS, fmt_count, fmt_sci, markdown_table
 from harness.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.stats import t_interval
-from harness.study import STUDY_MODE, add_curve_measures, gpt_family_comparisons
+from harness.study import STUDY_MODE, add_curve_measures, gpt_family_comparisons, lr_base
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
 SHOWN_METRICS = ("acc", "acc_norm", "bits_per_byte", "exact_match", "token_acc", "excess_nll_per_token")
@@ -74,8 +74,7 @@ def _load_setting(name: str, sweep: dict, results_root: Path, notes: list[str]) 
         return None
     runs = records_frame(records)
     curves = load_curves(runs)
-    if sweep["role"] in ("synthetic", "lr"):
-        runs = add_curve_measures(runs, curves)
+    runs = add_curve_measures(runs, curves)
     return Setting(name, sweep["role"], sweep.get("command") or "", runs, curves, records)
 
 
@@ -108,13 +107,15 @@ def quality_table(setting: Setting) -> str:
     quality, unigram = ("val_bpb", "unigram_val_bpb") if text else ("excess_loss", "unigram_excess_loss")
     unit = "bits/byte" if text else "excess nats/token"
     headers = ["arch", "seeds", "params total / active", "tokens seen", "val loss (nats/token)",
-               f"val {unit}", f"unigram {unit}"]
+               f"val {unit}", f"unigram {unit}", "below unigram?"]
     rows = []
     for arch in _archs(runs):
         mine = runs[runs["arch"] == arch]
+        model, baseline = t_interval(_values(runs, arch, quality)), _values(runs, arch, unigram).mean()
+        below = "yes" if model.n and (model.high if model.n > 1 else model.mean) < baseline else "**no**"
         rows.append([arch, len(mine), f"{fmt_count(_first(mine, 'params'))} / {fmt_count(_first(mine, 'active_params'))}",
                      fmt_count(_values(runs, arch, "tokens").mean()), _cell(runs, arch, "final_val_loss", 4),
-                     _cell(runs, arch, quality, 4), _cell(runs, arch, unigram, 4)])
+                     model.format(4), _cell(runs, arch, unigram, 4), below])
     return markdown_table(headers, rows)
 
 
@@ -170,24 +171,23 @@ def moe_table(setting: Setting) -> str:
     return markdown_table(headers, rows)
 
 
-def stability_table(base: Setting, high: Setting | None) -> str:
-    """GPT-1 vs GPT-2: loss at each learning rate, the loss increase, gradient-norm variability."""
+def stability_table(base: Setting, other: Setting | None) -> str:
+    """GPT-1 vs GPT-2: loss at each learning rate, the per-seed change, gradient-norm variability."""
     from harness.study import lr_degradation
 
     base_lr = _first(base.runs, "recipe/lr")
-    high_lr = _first(high.runs, "recipe/lr") if high else None
     headers = ["arch", f"val loss at lr {base_lr:g}"]
-    if high is not None:
-        headers += [f"val loss at lr {high_lr:g}", "increase (nats/token)"]
+    if other is not None:
+        headers += [f"val loss at lr {_first(other.runs, 'recipe/lr'):g}", "change (nats/token)"]
     headers += ["std of ln ‖g‖ after warm-up", "max / median ‖g‖"]
     rows = []
     for arch in ("gpt1", "gpt2"):
         if not _values(base.runs, arch, "final_val_loss").size:
             continue
         row = [arch, _cell(base.runs, arch, "final_val_loss", 4)]
-        if high is not None:
-            row += [_cell(high.runs, arch, "final_val_loss", 4),
-                    t_interval(lr_degradation(base.runs, high.runs, arch)).format(4)]
+        if other is not None:
+            row += [_cell(other.runs, arch, "final_val_loss", 4),
+                    t_interval(lr_degradation(base.runs, other.runs, arch)).format(4)]
         row += [_cell(base.runs, arch, "grad_norm_log_std", 3), _cell(base.runs, arch, "grad_norm_max_ratio", 2)]
         rows.append(row)
     return markdown_table(headers, rows)
@@ -241,6 +241,12 @@ def _provenance(settings: Sequence[Setting]) -> tuple[str, list[str]]:
     return sentence, notes
 
 
+def _lr_base_setting(settings: dict[str, Setting]) -> Setting | None:
+    """The setting the lr sweep varies (same data), else the synthetic one."""
+    frame = lr_base({role: s.runs for role, s in settings.items()})
+    return next((s for s in settings.values() if s.role != "lr" and s.runs is frame), None)
+
+
 def _figures(settings: dict[str, Setting], figures_dir: Path) -> list[tuple[str, str, list[Path]]]:
     """(key, caption, paths) of every figure drawn."""
     syn, text, lr = settings.get("synthetic"), settings.get("text"), settings.get("lr")
@@ -259,11 +265,13 @@ def _figures(settings: dict[str, Setting], figures_dir: Path) -> list[tuple[str,
                                                    chance_level("harness_recall_16", "acc", config))))
         drawn.append(("moe_routing", "GPT-4-style MoE: load balance and dropped assignments over training",
                       study_fig.moe_routing(syn.runs, syn.curves)))
-        drawn.append(("grad_norms", "GPT-1 (post-LN) vs GPT-2 (pre-LN): gradient norms over training",
-                      study_fig.grad_norms(syn.runs, syn.curves)))
-        frames = [s.runs for s in (syn, lr) if s is not None]
+    base = _lr_base_setting(settings)
+    if base is not None:
+        drawn.append(("grad_norms", f"GPT-1 (post-LN) vs GPT-2 (pre-LN): gradient norms over training ({base.name})",
+                      study_fig.grad_norms(base.runs, base.curves)))
+        frames = [s.runs for s in (base, lr) if s is not None]
         points = pd.concat(frames)[["arch", "recipe/lr", "final_val_loss"]].rename(columns={"recipe/lr": "lr"})
-        drawn.append(("lr_sensitivity", "GPT-1 vs GPT-2: final loss against the learning rate",
+        drawn.append(("lr_sensitivity", f"GPT-1 vs GPT-2: final loss against the learning rate ({base.name})",
                       study_fig.lr_sensitivity(points[points["arch"].isin(["gpt1", "gpt2"])])))
     out = []
     for key, caption, figure in drawn:
@@ -284,13 +292,17 @@ def _setting_sections(settings: dict[str, Setting]) -> list[str]:
         if moe:
             parts += ["MoE routing (Switch balance term: 1 at uniform load; dropped: expert assignments over the "
                       "capacity factor, which then skip the FFN):", "", moe, ""]
-        parts += ["### Post-LN (GPT-1) vs pre-LN (GPT-2): stability", "", stability_table(syn, lr), "",
-                  "The gradient norm is the global norm before clipping at 1.0, logged every step; "
-                  "the increase is per seed (same seed and data order at both learning rates).", ""]
     if text is not None:
         parts += [f"## Text setting (`{text.name}`)", "", quality_table(text), "",
                   "lm-eval tasks (mean ± 95 % CI over seeds; perplexities are not shown — bits per byte carries the "
                   "same information on a readable scale):", "", evaluation_table(text), ""]
+    base = _lr_base_setting(settings)
+    if base is not None:
+        parts += [f"## Post-LN (GPT-1) vs pre-LN (GPT-2): learning rate and stability (`{base.name}`"
+                  + (f" and `{lr.name}`)" if lr is not None else ")"), "", stability_table(base, lr), "",
+                  "The gradient norm is the global norm before clipping at 1.0, logged every step; the change is "
+                  "per seed (same seed and data order at both learning rates), negative when the other learning "
+                  "rate helped.", ""]
     return parts
 
 
@@ -351,9 +363,10 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     window = None
     if syn is not None and (syn.runs["arch"] == "gpt3").any():
         window = int(_first(syn.runs[syn.runs["arch"] == "gpt3"], "model/window"))
+    base = _lr_base_setting(settings)
     comparisons = gpt_family_comparisons(
         {role: s.runs for role, s in settings.items()}, window,
-        _first(syn.runs, "recipe/lr") if syn else None, _first(lr.runs, "recipe/lr") if lr else None)
+        _first(base.runs, "recipe/lr") if base else None, _first(lr.runs, "recipe/lr") if lr else None)
     findings = assess(comparisons)
     provenance, provenance_notes = _provenance(list(settings.values()))
     notes = provenance_notes + notes

@@ -141,3 +141,62 @@ def test_study_report_from_fabricated_records(tmp_path, monkeypatch):
     row = table[table["key"] == "recall_48/gpt3-vs-gpt2"].iloc[0]
     assert bool(row["resolved"]) and row["p_holm"] >= row["p"]
     assert (report.directory / "figures" / "recall_by_distance.png").exists()
+
+
+# ---- the study command -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("name: s\nsweeps:\n  - {name: a, role: nope, args: --archs gpt2}\n", "role 'nope'"),
+        ("name: s\nsweeps:\n  - {name: a, role: lr, args: x}\n  - {name: b, role: lr, args: y}\n", "each role may appear once"),
+        ("name: s\nsweeps:\n  - {name: a, role: lr}\n", "lacks args"),
+        ("sweeps: []\n", "needs a `name`"),
+    ],
+)
+def test_bad_study_files_are_one_sentence(tmp_path, body, message):
+    from harness.study import load_study
+
+    path = tmp_path / "study.yaml"
+    path.write_text(body)
+    with pytest.raises(ValueError, match=message):
+        load_study(path)
+
+
+@pytest.mark.slow
+def test_study_command_end_to_end_and_report_regenerates(results_tmp, monkeypatch, tmp_path):
+    import io
+    import warnings
+    from contextlib import redirect_stderr, redirect_stdout
+
+    import harness.train as train_module
+    from harness.cli import main as cli_main
+
+    original = train_module.validation_metrics
+    monkeypatch.setattr(train_module, "validation_metrics",
+                        lambda *a, max_tokens=4096, **k: original(*a, max_tokens=min(max_tokens, 4096), **k))
+
+    def cli(argv):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cli_main(argv), out.getvalue(), err.getvalue()
+
+    study = tmp_path / "tiny.yaml"
+    study.write_text("name: tiny\nsweeps:\n  - name: syn\n    role: synthetic\n    args: >-\n"
+                     "      --archs gpt2,gpt3 --size nano --budget 6e9 --seeds 2 --tasks harness_recall_16 --eval-limit 8\n")
+    code, out, err = cli(["study", str(study), "--dry-run"])
+    assert code == 0 and out.count("\ttrain\t") == 4, err
+    code, out, err = cli(["study", str(study)])
+    assert code == 0, err
+    report = results_tmp.parent / "reports" / "tiny" / "report.md"
+    assert out.strip() == str(report)
+    first = report.read_text()
+    assert "## Findings" in first and "recall accuracy 16 tokens back" in first and "Holm" in first
+    runs = json.loads((report.parent / "runs.json").read_text())
+    assert runs["mode"] == "study" and len(runs["sweeps"]["syn"]["run_ids"]) == 4
+    report.unlink()
+    code, out, err = cli(["report", "tiny"])  # regenerated from the records alone
+    assert code == 0, err
+    assert report.read_text() == first
