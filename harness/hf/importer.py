@@ -26,7 +26,7 @@ import torch
 
 from harness.hf.families import FAMILIES, HF_CLASSES, config_from_hf
 from harness.hf.source import HFCheckpoint, resolve_checkpoint
-from harness.hf.weights import state_from_hf
+from harness.hf.weights import IGNORED, state_from_hf
 from harness.io import torch_save_atomic, write_json_atomic
 from harness.records import git_commit, write_record
 
@@ -58,7 +58,20 @@ def _tokenizer_folder(checkpoint: HFCheckpoint, scratch: Path) -> Path:
     return scratch
 
 
-def _record(run_id: str, checkpoint: HFCheckpoint, model: torch.nn.Module, tokenizer: Any) -> dict[str, Any]:
+def source_parameter_count(hf_state: dict[str, torch.Tensor]) -> int:
+    """Parameters of the HF checkpoint: every stored tensor but mask buffers and a tied head."""
+    return sum(v.numel() for k, v in hf_state.items() if not IGNORED.search(k) and not k.endswith("lm_head.weight"))
+
+
+def _notes(model: torch.nn.Module, source_params: int) -> list[str]:
+    extra = model.param_counts()["params"] - source_params
+    if extra and model.config.arch == "gpt3":
+        return [f"GPT-Neo has no q/k/v biases: the harness model holds them as {extra} zeros, counted in params; "
+                f"√d_head is folded into the query weights (GPT-Neo does not scale scores)."]
+    return []
+
+
+def _record(run_id: str, checkpoint: HFCheckpoint, model: torch.nn.Module, tokenizer: Any, source_params: int) -> dict[str, Any]:
     from harness.flops import forward_flops_per_token, train_flops_per_token
 
     config = model.config
@@ -86,6 +99,8 @@ def _record(run_id: str, checkpoint: HFCheckpoint, model: torch.nn.Module, token
             "hf_class": (checkpoint.config.get("architectures") or [None])[0],
             "mapped_as": HF_CLASSES[checkpoint.model_type],
             "weights": checkpoint.weight_hashes(),
+            "source_params": source_params,
+            "notes": _notes(model, source_params),
             "transformers_config": checkpoint.config,
             "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
@@ -116,7 +131,10 @@ def import_checkpoint(
     if checkpoint.model_type not in FAMILIES:
         config_from_hf(checkpoint.config)  # raises the one-sentence refusal
     config = config_from_hf(checkpoint.config, label=source_label(checkpoint))
-    state = state_from_hf(checkpoint.model_type, config, checkpoint.load_state_dict())
+    hf_state = checkpoint.load_state_dict()
+    source_params = source_parameter_count(hf_state)
+    state = state_from_hf(checkpoint.model_type, config, hf_state)
+    del hf_state
     model = build_from_config(config)
     model.load_state_dict(state)
     run_id = out.name
@@ -131,7 +149,7 @@ def import_checkpoint(
         shutil.rmtree(tmp / "converted-tokenizer", ignore_errors=True)
         torch_save_atomic(tmp / CHECKPOINT_NAME, {"model": model.state_dict(), "config": config.to_dict(),
                                                   "run_id": run_id, "step": 0, "imported_from": checkpoint.source})
-        record = _record(run_id, checkpoint, model, tokenizer)
+        record = _record(run_id, checkpoint, model, tokenizer, source_params)
         write_json_atomic(tmp / "config.json", {"run": None, "model": config.to_dict(), "run_id": run_id,
                                                 "imported": {k: record["imported"][k] for k in ("source", "hub", "weights")}})
         write_record(tmp, record)
