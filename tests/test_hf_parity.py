@@ -301,3 +301,19 @@ def test_cli_import_and_export(tiny, tmp_path, capsys, monkeypatch):
     assert "not in the local Hugging Face cache" in err and len(err.splitlines()) == 1
     assert main(["export", str(tmp_path / "run"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_eval_keeps_zero_and_few_shot_results_apart(tiny, tmp_path, shared_data):
+    """`eval --num-fewshot k` reaches lm-eval, and the record holds the task at 0 and k shots side by side."""
+    from harness.evaluation import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["gpt2"][1], run)
+    task_data = shared_data / "lm_eval"
+    zero = evaluate_run(run, tasks="arc_easy", limit=2, num_fewshot=0, task_data=task_data)
+    few = evaluate_run(run, tasks="arc_easy", limit=2, num_fewshot=2, task_data=task_data)
+    assert list(zero) == ["arc_easy"] and list(few) == ["arc_easy@2shot"]
+    evaluation = load_record(run)["evaluation"]
+    assert evaluation["arc_easy"]["acc"]["n"] == 2 and evaluation["arc_easy@2shot"]["acc"]["n"] == 2
+    assert json.loads((run / "lm_eval_results.json").read_text())["n-shot"] == {"arc_easy": 0}
+    assert json.loads((run / "lm_eval_results_2shot.json").read_text())["n-shot"] == {"arc_easy": 2}
