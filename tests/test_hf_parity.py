@@ -350,3 +350,22 @@ def test_bench_takes_an_imported_run(tiny):
     record = load_record(run)
     assert result["arch"] == "gpt3" and result["size"] == record["size"]
     assert result["train_flops_per_token"] == record["train_flops_per_token"]
+
+
+def test_hub_style_gpt2_layout_imports(tiny, tmp_path):
+    """The hub's gpt2: GPT2Model keys (no ``transformer.``), causal-mask buffers, pytorch_model.bin weights."""
+    from safetensors.torch import load_file
+
+    source = tiny["gpt2"][0]
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, legacy / name)
+    state = {k.removeprefix("transformer."): v for k, v in load_file(str(source / "model.safetensors")).items()}
+    state["h.0.attn.bias"] = torch.ones(1, 1, 64, 64).tril()
+    state["h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    torch.save(state, legacy / "pytorch_model.bin")
+    run = import_checkpoint(legacy, tmp_path / "run")
+    model, _, record = load_run_model(run)
+    assert record["imported"]["weights"][0]["file"] == "pytorch_model.bin"
+    assert logits_max_difference(load_hf_model(source), model, _ids(model)) <= LOGIT_TOL
