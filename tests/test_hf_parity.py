@@ -369,3 +369,26 @@ def test_hub_style_gpt2_layout_imports(tiny, tmp_path):
     model, _, record = load_run_model(run)
     assert record["imported"]["weights"][0]["file"] == "pytorch_model.bin"
     assert logits_max_difference(load_hf_model(source), model, _ids(model)) <= LOGIT_TOL
+
+
+def test_sharded_checkpoints_and_bad_files(tiny, tmp_path):
+    from harness.cli import main
+
+    sharded = tmp_path / "sharded"
+    load_hf_model(tiny["gpt2"][0]).save_pretrained(str(sharded), max_shard_size="40KB")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny["gpt2"][0] / name, sharded / name)
+    assert (sharded / "model.safetensors.index.json").is_file()
+    run = import_checkpoint(sharded, tmp_path / "run")
+    assert len(load_record(run)["imported"]["weights"]) > 1
+    model, _, _ = load_run_model(run)
+    assert logits_max_difference(load_hf_model(tiny["gpt2"][0]), model, _ids(model)) <= LOGIT_TOL
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny["gpt2"][0], broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    assert main(["import", str(broken), "--out", str(tmp_path / "x")]) == 2
+    config = json.loads((broken / "config.json").read_text())
+    del config["n_embd"]
+    with pytest.raises(ValueError, match="lacks or garbles"):
+        config_from_hf(config)
+    assert not (tmp_path / "x").exists()

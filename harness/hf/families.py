@@ -70,6 +70,16 @@ def _common_refusals(hf: dict[str, Any], family: str) -> None:
 
 def config_from_hf(hf: dict[str, Any], label: str | None = None) -> ModelConfig:
     """A Hugging Face ``config.json`` (as a dict) → the equivalent ``ModelConfig``; refuses what cannot map."""
+    try:
+        return _config_from_hf(hf, label)
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"config.json of this {hf.get('model_type')} checkpoint lacks or garbles a field it needs ({error}); "
+            f"save it again with save_pretrained."
+        ) from None
+
+
+def _config_from_hf(hf: dict[str, Any], label: str | None) -> ModelConfig:
     model_type = hf.get("model_type")
     _refuse_if(model_type not in FAMILIES,
                f"model_type {model_type!r} cannot be imported; supported: {', '.join(FAMILIES)} (GPT-2, OpenAI GPT, GPT-Neo).")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from harness.hf.families import FAMILIES, HF_CLASSES, config_from_hf
+from harness.hf.families import HF_CLASSES, config_from_hf
 from harness.hf.source import HFCheckpoint, resolve_checkpoint
 from harness.hf.weights import IGNORED, state_from_hf
 from harness.io import torch_save_atomic, write_json_atomic
@@ -128,8 +128,6 @@ def import_checkpoint(
     if out.exists() and any(out.iterdir()) and not force:
         raise ValueError(f"{out} already exists and is not empty; choose another --out or pass --force to replace it.")
     checkpoint = resolve_checkpoint(source, cache_dir=cache_dir)
-    if checkpoint.model_type not in FAMILIES:
-        config_from_hf(checkpoint.config)  # raises the one-sentence refusal
     config = config_from_hf(checkpoint.config, label=source_label(checkpoint))
     hf_state = checkpoint.load_state_dict()
     source_params = source_parameter_count(hf_state)

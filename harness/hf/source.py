@@ -51,14 +51,16 @@ class HFCheckpoint:
 
     def load_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor of every weight file, on the CPU, in its stored dtype."""
+        from safetensors.torch import load_file
+
         state: dict[str, torch.Tensor] = {}
         for path in self.weight_files:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state.update(load_file(str(path)))
-            else:
-                state.update(torch.load(path, map_location="cpu", weights_only=True))
+            try:
+                loaded = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(
+                    path, map_location="cpu", weights_only=True)
+            except Exception as error:  # a truncated or foreign file: safetensors and torch raise their own types
+                raise ValueError(f"{path} cannot be read as weights ({type(error).__name__}: {error}).") from None
+            state.update(loaded)
         return state
 
 
