@@ -7,8 +7,8 @@ the tokenizer to tokenizer.json + tokenizer_config.json. What none of these fami
 hold (MoE, an image prefix, a GPT-3 query bias, ...) is refused with one sentence.
 
 Example:
-  python -m harness export results/tiny-gpt2 --format hf --out exported/tiny-gpt2
-  python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('exported/tiny-gpt2')"
+  python -m harness export results/tiny-gpt2 --format hf --out /tmp/tiny-gpt2-hf
+  python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('/tmp/tiny-gpt2-hf')"
 """
 
 from __future__ import annotations

@@ -135,4 +135,6 @@ def resolve_checkpoint(source: str | os.PathLike, cache_dir: str | os.PathLike |
         config = json.loads(config_path.read_text())
     except ValueError as error:
         raise ValueError(f"{config_path} is not valid JSON ({error}).") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ValueError(f"{config_path} has no model_type; {directory} is not a Hugging Face checkpoint (save_pretrained).")
     return HFCheckpoint(directory, config, _weight_files(directory), text, hub)
