@@ -156,6 +156,19 @@ def model_config(arch: str, size: str | None, overrides: dict | None = None):
     return architectures.get(arch).config(size, **(overrides or {}))
 
 
+def run_model_config(run: str, overrides: dict | None = None):
+    """The model config of a run directory (trained or imported), with field overrides."""
+    from architectures.config import ModelConfig
+    from harness.evaluation.run import resolve_run_dir
+    from harness.io import read_json
+
+    path = resolve_run_dir(run) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; pass a run directory made by `harness run` or `harness import`.")
+    config = ModelConfig.from_dict(read_json(path)["model"])
+    return config.replace(**overrides) if overrides else config
+
+
 @dataclass
 class _Choice:
     value: object
@@ -178,8 +191,9 @@ def bench(
     refresh_peak: bool = False,
     seed: int = 0,
     settings: DeviceSettings | None = None,
+    run: str | None = None,
 ) -> dict:
-    """Benchmark one architecture at one shape; returns a JSON-ready dict (see module docstring)."""
+    """Benchmark one architecture at one shape (or a run's shape, ``run``); returns a JSON-ready dict."""
     import architectures
     from harness.flops import forward_flops_per_token, train_flops_per_token
 
@@ -187,7 +201,7 @@ def bench(
         raise ValueError(f"--steps must be at least 1, got {steps}.")
     if warmup < 0:
         raise ValueError(f"--warmup must be 0 or more, got {warmup}.")
-    config = model_config(arch, size, overrides)
+    config = model_config(arch, size, overrides) if run is None else run_model_config(run, overrides)
     T = config.context if seq_len is None else seq_len
     if T < 1:
         raise ValueError(f"--seq-len must be at least 1, got {T}.")

@@ -595,7 +595,14 @@ def build_report(
     for record in not_ok:
         notes.append(f"Run `{record['run_id']}` is {record.get('status')} "
                      f"({record.get('error') or 'no error recorded'}); it is left out of the tables.")
-    records = [r for r in records if r.get("status") == "ok" and r.get("final_val_loss") is not None]
+    references = [r for r in records if r.get("status") == "ok" and r.get("imported")]  # harness import: reference rows
+    records = [r for r in records if r.get("status") == "ok" and r.get("final_val_loss") is not None and not r.get("imported")]
+    if not records and references:
+        from harness.reference_models import write_reference_report
+
+        path, numbers = write_reference_report(reports_root / inputs.name, inputs.name, references, inputs.run_ids,
+                                               notes, write_runs_file=meta is None)
+        return Report(inputs.name, path, path.parent, [], inputs.run_ids, notes, numbers, pd.DataFrame(), pd.DataFrame())
     if not records:
         raise ValueError(f"none of the {len(inputs.run_ids)} run(s) for report {inputs.name!r} has a readable finished "
                          f"record in {results_root}; train them first (`python -m harness compare ...`).")
@@ -670,6 +677,10 @@ def build_report(
         parts += [f"- *{captions.get(key, key)}*: not drawn — {why}."]
     if skipped_figures:
         parts.append("")
+    if references:
+        from harness.reference_models import SECTION_TITLE, reference_section
+
+        parts += [f"## {SECTION_TITLE}", "", reference_section(references)[0], ""]
     parts += ["## Methods", "", methods_section(records, runs, meta, inputs, command), ""]
     parts += ["## Runs", "", runs_section(runs, archs), ""]
     parts += ["Data files: `runs.csv` (one row per run), `summary.csv` (the summary table's numbers)"

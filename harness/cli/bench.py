@@ -6,6 +6,8 @@ backward, clip to norm 1 and an AdamW step; prefill is an inference forward over
 achieved FLOP/s = analytic training FLOPs/token (3 x forward, 2 per multiply-add) x train
 tokens/s; peak FLOP/s is this device's own matmul ceiling in the dtype, measured once with a
 large matmul and cached under HARNESS_CACHE_DIR; MFU = achieved / peak.
+--run results/<id> takes the model shape of a run instead (trained or imported, e.g. by
+`harness import`), with --set overrides on top.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from harness.cli import add_set_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", required=True, help="architecture name (see `python -m harness list`)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", help="architecture name (see `python -m harness list`)")
+    which.add_argument("--run", help="a run directory (trained or imported): benchmark its model shape")
     parser.add_argument("--size", help="size preset (default: the architecture's first)")
     parser.add_argument("--batch-size", type=int, help="sequences per step (default: 8 on CPU, 32 on CUDA)")
     parser.add_argument("--seq-len", type=int, help="tokens per sequence (default: the context)")
@@ -86,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         compile=args.compile,
         refresh_peak=args.remeasure_peak,
+        run=args.run,
     )
     if args.format == "json":
         print(json.dumps(result, indent=2))

@@ -1,7 +1,9 @@
 """Evaluate a trained run with lm-eval: probes and standard tasks, metrics into its record.
 
 Writes lm-eval's results to results/<run_id>/lm_eval_results.json and merges each metric
-(value, stderr, n, task version) into record.json under "evaluation".
+(value, stderr, n, task version) into record.json under "evaluation". With --num-fewshot k
+(k > 0) the results go to lm_eval_results_<k>shot.json and into the record as "<task>@<k>shot",
+so zero- and few-shot results of one task stay side by side (a report shows both).
 
 Tasks: the harness probes (harness_recall_16, harness_recall_48, harness_recall_128,
 harness_copy, harness_facts, harness_heldout; "harness_probes" for all of them; synthetic
@@ -14,6 +16,7 @@ with HF_HUB_OFFLINE set, $HARNESS_DATA_DIR/lm_eval is used when it has them).
 
 Example:
   python -m harness eval --run results/<run_id> --tasks piqa,wikitext --limit 100 --task-data ../shared/data/lm_eval
+  python -m harness eval --run results/<run_id> --tasks arc_easy --num-fewshot 5 --task-data ../shared/data/lm_eval
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.evaluation.run import RESULTS_NAME, check_limit, evaluate_run, resolve_run_dir
+    from harness.evaluation.run import check_limit, evaluate_run, resolve_run_dir, results_name
 
     check_limit(args.limit)  # before paying for the imports and the model
+    if args.num_fewshot < 0:
+        raise ValueError(f"--num-fewshot must be 0 or more examples per prompt, got {args.num_fewshot}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}.")
     run_dir = resolve_run_dir(args.run)
@@ -52,5 +57,5 @@ def main(args: argparse.Namespace) -> int:
             stderr = f" ± {entry['stderr']:.4g}" if entry["stderr"] is not None else ""
             value = f"{entry['value']:.4g}" if entry["value"] is not None else "n/a"
             print(f"{task:24s} {metric:24s} {value}{stderr}  (n={entry['n']})")
-    print(f"→ {run_dir / RESULTS_NAME}, evaluation merged into {run_dir / 'record.json'}")
+    print(f"→ {run_dir / results_name(args.num_fewshot)}, evaluation merged into {run_dir / 'record.json'}")
     return 0

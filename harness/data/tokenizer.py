@@ -1,11 +1,15 @@
-"""Tokenizers: byte-level BPE trained here, tiktoken's GPT-2, and the synthetic vocabulary.
+"""Tokenizers: byte-level BPE trained here, tiktoken's GPT-2, the synthetic vocabulary, and
+a Hugging Face ``tokenizer.json`` that came with an imported checkpoint.
 
-All three satisfy ``Tokenizer`` and save to a folder holding ``meta.json`` (its
-``kind`` says how to load it) plus, for BPE, the ``tokenizers`` library's
+All of them satisfy ``Tokenizer`` and save to a folder holding ``meta.json`` (its
+``kind`` says how to load it) plus, for BPE and HF, the ``tokenizers`` library's
 ``tokenizer.json``; ``load_tokenizer(folder)`` restores any of them.
 
-``encode`` treats the text ``<|endoftext|>`` as ordinary text: the end-of-text id
-``eot_id`` is only ever inserted between documents by the data pipeline.
+``encode`` of the harness's own BPE treats the text ``<|endoftext|>`` as ordinary text: the
+end-of-text id ``eot_id`` is only ever inserted between documents by the data pipeline. An
+imported HF tokenizer encodes like ``transformers``' fast tokenizer with
+``add_special_tokens=False`` (lm-eval's ``hf`` backend): its special tokens written in the
+text become their ids; its ``eot_id`` is the eos token (else bos, else unk).
 """
 
 from __future__ import annotations
@@ -126,6 +130,64 @@ def _save_atomically(tokenizer: Tokenizer, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- Hugging Face
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class ImportedTokenizer(BPETokenizer):
+    """An imported ``tokenizer.json`` with its special tokens, encoding as ``transformers`` does."""
+
+    def __init__(self, hf_tokenizer, name: str, special_tokens: dict[str, str]):
+        self._tok = hf_tokenizer
+        self._tok.encode_special_tokens = False  # "<|endoftext|>" in text is the special token, as in HF
+        self.name = name
+        self.special_tokens = dict(special_tokens)
+        self.vocab_size = hf_tokenizer.get_vocab_size()
+        ids = {role: hf_tokenizer.token_to_id(text) for role, text in self.special_tokens.items()}
+        eot = next((ids[role] for role in ("eos_token", "bos_token", "unk_token") if ids.get(role) is not None), None)
+        if eot is None:
+            raise ValueError(f"tokenizer {name!r} defines no eos, bos or unk token; the harness needs an end-of-text id.")
+        self.eot_id = eot
+
+    @classmethod
+    def from_folder(cls, directory: str | os.PathLike, name: str) -> "ImportedTokenizer":
+        """From a folder holding ``tokenizer.json`` and ``tokenizer_config.json``/``special_tokens_map.json``."""
+        from tokenizers import Tokenizer as RustTokenizer
+
+        directory = Path(directory)
+        if not (directory / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"{directory} has no tokenizer.json (a fast tokenizer saved by transformers).")
+        return cls(RustTokenizer.from_file(str(directory / "tokenizer.json")), name, read_special_tokens(directory))
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._tok.save(str(directory / "tokenizer.json"))
+        write_json_atomic(directory / "special_tokens_map.json", self.special_tokens)
+        write_json_atomic(directory / "meta.json", {"kind": "hf", "name": self.name, "eot_id": self.eot_id})
+        return directory
+
+    def __repr__(self) -> str:
+        return f"ImportedTokenizer({self.name!r}, vocab_size={self.vocab_size}, eot_id={self.eot_id})"
+
+
+def read_special_tokens(directory: str | os.PathLike) -> dict[str, str]:
+    """{role: text} for bos/eos/unk/pad from ``special_tokens_map.json``, else ``tokenizer_config.json``."""
+    directory = Path(directory)
+    roles = ("bos_token", "eos_token", "unk_token", "pad_token")
+    found: dict[str, str] = {}
+    for file_name in ("tokenizer_config.json", "special_tokens_map.json"):  # the map wins where both say
+        path = directory / file_name
+        if path.is_file():
+            data = read_json(path)
+            for role in roles:
+                value = data.get(role)
+                value = value.get("content") if isinstance(value, dict) else value
+                if isinstance(value, str):
+                    found[role] = value
+    return found
+
+
 # --------------------------------------------------------------------------- tiktoken
 class TiktokenTokenizer:
     """A ``tiktoken`` encoding such as ``gpt2`` (needs ``pip install tiktoken``)."""
@@ -214,7 +276,9 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
         return get_tokenizer(meta["name"])
     if kind == "synthetic":
         return SyntheticTokenizer(int(meta["vocab_size"]), int(meta["eot_id"]))
-    raise ValueError(f"{meta_path} has unknown tokenizer kind {kind!r}; expected bpe, tiktoken or synthetic")
+    if kind == "hf":
+        return ImportedTokenizer.from_folder(directory, meta["name"])
+    raise ValueError(f"{meta_path} has unknown tokenizer kind {kind!r}; expected bpe, hf, tiktoken or synthetic")
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:

@@ -2,8 +2,10 @@
 
     evaluate(model, tokenizer, tasks, ...)        → lm-eval's results dict
     evaluate_run(run_dir, tasks=None, ...)        → {task: {metric: {value, stderr, n, version}}}
-        writes run_dir/lm_eval_results.json (lm-eval's own output) and merges the metrics
-        into record.json under ``evaluation``
+        writes run_dir/lm_eval_results.json (lm-eval's own output; lm_eval_results_<k>shot.json
+        at k shots) and merges the metrics into record.json under ``evaluation``, keyed by
+        ``evaluation_key``: the task name at 0 shots, ``<task>@<k>shot`` at k > 0, so one
+        record keeps a task's zero- and few-shot results side by side
     load_run_model(run_dir)                       → (model, tokenizer, record)
     default_tasks(data_kind)                      → probes (synthetic) or wikitext + lambada_openai (text)
 """
@@ -78,6 +80,16 @@ def load_run_model(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any, di
     return model, tokenizer, record
 
 
+def evaluation_key(task: str, num_fewshot: int) -> str:
+    """Record key of a task's metrics: ``task`` at 0 shots, ``task@<k>shot`` at k > 0 shots."""
+    return task if not num_fewshot else f"{task}@{int(num_fewshot)}shot"
+
+
+def results_name(num_fewshot: int = 0) -> str:
+    """lm-eval's output file in a run: ``lm_eval_results.json``, or ``lm_eval_results_<k>shot.json``."""
+    return RESULTS_NAME if not num_fewshot else RESULTS_NAME.replace(".json", f"_{int(num_fewshot)}shot.json")
+
+
 def check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive whole number of documents per task, got {limit!r}.")
@@ -132,11 +144,16 @@ def evaluate(
     return results
 
 
-def summarize(results: dict) -> dict[str, dict[str, dict]]:
-    """lm-eval results → {task: {metric: {value, stderr, n, version}}} (filter ``none`` dropped from names)."""
+def summarize(results: dict, num_fewshot: int = 0) -> dict[str, dict[str, dict]]:
+    """lm-eval results → {key: {metric: {value, stderr, n, version}}} (filter ``none`` dropped from names).
+
+    ``key`` is ``evaluation_key(task, shots)``, shots as lm-eval reports them in ``n-shot``
+    (else ``num_fewshot``, the number requested).
+    """
     summary: dict[str, dict[str, dict]] = {}
     versions = results.get("versions", {})
     samples = results.get("n-samples", {})
+    shots = results.get("n-shot", {})
     for task, metrics in results.get("results", {}).items():
         n = samples.get(task, {}).get("effective")
         entry = {}
@@ -151,7 +168,8 @@ def summarize(results: dict) -> dict[str, dict[str, dict]]:
                 "n": n,
                 "version": versions.get(task),
             }
-        summary[task] = entry
+        task_shots = shots.get(task)
+        summary[evaluation_key(task, task_shots if isinstance(task_shots, int) else num_fewshot)] = entry
     return summary
 
 
@@ -178,7 +196,7 @@ def evaluate_run(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | None = None,
 ) -> dict[str, dict[str, dict]]:
-    """Evaluate a trained run; write ``lm_eval_results.json`` and merge ``evaluation`` into its record.
+    """Evaluate a trained run; write lm-eval's results file and merge ``evaluation`` into its record.
 
     ``tasks`` defaults to ``default_tasks`` of the run's data kind. Returns the merged metrics
     of this evaluation, {task: {metric: {value, stderr, n, version}}}.
@@ -201,7 +219,7 @@ def evaluate_run(
         lm, tasks=names, limit=limit, num_fewshot=num_fewshot, task_data=task_data, generator=generator
     )
     results.setdefault("config", {})["run_dir"] = str(run_dir)
-    write_text_atomic(run_dir / RESULTS_NAME, results_json(results))
-    summary = summarize(results)
+    write_text_atomic(run_dir / results_name(num_fewshot), results_json(results))
+    summary = summarize(results, num_fewshot)
     update_record(run_dir, evaluation=summary)
     return summary
