@@ -110,7 +110,8 @@ def add_curve_measures(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     ``grad_norm_log_std``: standard deviation of ln(gradient norm before clipping) over the
     steps after the first 20 % (variability of the update size); ``grad_norm_max_ratio``:
     largest / median gradient norm over the same steps (spikes); ``moe_balance_tail`` and
-    ``moe_dropped_tail``: the Switch balance term (1 = uniform load) and the fraction of
+    ``moe_dropped_tail``: the Switch balance term E·Σᵢ fᵢPᵢ, unweighted (1 = uniform load;
+    the logged ``moe_balance`` is multiplied by ``moe_balance_weight``) and the fraction of
     expert assignments dropped by the capacity, averaged over the last 20 % of steps;
     ``moe_dropped_mean``: the dropped fraction averaged over the whole run.
     """
@@ -125,8 +126,10 @@ def add_curve_measures(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
         if len(norms) > 2:
             runs.at[index, "grad_norm_log_std"] = float(np.log(norms).std(ddof=1))
             runs.at[index, "grad_norm_max_ratio"] = float(norms.max() / np.median(norms))
-        for metric, name in (("moe_balance", "moe_balance_tail"), ("moe_dropped_fraction", "moe_dropped_tail")):
-            values = _curve(curves, row["run_id"], metric)
+        weight = float(row.get("model/moe_balance_weight") or 1.0)  # the logged term is weighted: unweight it
+        for metric, name, scale in (("moe_balance", "moe_balance_tail", 1 / weight),
+                                    ("moe_dropped_fraction", "moe_dropped_tail", 1.0)):
+            values = _curve(curves, row["run_id"], metric) * scale
             if len(values):
                 runs.at[index, name] = float(values[-max(1, int(len(values) * TAIL_FRACTION)):].mean())
         dropped = _curve(curves, row["run_id"], "moe_dropped_fraction")

@@ -57,6 +57,10 @@ def moe_routing(runs: pd.DataFrame, curves: pd.DataFrame, arch: str = "gpt4"):
     """Switch balance term and dropped-assignment fraction over training (mean over seeds)."""
     run_ids = runs.loc[runs["arch"] == arch, "run_id"]
     balance = _mean_curve(curves, run_ids, "moe_balance", "tokens")
+    column = "model/moe_balance_weight"
+    weights = pd.to_numeric(runs.loc[runs["arch"] == arch, column], errors="coerce").dropna() if column in runs else []
+    if balance is not None and len(weights):  # the logged term is weighted by moe_balance_weight
+        balance = (balance[0], balance[1] / float(weights.iloc[0]))
     dropped = _mean_curve(curves, run_ids, "moe_dropped_fraction", "tokens")
     if balance is None and dropped is None:
         return None

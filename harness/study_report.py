@@ -312,10 +312,9 @@ def _intro(meta: dict, settings: dict[str, Setting], provenance: str) -> str:
     wall = sum(float(r.get("wall_s") or 0) for s in runs for r in s.records)
     flops = sum(float(r.get("flops_used") or 0) for s in runs for r in s.records)
     first = next(iter(settings.values())).records[0]
-    threads = (first.get("device_settings") or {}).get("threads")
     return (f"{n_runs} training runs in {len(settings)} sweeps ({', '.join(s.name for s in runs)}), "
             f"{fmt_sci(flops)} training FLOPs in all (2 per multiply-add), {wall / 60:.0f} minutes of training wall time "
-            f"on {first.get('device')} ({threads} thread(s) per run); {provenance}. Every number below is computed "
+            f"on {first.get('device')}; {provenance}. Every number below is computed "
             f"from the run records; `python -m harness report {meta['name']}` regenerates this page.")
 
 
