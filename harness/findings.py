@@ -42,6 +42,7 @@ class Comparison:
     higher_is_better: bool
     expected: Expectation | None = None  # what the literature expects of a relative to b
     rationale: str = ""  # why, in a clause: "its banded layers cannot attend past the window"
+    context: str = ""  # measured circumstances worth reading with the result (a sentence, from the records)
 
 
 @dataclass
@@ -129,7 +130,7 @@ def finding_sentence(finding: Finding) -> str:
         elif c.expected == "no difference":
             tail = (f" The literature expects no difference here ({c.rationale}); this study measured one "
                     "and reports it as measured.")
-        return f"{head}: {_statistics(finding)}.{tail}"
+        return f"{head}: {_statistics(finding)}.{tail}{' ' + c.context if c.context else ''}"
     head = f"{c.a_label} vs {c.b_label} on {c.metric}: not resolved"
     tail = ""
     if c.expected in ("better", "worse"):
@@ -137,7 +138,7 @@ def finding_sentence(finding: Finding) -> str:
                 "confirm or reject it at its budget and seed count.")
     elif c.expected == "no difference":
         tail = f" Consistent with the expectation of no difference ({c.rationale}), though not a proof of equality."
-    return f"{head} ({_statistics(finding)}).{tail}"
+    return f"{head} ({_statistics(finding)}).{tail}{' ' + c.context if c.context else ''}"
 
 
 @dataclass

@@ -50,6 +50,7 @@ class StudySpec:
     sweeps: list[StudySweep]
     reference: str = "gpt2"
     source: str | None = None
+    description: str = ""  # why these sweeps: sizes, budgets, data, and what was left out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "StudySpec":
@@ -66,7 +67,8 @@ class StudySpec:
             raise ValueError(f"sweep names in {source or 'the study'} must be unique, got {', '.join(names)}.")
         if len(set(roles)) != len(roles):
             raise ValueError(f"each role may appear once in {source or 'the study'}, got {', '.join(roles)}.")
-        return cls(str(data["name"]), sweeps, str(data.get("reference", "gpt2")), source)
+        return cls(str(data["name"]), sweeps, str(data.get("reference", "gpt2")), source,
+                   " ".join(str(data.get("description") or "").split()))
 
 
 def load_study(path: str | Path) -> StudySpec:
@@ -83,7 +85,7 @@ def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, 
     """``reports/<name>/runs.json`` for a study: each sweep's role, command and run ids."""
     run_ids = list(dict.fromkeys(r for sweep in sweeps.values() for r in sweep["run_ids"]))
     payload = {"name": spec.name, "mode": STUDY_MODE, "reference": spec.reference, "source": spec.source,
-               "sweeps": sweeps, "run_ids": run_ids}
+               "description": spec.description, "sweeps": sweeps, "run_ids": run_ids}
     return write_json_atomic(Path(report_dir) / "runs.json", payload)
 
 
@@ -160,6 +162,21 @@ def _label(arch: str) -> str:
     return LABELS.get(arch, arch)
 
 
+def matched_compute_context(frame: pd.DataFrame | None, a: str, b: str) -> str:
+    """A sentence when two architectures at one budget saw different numbers of tokens (≥ 1 % apart)."""
+    tokens_a, tokens_b = per_seed(frame, a, "tokens"), per_seed(frame, b, "tokens")
+    flops_a, flops_b = per_seed(frame, a, "train_flops_per_token"), per_seed(frame, b, "train_flops_per_token")
+    if not (tokens_a and tokens_b and flops_a and flops_b):
+        return ""
+    ratio = np.mean(tokens_a) / np.mean(tokens_b) - 1
+    if abs(ratio) < 0.01:
+        return ""
+    more = "more" if ratio > 0 else "fewer"
+    return (f"At the same budget {a} trained on {100 * abs(ratio):.1f} % {more} tokens ({np.mean(tokens_a) / 1e3:.0f}k vs "
+            f"{np.mean(tokens_b) / 1e3:.0f}k) because its training FLOPs per token are {flops_a[0] / 1e6:.2f}M vs "
+            f"{flops_b[0] / 1e6:.2f}M (2 per multiply-add).")
+
+
 def lr_base(settings: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     """The setting an ``lr`` sweep varies: the one trained on the same data (text or synthetic)."""
     lr = settings.get("lr")
@@ -187,7 +204,8 @@ def gpt_family_comparisons(settings: dict[str, pd.DataFrame], window: int | None
     def add(key, topic, frame, column, metric, unit, a, b, higher, expected, why, values=None):
         va, vb = values if values else (per_seed(frame, a, column), per_seed(frame, b, column))
         if va and vb:
-            out.append(Comparison(key, topic, metric, unit, _label(a), _label(b), va, vb, higher, expected, why))
+            out.append(Comparison(key, topic, metric, unit, _label(a), _label(b), va, vb, higher, expected, why,
+                                  matched_compute_context(frame, a, b)))
 
     topic = "banded vs dense attention"
     for distance in (16, 48, 128):
@@ -227,7 +245,7 @@ def gpt_family_comparisons(settings: dict[str, pd.DataFrame], window: int | None
         f"gradient-norm variability (std of ln ‖g‖ after warm-up, {kind})", "", "gpt1", "gpt2", False, "worse",
         "post-LN gradients are less well conditioned (Xiong et al. 2020)")
     if lr is not None and base is not None:
-        what = (f"loss change when the learning rate goes from {base_lr:g} to {other_lr:g} ({kind})"
+        what = (f"loss change from learning rate {base_lr:g} to {other_lr:g} ({kind}; negative: the change helped)"
                 if base_lr and other_lr else f"loss change at the other learning rate ({kind})")
         # the change is other − base (lower is better): a smaller learning rate should help post-LN more,
         # a larger one should hurt it more

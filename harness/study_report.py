@@ -385,7 +385,10 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
                "the end of the run): their tokens/s are lower bounds, not the model's speed; measure speed with "
                "`python -m harness bench` on an idle machine. Losses are unaffected: the FLOP budget, not the "
                "clock, ends a run." if contended else "No run trained on a contended CPU."), ""]
-    parts += ["## Methods", ""] + _methods(meta, settings) + [""]
+    parts += ["## Methods", ""]
+    if meta.get("description"):
+        parts += [f"**Design** (from the study file): {meta['description']}", ""]
+    parts += _methods(meta, settings) + [""]
     parts += ["Data files: `findings.csv` (every comparison's numbers), "
               + ", ".join(f"`{s.name}.csv`" for s in settings.values()) + " (one row per run), `runs.json`.", ""]
     for setting in settings.values():
