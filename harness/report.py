@@ -564,6 +564,11 @@ class Report:
     isoflop: pd.DataFrame
 
 
+def warning_notes(records: list[dict]) -> list[str]:
+    """One note per entry of a record's ``warnings`` (the run still counts as ``ok``)."""
+    return [f"Run `{r['run_id']}`: warning: {w}." for r in records for w in r.get("warnings") or []]
+
+
 def build_report(
     targets: Sequence[str],
     *,
@@ -596,6 +601,7 @@ def build_report(
         notes.append(f"Run `{record['run_id']}` is {record.get('status')} "
                      f"({record.get('error') or 'no error recorded'}); it is left out of the tables.")
     records = [r for r in records if r.get("status") == "ok" and r.get("final_val_loss") is not None]
+    notes += warning_notes(records)
     if not records:
         raise ValueError(f"none of the {len(inputs.run_ids)} run(s) for report {inputs.name!r} has a readable finished "
                          f"record in {results_root}; train them first (`python -m harness compare ...`).")
