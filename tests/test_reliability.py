@@ -148,6 +148,8 @@ def test_sigkill_at_random_steps_then_resume_equals_uninterrupted(worker, refere
         done = cli(worker, results, fault)
         assert done.returncode == -signal.SIGKILL, (fault, done.stderr[-2000:])
         assert load_record(run_dir)["status"] == "running"  # what the dead process left
+        if fault.startswith("kill_in_save"):  # a half-written temporary checkpoint, removed at the next start
+            assert list(run_dir.glob(".checkpoint.pt.*.tmp"))
         frame = load_results(results)
         assert list(frame["status"]) == [STALE_STATUS]  # `harness results` does not call it running
     finished = cli(worker, results)

@@ -8,6 +8,10 @@ Outputs go to results/<run_id>/ (config.json, metrics.jsonl, record.json, checkp
 tokenizer/). The same spec and seed give the same run id: a finished run is reused
 (--force retrains), an interrupted one continues from its checkpoint (--resume).
 Budgets are training FLOPs (2 per multiply-add, training = 3 x forward).
+
+The run directory is locked (results/<run_id>/run.lock) while this runs: the same command
+started again meanwhile exits with code 2 naming this process's PID, or waits (--wait).
+Exit codes: 0 done, 1 failed (the record says why), 2 bad input or run in use, 130 interrupted.
 """
 
 from __future__ import annotations
