@@ -399,6 +399,17 @@ def test_bad_numbers_are_one_line_and_exit_2(results_tmp, capsys, extra, message
     assert not any(results_tmp.glob("*/record.json"))
 
 
+def test_a_diverged_run_is_ok_with_a_warning(reference, tmp_path):
+    from harness.spec import Recipe
+
+    assert reference["warnings"] == []
+    diverged = RunSpec(arch="gpt2", size="nano", budget_flops=BUDGET, dtype="fp32", recipe=Recipe(lr=30.0))
+    record = train(diverged, tmp_path, progress=False).record
+    assert record["status"] == "ok" and record["final_val_loss"] > record["unigram_val_loss"]
+    assert len(record["warnings"]) == 1 and "above the unigram baseline" in record["warnings"][0]
+    assert load_record(tmp_path / diverged.run_id())["warnings"] == record["warnings"]
+
+
 def test_quality_warning_when_the_final_loss_is_above_unigram():
     from harness.cli.run import warning_lines
     from harness.report import warning_notes
