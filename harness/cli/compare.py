@@ -75,7 +75,7 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
     add_arguments(parser)
     words = ["python", "-m", "harness", "compare"]
     for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "name", "dry_run"):
+        if not action.option_strings or action.dest in ("help", "name", "dry_run", "wait"):
             continue
         value = getattr(args, action.dest, action.default)
         if action.dest == "size" and getattr(args, "sizes", None):
