@@ -386,6 +386,7 @@ NANO = ["run", "--arch", "gpt2", "--size", "nano", "--no-eval"]
         (["--vocab-size", "10"], "--vocab-size must be a whole number ≥ 258"),
         (["--seed", "-1"], "--seed must be a whole number ≥ 0"),
         (["--checkpoint-interval", "0"], "--checkpoint-interval must be a positive whole number"),
+        (["--eval-limit", "0"], "--eval-limit must be a positive whole number"),
         (["--set", "init_std=-1"], "init_std must be a positive finite number"),
         (["--set", "layer_norm_eps=0"], "layer_norm_eps must be a positive finite number"),
         (["--set", "moe_z_weight=-1"], "moe_z_weight must be a finite number ≥ 0"),

@@ -63,7 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace, arch: str, seed: int):
     from harness.spec import Recipe, RunSpec
+    from harness.validation import positive_int
 
+    if args.eval_limit is not None:  # checked before training, not after it
+        positive_int("--eval-limit", args.eval_limit)
     recipe = Recipe(lr=args.lr, batch_tokens=args.batch_tokens, micro_batch_size=args.micro_batch, seq_len=args.seq_len)
     return RunSpec(
         arch=arch,
