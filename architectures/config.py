@@ -96,6 +96,19 @@ class ModelConfig:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}), or give d_head explicitly."
             )
+        if self.d_head < 1:
+            raise ValueError(f"d_head must be a positive integer, got {self.d_head}.")
+        for name in ("init_std", "layer_norm_eps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}.")
+        for name in ("moe_balance_weight", "moe_z_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number ≥ 0, got {value}.")
+        for name in ("image_channels", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.norm_placement not in NORM_PLACEMENTS:
             raise ValueError(f"norm_placement must be one of {NORM_PLACEMENTS}, got {self.norm_placement!r}.")
         if self.activation not in ACTIVATIONS:
@@ -116,6 +129,8 @@ class ModelConfig:
                 raise ValueError(f"n_experts must be at least 1, got {self.n_experts}.")
             if not 1 <= self.top_k <= self.n_experts:
                 raise ValueError(f"top_k must be between 1 and n_experts ({self.n_experts}), got {self.top_k}.")
+            if self.expert_d_ff is not None and self.expert_d_ff < 1:
+                raise ValueError(f"expert_d_ff must be a positive integer, got {self.expert_d_ff}.")
             if self.capacity_factor is not None and self.capacity_factor <= 0:
                 raise ValueError(f"capacity_factor must be positive or null (dropless), got {self.capacity_factor}.")
         if not 0.0 <= self.dropout < 1.0:

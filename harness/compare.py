@@ -210,9 +210,9 @@ def run_sweep(
     command resumes. Evaluation uses ``harness.cli.run.evaluate_after_training`` and is
     skipped for a reused run that already holds the requested tasks.
     """
-    from harness.cli.run import evaluate_after_training
     from harness.paths import results_dir as default_results_dir
-    from harness.train import TrainingFailed, train
+    from harness.run_lock import RunLocked, hold_run_lock
+    from harness.train import TrainingFailed
 
     root = Path(results_dir) if results_dir is not None else default_results_dir()
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -225,24 +225,16 @@ def run_sweep(
         what = f"[{index}/{total}] {spec.arch} {spec.size}{' ' + overrides if overrides else ''} seed {spec.seed}"
         started = time.perf_counter()
         try:
-            result = train(spec, root, force=bool(getattr(args, "force", False)), progress=False)
-        except TrainingFailed as failure:
+            with hold_run_lock(root / run_id, wait=bool(getattr(args, "wait", False)), on_wait=log):
+                result = _train_and_evaluate(spec, root, args, outcome, what, log)
+        except (TrainingFailed, RunLocked) as failure:
             outcome.failed[run_id] = str(failure)
             log(f"{what}: FAILED ({failure}); continuing with the next run")
             continue
-        status = result.record.get("status")
-        if status == "interrupted":
+        if result.record.get("status") == "interrupted":
             outcome.interrupted = run_id
             log(f"{what}: interrupted; checkpoint saved, run the same command again to resume the sweep")
             break
-        (outcome.reused if result.reused else outcome.trained).append(run_id)
-        if _needs_evaluation(args, result):
-            try:
-                evaluate_after_training(args, result)
-                outcome.evaluated.append(run_id)
-            except (ValueError, FileNotFoundError, RuntimeError) as error:
-                outcome.failed[run_id] = f"evaluation failed: {error}"
-                log(f"{what}: evaluation failed ({error}); the trained run is kept")
         loss = result.record.get("final_val_loss")
         log(
             f"{what}: {'reused' if result.reused else 'trained'} {run_id}"
@@ -250,6 +242,26 @@ def run_sweep(
             f" ({time.perf_counter() - started:.0f} s)"
         )
     return outcome
+
+
+def _train_and_evaluate(spec, root: Path, args: argparse.Namespace, outcome: SweepOutcome, what: str, log):
+    """One run of the sweep (inside its run lock): train or reuse it, then evaluate it if needed."""
+    from harness.cli.run import evaluate_after_training
+    from harness.train import train
+
+    run_id = spec.run_id()
+    result = train(spec, root, force=bool(getattr(args, "force", False)), progress=False)
+    if result.record.get("status") == "interrupted":
+        return result
+    (outcome.reused if result.reused else outcome.trained).append(run_id)
+    if _needs_evaluation(args, result):
+        try:
+            evaluate_after_training(args, result)
+            outcome.evaluated.append(run_id)
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            outcome.failed[run_id] = f"evaluation failed: {error}"
+            log(f"{what}: evaluation failed ({error}); the trained run is kept")
+    return result
 
 
 def validate_name(name: str) -> str:

@@ -8,8 +8,10 @@ val_bpb (text), entropy_floor / excess_loss / per_segment (synthetic), wall_s, t
 mfu, device, dtype, device_settings, kernels (attention/MoE kernels per layer kind),
 world_size, torch_version, git_commit, seed, data, recipe (incl. grad_accum and
 micro_batch_per_rank), last_metrics, machine_load ({start, end}: load averages, CPU count and
-torch threads, see ``harness.machine``), and after evaluation
-``evaluation`` = {task: {metric: {value, stderr, n, version}}}.
+torch threads, see ``harness.machine``), warnings (a list of sentences, e.g. a final loss above
+the unigram baseline; the run is still ``ok``), and after evaluation
+``evaluation`` = {task: {metric: {value, stderr, n, version}}} (with ``evaluation_step`` when
+an unfinished run was scored with ``--allow-partial``).
 """
 
 from __future__ import annotations

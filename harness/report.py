@@ -564,6 +564,11 @@ class Report:
     isoflop: pd.DataFrame
 
 
+def warning_notes(records: list[dict]) -> list[str]:
+    """One note per entry of a record's ``warnings`` (the run still counts as ``ok``)."""
+    return [f"Run `{r['run_id']}`: warning: {w}." for r in records for w in r.get("warnings") or []]
+
+
 def build_report(
     targets: Sequence[str],
     *,
@@ -597,6 +602,7 @@ def build_report(
                      f"({record.get('error') or 'no error recorded'}); it is left out of the tables.")
     references = [r for r in records if r.get("status") == "ok" and r.get("imported")]  # harness import: reference rows
     records = [r for r in records if r.get("status") == "ok" and r.get("final_val_loss") is not None and not r.get("imported")]
+    notes += warning_notes(records)
     if not records and references:
         from harness.reference_models import write_reference_report
 

@@ -10,7 +10,8 @@ Columns of the runs frame: every scalar field of ``record.json`` under its own n
 ``device_settings/...``), the evaluation as ``eval/<task>/<metric>`` with
 ``eval/<task>/<metric>/stderr`` and ``.../n``, synthetic per-segment metrics as
 ``segment/<name>/<key>``, and from ``config.json`` the model shape as ``model/<field>`` and
-the overrides as ``overrides`` (``"d_model=96"``). ``variant`` names the model within its
+the overrides as ``overrides`` (``"d_model=96"``). A ``running`` record whose process died
+(no live process holds its ``harness.run_lock``) has status ``interrupted (stale)``. ``variant`` names the model within its
 architecture (``size`` plus overrides) and ``run_dir`` locates the run.
 
 A record that cannot be read is skipped with a ``RecordSkipped`` warning naming its file,
@@ -30,8 +31,10 @@ import pandas as pd
 from harness.io import read_json
 from harness.paths import results_dir as default_results_dir
 from harness.records import RECORD_NAME, load_record
+from harness.run_lock import is_held
 
 METRICS_NAME = "metrics.jsonl"
+STALE_STATUS = "interrupted (stale)"  # a `running` record that no live process holds
 CONFIG_NAME = "config.json"
 
 # Columns that lead the frame when present, in this order.
@@ -77,6 +80,8 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     record = dict(load_record(run_dir))
+    if record.get("status") == "running" and not is_held(run_dir):
+        record["status"] = STALE_STATUS  # its process died without closing the record
     config = None
     config_path = run_dir / CONFIG_NAME
     if config_path.exists():

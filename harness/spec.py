@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from architectures import ModelConfig, get
+from harness.validation import check_recipe, check_run_numbers
 
 # Per-size peak learning rates: GPT-3 Table 2.1 by shape; GPT-1's paper value; CPU sizes ours.
 DEFAULT_LR = {
@@ -103,8 +104,6 @@ class RunSpec:
             recipe.lr = DEFAULT_LR.get(self.size, 3e-4)
         if recipe.seq_len is None:
             recipe.seq_len = base.context
-        if recipe.seq_len > base.context:
-            raise ValueError(f"seq_len {recipe.seq_len} is longer than the context of {base.context}.")
         micro_default, tokens_default = DEFAULT_BATCH.get(self.size, (8, 0.5e6))
         if recipe.micro_batch_size is None:
             recipe.micro_batch_size = micro_default
@@ -114,8 +113,10 @@ class RunSpec:
             if self.size not in DEFAULT_BUDGET:
                 raise ValueError(f"size {self.size} has no default budget; give --budget FLOPS (e.g. 1e18).")
             self.budget_flops = DEFAULT_BUDGET[self.size]
-        if self.budget_flops <= 0:
-            raise ValueError(f"the budget must be a positive number of FLOPs, got {self.budget_flops}.")
+        check_recipe(recipe)
+        check_run_numbers(self)
+        if recipe.seq_len > base.context:
+            raise ValueError(f"seq_len {recipe.seq_len} is longer than the context of {base.context}.")
         return self
 
     def model_config(self, vocab_size: int) -> ModelConfig:

@@ -36,10 +36,12 @@ from harness import distributed
 from harness.data import get_batch, prepare_data, unigram_cross_entropy
 from harness.device import configure_device
 from harness.flops import forward_flops_per_token, plan_budget, train_flops_per_token
+from harness.io import JsonlAppender, WriteFailed, torch_save_atomic, write_json_atomic, write_text_atomic
 from harness.machine import machine_load
-from harness.io import torch_save_atomic, write_json_atomic, write_text_atomic
 from harness.records import git_commit, load_record, write_record
+from harness.run_lock import hold_run_lock, take_over_stale
 from harness.spec import RunSpec
+from harness.validation import check_plan_steps, quality_warnings
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -261,16 +263,66 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated/garbled files
-        raise ValueError(f"checkpoint {path} cannot be loaded ({type(error).__name__}: {error}); "
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"checkpoint {path} cannot be loaded ({type(error).__name__}: {first}); "
                          f"delete it to restart the run from scratch.") from None
 
 
+def _step_of(line: str) -> int | None:
+    try:
+        item = json.loads(line)
+    except ValueError:  # a line cut short by a crash
+        return None
+    return item.get("step", 0) if isinstance(item, dict) else None
+
+
 def _trim_metrics(path: Path, last_step: int) -> None:
-    """On resume, drop metric lines logged after the checkpoint's step."""
+    """On resume, drop metric lines logged after the checkpoint's step (and any torn line)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    kept = [line for line in path.read_text().splitlines() if (_step_of(line) is not None and _step_of(line) <= last_step)]
     write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def restore_checkpoint(path: Path, run_id: str, model, optimizer, scheduler) -> dict:
+    """Load ``path`` into the model, optimizer and scheduler; a corrupt or foreign file is one ``ValueError``."""
+    checkpoint = load_checkpoint(path)
+    owner = checkpoint.get("run_id") if isinstance(checkpoint, dict) else None
+    if owner != run_id:
+        raise ValueError(f"checkpoint {path} belongs to run {owner or '(unknown)'}, not {run_id}; "
+                         f"move it away to start this run from scratch.")
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        int(checkpoint["step"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint {path} does not fit this model ({first}); "
+                         f"move it away to start this run from scratch.") from None
+    return checkpoint
+
+
+def _write_setup(run_dir: Path, run_id: str, files: list, record: dict) -> None:
+    """config.json, the tokenizer and the ``running`` record; a failed write ends in a ``failed`` record."""
+    try:
+        for write in files:
+            write()
+        write_record(run_dir, record)
+    except WriteFailed as exc:
+        _write_final_record(run_dir, {**record, "status": "failed", "error": str(exc)})
+        raise TrainingFailed(f"run {run_id} failed: {exc}") from None
+
+
+def _write_final_record(run_dir: Path, record: dict) -> dict:
+    """Write the closing record; if that fails, try once more as ``failed`` (naming why) and return it."""
+    try:
+        write_record(run_dir, record)
+        return record
+    except WriteFailed as exc:
+        failed = {**record, "status": "failed", "error": f"{exc}" + (f"; {record['error']}" if record.get("error") else "")}
+        write_record(run_dir, failed)  # a second failure propagates: one line, and `results` shows it as stale
+        return failed
 
 
 def train(
@@ -281,12 +333,36 @@ def train(
     force: bool = False,
     progress: bool | None = None,
     stop_after_steps: int | None = None,
+    wait: bool = False,
 ) -> TrainResult:
     """Train ``spec`` into ``results_dir/<run_id>``; returns the run directory and record.
 
-    A finished run (record status ``ok``) is reused unless ``force``. ``stop_after_steps``
-    simulates an interruption after that many steps (tests, smoke runs).
+    A finished run (record status ``ok``) is reused unless ``force``; ``force`` also allows a
+    plan of more than ``harness.validation.MAX_PLANNED_STEPS`` steps. ``stop_after_steps``
+    simulates an interruption after that many steps (tests, smoke runs). The run directory
+    is locked for the whole call (``harness.run_lock``): if another live process holds it,
+    ``RunLocked`` is raised, or with ``wait`` this waits for it.
     """
+    run_dir = Path(results_dir) / spec.run_id()
+    with hold_run_lock(run_dir, wait=wait, purpose="run", on_wait=lambda note: print(note, file=sys.stderr)):
+        if distributed.env_rank() == 0:
+            note = take_over_stale(run_dir)
+            if note:
+                print(note, file=sys.stderr)
+        return _train(spec, results_dir, resume=resume, force=force, progress=progress,
+                      stop_after_steps=stop_after_steps)
+
+
+def _train(
+    spec: RunSpec,
+    results_dir: Path,
+    *,
+    resume: bool,
+    force: bool,
+    progress: bool | None,
+    stop_after_steps: int | None,
+) -> TrainResult:
+    """``train`` inside the run lock."""
     run_id = spec.run_id()
     run_dir = Path(results_dir) / run_id
     record_file = run_dir / "record.json"
@@ -324,6 +400,7 @@ def train(
     counts = model.param_counts()
     flops_per_token = train_flops_per_token(config, seq_len)
     plan = plan_budget(spec.budget_flops, flops_per_token, rows_per_step * seq_len)
+    check_plan_steps(plan.steps, spec.budget_flops, force)
     eval_interval = spec.eval_interval or max(1, plan.steps // 5)
     checkpoint_interval = spec.checkpoint_interval or max(1, plan.steps // 4)
 
@@ -331,10 +408,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, plan.steps, spec) / recipe.lr)
     start_step, wall_before = 0, 0.0
     if resume and (run_dir / CHECKPOINT_NAME).exists():
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        checkpoint = restore_checkpoint(run_dir / CHECKPOINT_NAME, run_id, model, optimizer, scheduler)
         _restore_rank_rng(checkpoint, dist, spec.seed, device.type)
         start_step, wall_before = int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
         if dist.is_main:
@@ -378,10 +452,11 @@ def train(
         "machine_load": {"start": machine_load()},
     }
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "config.json", {"run": spec.to_dict(), "model": config.to_dict(), "run_id": run_id})
-        data.tokenizer.save(run_dir / "tokenizer")
-        write_record(run_dir, record)
+        _write_setup(run_dir, run_id, [
+            lambda: write_json_atomic(run_dir / "config.json",
+                                      {"run": spec.to_dict(), "model": config.to_dict(), "run_id": run_id}),
+            lambda: data.tokenizer.save(run_dir / "tokenizer"),
+        ], record)
 
     def save_checkpoint(step: int, wall_s: float) -> None:
         rng_by_rank = distributed.gather_objects(_rng_state(device.type), dist)  # every rank, same step
@@ -408,7 +483,7 @@ def train(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=plan.steps, initial=start_step, disable=not show_progress, unit="step", dynamic_ncols=True)
-    metrics_file = open(run_dir / METRICS_NAME, "a") if dist.is_main else None
+    metrics_file = JsonlAppender(run_dir / METRICS_NAME) if dist.is_main else None
     last_metrics: dict[str, Any] = {}
     step = start_step
     t_start = time.perf_counter()
@@ -478,8 +553,7 @@ def train(
                     model, data, seq_len, micro_bs, device, settings.autocast, max_tokens=16 * seq_len * micro_bs
                 )["val_loss"]
             if metrics_file:
-                metrics_file.write(json.dumps(last_metrics) + "\n")
-                metrics_file.flush()
+                metrics_file.append(last_metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{plan.tokens_per_step / max(now - t_step, 1e-9):.0f}")
             if step % checkpoint_interval == 0 or checkpoint_due:
@@ -490,6 +564,8 @@ def train(
         hard_interrupt, raise_after = True, None
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc} (at step {step})"
+        if isinstance(exc, WriteFailed):
+            error = f"{exc} (at step {step}); the last good checkpoint is kept"
         if dist.enabled:
             error = _rank_error(dist, exc, step)
         raise_after = exc
@@ -503,7 +579,10 @@ def train(
 
     wall_s = wall_before + time.perf_counter() - t_start
     if status != "failed" and not hard_interrupt:  # else the weights may be mid-update: keep the last checkpoint
-        save_checkpoint(step, wall_s)
+        try:
+            save_checkpoint(step, wall_s)
+        except WriteFailed as exc:
+            status, error = "failed", f"{exc} (the final checkpoint, step {step}); the last good checkpoint is kept"
     record.update(
         status=status,
         error=error,
@@ -525,12 +604,14 @@ def train(
         record["final_val_loss"] = final.pop("val_loss")
         record.update(final)
         record.update(_unigram_baseline(data, final))
+        record["warnings"] = quality_warnings(record)
     rank_raised = dist.enabled and raise_after is not None
     if dist.is_main or rank_raised:  # a rank that raised records why before it exits
         if rank_raised:
             run_dir.mkdir(parents=True, exist_ok=True)
             record["error"] = error = _merge_rank_errors(run_dir, record["error"])
-        write_record(run_dir, record)
+        record = _write_final_record(run_dir, record)
+        status, error = record["status"], record["error"]
     if not rank_raised:  # after an exception the peers may be gone: no more collectives
         distributed.barrier(dist)
     if raise_after is not None:

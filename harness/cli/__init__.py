@@ -9,6 +9,7 @@ is imported, so ``python -m harness list`` does not pay for lm-eval or matplotli
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -27,6 +28,10 @@ COMMANDS = {
     "results": ("results", "print every run record as one table"),
     "check": ("check", "regression gate: retrain nano models and compare with the committed baseline"),
 }
+
+
+# OSErrors reported as one line (exit 1) rather than a traceback
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EISDIR)
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str = "override a model config field, e.g. --set window=64 (repeatable)") -> None:
@@ -67,6 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a write that failed (disk full, read-only, not a folder): one line
+        from harness.io import WriteFailed, as_write_failed
+
+        if not (isinstance(error, WriteFailed) or error.errno in WRITE_ERRNOS):
+            raise
+        print(f"error: {as_write_failed(error.filename or '?', error)}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:
+        from harness.run_lock import RunLocked
+
+        if not isinstance(error, RunLocked):
+            raise
+        print(f"error: {error}", file=sys.stderr)  # another process is running it
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

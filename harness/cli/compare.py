@@ -75,7 +75,7 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
     add_arguments(parser)
     words = ["python", "-m", "harness", "compare"]
     for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "name", "dry_run"):
+        if not action.option_strings or action.dest in ("help", "name", "dry_run", "wait"):
             continue
         value = getattr(args, action.dest, action.default)
         if action.dest == "size" and getattr(args, "sizes", None):
@@ -98,6 +98,7 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
 def main(args: argparse.Namespace) -> int:
     from harness.compare import default_name, plan_sweep, run_sweep, validate_name, write_runs_file
     from harness.distributed import is_main_process
+    from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
 
     plan = plan_sweep(args)
@@ -118,6 +119,9 @@ def main(args: argparse.Namespace) -> int:
             f"{len(plan.budgets)} budget(s) x {plan.seeds} seed(s) = {len(plan.specs)} runs (results in {root})",
             file=sys.stderr,
         )
+    if is_main_process():  # fail now, not after the sweep has trained, if the outputs cannot be written
+        check_writable(root)
+        check_writable(reports_dir() / name)
     outcome = run_sweep(plan, args, root)
     if not is_main_process():  # under torchrun only rank 0 writes the runs file and the report
         return 0

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-data", help="folder with local jsonl copies of the standard tasks' data")
     parser.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score the last checkpoint of an interrupted or failed run (refused otherwise)")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is using the run, wait for it instead of exiting (code 2)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -51,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
         task_data=args.task_data,
         batch_size=args.batch_size,
         device=args.device,
+        allow_partial=args.allow_partial,
+        wait=args.wait,
     )
     for task, metrics in summary.items():
         for metric, entry in metrics.items():

@@ -8,6 +8,10 @@ Outputs go to results/<run_id>/ (config.json, metrics.jsonl, record.json, checkp
 tokenizer/). The same spec and seed give the same run id: a finished run is reused
 (--force retrains), an interrupted one continues from its checkpoint (--resume).
 Budgets are training FLOPs (2 per multiply-add, training = 3 x forward).
+
+The run directory is locked (results/<run_id>/run.lock) while this runs: the same command
+started again meanwhile exits with code 2 naming this process's PID, or waits (--wait).
+Exit codes: 0 done, 1 failed (the record says why), 2 bad input or run in use, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -45,7 +49,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, single_arch: bool = Tr
     parser.add_argument("--eval-limit", type=int, help="evaluate at most N documents per task")
     parser.add_argument("--task-data", help="folder with local copies of standard task data (offline)")
     parser.add_argument("--no-eval", action="store_true", help="skip lm-eval evaluation after training")
-    parser.add_argument("--force", action="store_true", help="retrain even if a finished run with this id exists")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain even if a finished run with this id exists; allow plans of over 1e7 steps")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is running the same run, wait for it instead of exiting (code 2)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace, arch: str, seed: int):
     from harness.spec import Recipe, RunSpec
+    from harness.validation import positive_int
 
+    if args.eval_limit is not None:  # checked before training, not after it
+        positive_int("--eval-limit", args.eval_limit)
     recipe = Recipe(lr=args.lr, batch_tokens=args.batch_tokens, micro_batch_size=args.micro_batch, seq_len=args.seq_len)
     return RunSpec(
         arch=arch,
@@ -105,30 +115,45 @@ def summary_line(record: dict, run_dir) -> str:
     )
 
 
+def warning_lines(record: dict) -> list[str]:
+    """The record's ``warnings`` (e.g. a final loss above the unigram baseline), one line each."""
+    return [f"warning: {warning}" for warning in record.get("warnings") or []]
+
+
 def main(args: argparse.Namespace) -> int:
     from harness.distributed import env_rank, is_main_process
+    from harness.io import WriteFailed
     from harness.records import load_record
+    from harness.run_lock import RunLocked, hold_run_lock
     from harness.train import TrainingFailed, train
 
     try:
         spec = spec_from_args(args, args.arch, args.seed)
-        result = train(spec, results_dir(), resume=args.resume, force=args.force)
+        # one lock over training and evaluation (train() and evaluate_run() re-enter it)
+        with hold_run_lock(results_dir() / spec.run_id(), wait=args.wait,
+                           on_wait=lambda note: print(note, file=sys.stderr)):
+            result = train(spec, results_dir(), resume=args.resume, force=args.force)
+            interrupted = result.record["status"] == "interrupted"
+            if is_main_process() and not interrupted:
+                evaluate_after_training(args, result)
     except TrainingFailed as failure:
         # under torchrun: rank 0 reports; another rank only when it was the one that raised
         if is_main_process() or f"rank {env_rank()} of" in str(failure):
             print(f"error: {failure}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, KeyError):
+    except (ValueError, FileNotFoundError, KeyError, RunLocked, WriteFailed):
         if is_main_process():
-            raise  # bad input: one sentence, printed once (by rank 0)
+            raise  # bad input, a busy run or a failed write: one sentence, printed once (by rank 0)
         return 2
     if not is_main_process():  # under torchrun only rank 0 evaluates and prints
         return 130 if result.record["status"] == "interrupted" else 0
     if result.reused:
         print(f"{result.run_dir} already holds this finished run; reusing it (--force retrains).", file=sys.stderr)
-    if result.record["status"] == "interrupted":
+    if interrupted:
         print(f"interrupted: checkpoint saved; continue with the same command plus --resume ({result.run_dir}).")
         return 130
-    evaluate_after_training(args, result)
-    print(summary_line(load_record(result.run_dir), result.run_dir))
+    record = load_record(result.run_dir)
+    print(summary_line(record, result.run_dir))
+    for line in warning_lines(record):
+        print(line)
     return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Protocol, runtime_checkable
 
 from harness import paths
-from harness.io import read_json, write_json_atomic
+from harness.io import read_json, write_json_atomic, write_text_atomic
 
 EOT_TEXT = "<|endoftext|>"
 BPE_FORMAT = 1  # bump to invalidate cached BPE tokenizers after a change in training
@@ -65,8 +65,7 @@ class BPETokenizer:
 
     def save(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self._tok.save(str(directory / "tokenizer.json"))
+        write_text_atomic(directory / "tokenizer.json", self._tok.to_str(pretty=True))  # via harness.io
         write_json_atomic(directory / "meta.json", {"kind": "bpe", "name": self.name})
         return directory
 

@@ -195,14 +195,42 @@ def evaluate_run(
     task_data: str | os.PathLike | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | None = None,
+    allow_partial: bool = False,
+    wait: bool = False,
 ) -> dict[str, dict[str, dict]]:
     """Evaluate a trained run; write lm-eval's results file and merge ``evaluation`` into its record.
 
     ``tasks`` defaults to ``default_tasks`` of the run's data kind. Returns the merged metrics
-    of this evaluation, {task: {metric: {value, stderr, n, version}}}.
+    of this evaluation, {task: {metric: {value, stderr, n, version}}}. The run directory is
+    locked meanwhile (``harness.run_lock``; ``wait``: wait for a process holding it). A run
+    whose record is not ``ok`` (interrupted, failed) is refused unless ``allow_partial``:
+    then its last checkpoint is scored and the record's ``evaluation_step`` says at which step.
     """
+    from harness.run_lock import hold_run_lock
+
     run_dir = resolve_run_dir(run_dir)
     check_limit(limit)
+    with hold_run_lock(run_dir, wait=wait, purpose="eval"):
+        check_finished(run_dir, allow_partial)
+        return _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device)
+
+
+def check_finished(run_dir: Path, allow_partial: bool) -> None:
+    """Refuse to score a run that did not finish (``ValueError``), unless ``allow_partial``."""
+    record = load_record(run_dir)
+    status = record.get("status")
+    if status == "ok" or allow_partial:
+        return
+    if status == "running":  # we hold the lock, so nobody is running it any more
+        status = "interrupted (its process died)"
+    raise ValueError(
+        f"run {run_dir.name} is {status} at step {record.get('steps', '?')} of {record.get('planned_steps', '?')}; "
+        f"finish it first (the same `harness run` command resumes it), or pass --allow-partial to score "
+        f"its last checkpoint anyway."
+    )
+
+
+def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device) -> dict[str, dict[str, dict]]:
     model, tokenizer, record = load_run_model(run_dir)
     data_kind = (record.get("data") or {}).get("kind", "text")
     names = parse_task_names(tasks if tasks is not None else default_tasks(data_kind))
@@ -221,5 +249,9 @@ def evaluate_run(
     results.setdefault("config", {})["run_dir"] = str(run_dir)
     write_text_atomic(run_dir / results_name(num_fewshot), results_json(results))
     summary = summarize(results, num_fewshot)
-    update_record(run_dir, evaluation=summary)
+    extra = {}
+    if record.get("status") != "ok":  # scored with --allow-partial: say what was scored
+        checkpoint = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+        extra["evaluation_step"] = int(checkpoint.get("step", -1))
+    update_record(run_dir, evaluation=summary, **extra)
     return summary
