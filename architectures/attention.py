@@ -121,6 +121,31 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     return banded_attention_blocked(q, k, v, window, block)
 
 
+class PackedMask:
+    """Which tokens of a packed batch may attend to which: several sequences in one row, and
+    continuations that share a context (a tree: each continuation sees the context and itself).
+
+    ``allowed`` [B, T, T] bool (query, key): the causal/tree structure, True on the diagonal;
+    ``positions`` [B, T]: each token's position in its own sequence. A banded layer also
+    needs ``0 <= position(query) - position(key) < window``; along one sequence positions
+    are consecutive, so that is exactly the band of the unpacked sequence.
+    """
+
+    def __init__(self, allowed: torch.Tensor, positions: torch.Tensor):
+        self.allowed, self.positions = allowed, positions
+        self._by_window: dict[int | None, torch.Tensor] = {}
+
+    def for_window(self, window: int | None) -> torch.Tensor:
+        """[B, 1, T, T] mask for SDPA: the structure, intersected with the band when ``window``."""
+        if window not in self._by_window:
+            allowed = self.allowed
+            if window is not None:
+                distance = self.positions[:, :, None] - self.positions[:, None, :]
+                allowed = allowed & (distance < window)
+            self._by_window[window] = allowed[:, None]
+        return self._by_window[window]
+
+
 def _cached_attention_mask(T_new: int, T_total: int, window: int | None, device) -> torch.Tensor:
     """Mask for T_new queries appended after T_total - T_new cached keys (causal, banded if window)."""
     query_position = torch.arange(T_total - T_new, T_total, device=device)[:, None]
@@ -153,14 +178,18 @@ class CausalSelfAttention(nn.Module):
         """Score entries this layer executes per query at sequence length ``seq_len``."""
         return keys_per_query(seq_len, self.window, self.block)
 
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: LayerCache | None = None, packed: PackedMask | None = None
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.append(k, v)
         T_total = k.shape[-2]
         dropout_p = self.dropout if self.training else 0.0
-        if T_total == T:  # no earlier positions: the training and prefill path
+        if packed is not None:  # packed rows / shared contexts (evaluation)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packed.for_window(self.window), dropout_p=dropout_p)
+        elif T_total == T:  # no earlier positions: the training and prefill path
             if self.window is None:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
             else:
