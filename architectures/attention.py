@@ -179,8 +179,14 @@ class CausalSelfAttention(nn.Module):
         return keys_per_query(seq_len, self.window, self.block)
 
     def forward(
-        self, x: torch.Tensor, cache: LayerCache | None = None, packed: PackedMask | None = None
+        self,
+        x: torch.Tensor,
+        cache: LayerCache | None = None,
+        packed: PackedMask | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``keep`` (flat row·T + t indices): output only those positions, as [1, N, d_model]
+        (every position still serves as a key; the output projection runs on the kept ones)."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)
         if cache is not None:
@@ -198,4 +204,6 @@ class CausalSelfAttention(nn.Module):
             mask = _cached_attention_mask(T, T_total, self.window, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)
+        if keep is not None:
+            y = y.reshape(B * T, -1)[keep][None]
         return self.resid_dropout(self.proj(y))

@@ -132,11 +132,11 @@ class GPT(nn.Module):
             packed = PackedMask(attention_mask, positions)
         if logit_positions is not None and targets is not None:
             raise ValueError("logit_positions computes logits at some positions only; the loss needs all: pass one of them.")
-        x, aux_terms, kv_position = self._trunk(idx, images, kv_cache, packed)
+        x, aux_terms, kv_position = self._trunk(idx, images, kv_cache, packed, logit_positions)
         if kv_cache is not None:
             kv_cache.position = kv_position
         if logit_positions is not None:
-            x = x.reshape(-1, x.shape[-1])[logit_positions]
+            x = x[0]  # the last block computed only these positions
         if self.ln_f is not None:
             x = self.ln_f(x)
         logits = self.lm_head(x)
@@ -149,8 +149,11 @@ class GPT(nn.Module):
                 loss = loss + value
         return ModelOutput(logits=logits, loss=loss, lm_loss=lm_loss, aux=aux_terms)
 
-    def _trunk(self, idx, images, kv_cache, packed):
-        """Embeddings and blocks: (text hidden states [B, T, d], layer-mean aux terms, next cache position)."""
+    def _trunk(self, idx, images, kv_cache, packed, logit_positions=None):
+        """Embeddings and blocks: (text hidden states [B, T, d], layer-mean aux terms, next cache position).
+
+        With ``logit_positions`` the last block computes only those positions ([1, N, d]):
+        past its attention, no other position is needed."""
         B, T = idx.shape
         start = kv_cache.position if kv_cache is not None else 0
         prefix = None
@@ -177,11 +180,16 @@ class GPT(nn.Module):
 
         aux_sums: dict[str, torch.Tensor] = {}
         n_moe_layers = 0
+        keep = None
+        if logit_positions is not None:  # flat positions in the [B, prefix + T] sequence
+            keep = logit_positions + n_prefix * (logit_positions.div(T, rounding_mode="floor") + 1)
         for layer, block in enumerate(self.blocks):
-            x, aux = block(x, kv_cache[layer] if kv_cache is not None else None, packed)
+            last = layer == len(self.blocks) - 1
+            x, aux = block(x, kv_cache[layer] if kv_cache is not None else None, packed, keep if last else None)
             if aux:
                 n_moe_layers += 1
                 for name, value in aux.items():
                     aux_sums[name] = aux_sums.get(name, 0.0) + value
         aux_terms = {name: total / n_moe_layers for name, total in aux_sums.items()}
-        return x[:, n_prefix:], aux_terms, start + n_prefix + T
+        text = x if keep is not None else x[:, n_prefix:]
+        return text, aux_terms, start + n_prefix + T

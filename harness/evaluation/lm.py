@@ -168,7 +168,8 @@ class HarnessLM(TemplateLM):
 
     def _score_packed(self, windows: Sequence[Window], batch_size: int, progress) -> list[tuple[float, bool]]:
         results: list[tuple[float, bool] | None] = [None] * len(windows)
-        for rows in plan_batches(windows, self.max_length, self.row_tokens, batch_size):
+        attention_keys = 6.0 * getattr(self.model.config, "d_model", 256)
+        for rows in plan_batches(windows, self.max_length, self.row_tokens, batch_size, attention_keys):
             batch = make_batch(rows)
             logits = self.model(
                 batch.idx.to(self._device),

@@ -9,11 +9,12 @@ A scoring window is ``(context, continuation)``; the model input is
   continuation but its last token (branches 1, 2, ...), all placed after the context's
   positions. A continuation sees the context and itself, never a sibling. The context's last
   position predicts every sibling's first token. Any other window is a unit of its own.
-- **Rows.** Units are packed into rows of at most ``row_tokens`` tokens, longest first,
-  each into the first row with room (first-fit decreasing). Positions restart at 0 in every
-  unit, so a row may be longer than L while no position reaches L.
-- **Batches.** Rows, longest first, ``rows_per_batch`` per forward pass, right-padded to the
-  longest; a padding token attends only to itself.
+- **Rows and batches.** A forward pass gets about ``rows_per_batch × row_tokens`` tokens: its
+  rows are as wide as the longest unit left, and units, longest first, go into the first
+  row with room (first-fit decreasing), so short units share a row instead of padding one,
+  and no row is wider than the batch needs (a packed row's attention costs width²).
+  Positions restart at 0 in every unit, so no position reaches L. A padding token attends
+  only to itself.
 
 ``PackedBatch`` holds the model's packed inputs (``idx``, ``positions``, ``attention_mask``)
 and ``logit_positions`` (flat ``row·width + t``), the positions predicting each window's
@@ -119,6 +120,45 @@ def pack_rows(units: list[Unit], row_tokens: int) -> list[list[Unit]]:
     return rows
 
 
+def _fill_rows(units: list[Unit], width: int, token_budget: int) -> tuple[list[list[Unit]], list[Unit]]:
+    """As many rows of ``width`` as the budget allows, filled first-fit decreasing from ``units``
+    (sorted longest first); returns the rows and the units left over."""
+    n_rows = max(1, token_budget // width)
+    rows: list[list[Unit]] = []
+    free: list[int] = []
+    left: list[Unit] = []
+    for unit in units:
+        for r, room in enumerate(free):
+            if len(unit) <= room:
+                rows[r].append(unit)
+                free[r] -= len(unit)
+                break
+        else:
+            if len(rows) < n_rows:
+                rows.append([unit])
+                free.append(width - len(unit))
+            else:
+                left.append(unit)
+    return rows, left
+
+
+def _take_batch(units: list[Unit], token_budget: int, row_tokens: int, attention_keys: float) -> list[list[Unit]]:
+    """The next batch, taken out of ``units``: rows of the width (a multiple of the longest
+    unit's length, or ``row_tokens``) that wastes least. The cost of a row is modelled as
+    width·(1 + width/attention_keys) token-equivalents (the projections and MLP per token,
+    plus attention over width keys, which costs as much as the rest at ``attention_keys``)."""
+    best = None
+    longest = len(units[0])
+    for width in sorted(set(range(longest, row_tokens + 1, longest)) | {max(longest, row_tokens)}):
+        rows, left = _fill_rows(units, width, token_budget)
+        useful = sum(len(u) for row in rows for u in row)
+        efficiency = useful / (len(rows) * width * (1 + width / attention_keys))
+        if best is None or efficiency > best[0]:
+            best = (efficiency, rows, left)
+    units[:] = best[2]
+    return best[1]
+
+
 def make_batch(rows: list[list[Unit]]) -> PackedBatch:
     """Tensors for one forward pass over ``rows`` (right-padded to the longest)."""
     width = max(sum(len(u) for u in row) for row in rows)
@@ -149,10 +189,19 @@ def make_batch(rows: list[list[Unit]]) -> PackedBatch:
 
 
 def plan_batches(
-    windows: Sequence[Window], max_length: int, row_tokens: int, rows_per_batch: int
+    windows: Sequence[Window], max_length: int, row_tokens: int, rows_per_batch: int, attention_keys: float = 1536.0
 ) -> list[list[list[Unit]]]:
-    """Units → rows → batches of ``rows_per_batch`` rows (longest rows first)."""
-    row_tokens = max(row_tokens, max_length)
-    rows = pack_rows(make_units(windows, max_length, row_tokens), row_tokens)
-    rows.sort(key=lambda row: sum(len(u) for u in row), reverse=True)
-    return [rows[i : i + rows_per_batch] for i in range(0, len(rows), rows_per_batch)]
+    """Units → batches of about ``rows_per_batch × row_tokens`` tokens each.
+
+    A batch's rows are only as wide as they need to be: attention over a packed row costs
+    width² whatever is in it, so short units are not made to pay for a wide row, while
+    padding costs the whole model. ``attention_keys``: keys per query at which attention
+    costs as much as the rest of the model (about 6·d_model: 24·d² FLOPs of projections and
+    MLP per token and layer against 4·d per key).
+    """
+    units = sorted(make_units(windows, max_length, max(row_tokens, max_length)), key=len, reverse=True)
+    budget = rows_per_batch * max(row_tokens, max_length)
+    batches = []
+    while units:
+        batches.append(_take_batch(units, budget, max(row_tokens, max_length), attention_keys))
+    return batches
