@@ -157,17 +157,20 @@ class PackedMask:
 
     def __init__(self, allowed: torch.Tensor, positions: torch.Tensor):
         self.allowed, self.positions = allowed, positions
-        self._by_window: dict[int | None, torch.Tensor] = {}
+        self._by_window: dict[tuple, torch.Tensor] = {}
 
-    def for_window(self, window: int | None) -> torch.Tensor:
-        """[B, 1, T, T] mask for SDPA: the structure, intersected with the band when ``window``."""
-        if window not in self._by_window:
+    def for_window(self, window: int | None, dtype: torch.dtype) -> torch.Tensor:
+        """[B, 1, T, T] additive mask for SDPA (0 allowed, -inf not; faster on the CPU than a
+        boolean one): the structure, intersected with the band when ``window``. Cached."""
+        key = (window, dtype)
+        if key not in self._by_window:
             allowed = self.allowed
             if window is not None:
                 distance = self.positions[:, :, None] - self.positions[:, None, :]
                 allowed = allowed & (distance < window)
-            self._by_window[window] = allowed[:, None]
-        return self._by_window[window]
+            bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+            self._by_window[key] = bias[:, None]
+        return self._by_window[key]
 
 
 def _cached_attention_mask(T_new: int, T_total: int, window: int | None, device) -> torch.Tensor:
@@ -218,7 +221,7 @@ class CausalSelfAttention(nn.Module):
         T_total = k.shape[-2]
         dropout_p = self.dropout if self.training else 0.0
         if packed is not None:  # packed rows / shared contexts (evaluation)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packed.for_window(self.window), dropout_p=dropout_p)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packed.for_window(self.window, q.dtype), dropout_p=dropout_p)
         elif T_total == T:  # no earlier positions: the training and prefill path
             if self.window is None:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)

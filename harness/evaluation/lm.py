@@ -361,11 +361,12 @@ class HarnessLM(TemplateLM):
 
 def _score(logits: torch.Tensor, continuations: list[list[int]]) -> list[tuple[float, bool]]:
     """(sum log-prob, all greedy) per continuation; ``logits`` [Σ len, vocab] holds their
-    predicting positions one after another. One log-softmax for the whole batch."""
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    targets = torch.tensor([t for continuation in continuations for t in continuation], device=log_probs.device)
-    token_log_probs = log_probs.gather(-1, targets[:, None])[:, 0].tolist()
-    greedy = (log_probs.argmax(dim=-1) == targets).tolist()
+    predicting positions one after another. log p(target) = logit(target) - logsumexp(logits),
+    in float32, for the whole batch at once."""
+    logits = logits.float()
+    targets = torch.tensor([t for continuation in continuations for t in continuation], device=logits.device)
+    token_log_probs = (logits.gather(-1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)).tolist()
+    greedy = (logits.argmax(dim=-1) == targets).tolist()
     results, start = [], 0
     for continuation in continuations:
         end = start + len(continuation)
