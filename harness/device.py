@@ -28,8 +28,14 @@ torch 2.13; single-thread CPU time, which other processes' load does not distort
   (autocast, not a bf16 model).
 - fused AdamW when torch has the CPU kernel (torch >= 2.4): one kernel instead of a Python
   loop over parameters (~15x faster optimizer step; a few % of a micro step).
-- no ``torch.compile``: compiling takes minutes on two cores and was not measured to pay
-  back at these sizes; ``compile=True`` turns it on.
+- no ``torch.compile`` (``CPU_COMPILE_DECISION``, recorded as ``settings.compile_decision``):
+  measured with inductor on this CPU (torch 2.13, 1 thread, process CPU time, median of 10
+  steps after 3 warm-up steps), a compiled training step is *slower* than eager — gpt2
+  ``nano`` fp32 (batch 8 x 64) 0.91x, gpt2 ``micro`` bf16 (8 x 256) 0.91x — and compiling
+  took 156 s and 184 s of wall time on the shared 2-core machine, so no number of planned
+  steps pays it back; ``compile=True`` still turns it on. (The tanh GELU, which compiling
+  would fuse, costs 10.1 ms forward+backward per micro layer in bf16 against 4.1 ms for the
+  exact GELU: ~4 % of a micro step, the only elementwise cost worth fusing.)
 
 CUDA defaults: bf16 autocast, TF32 matmuls (``fp32`` then means TF32 matmuls), fused AdamW,
 ``torch.compile`` (``compile=False`` turns it off).
@@ -50,6 +56,11 @@ from harness.paths import cache_dir
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
+CPU_COMPILE_DECISION = (
+    "off by default on the CPU: measured 0.91x eager (slower) for gpt2 nano fp32 and micro bf16 training steps "
+    "after 156-184 s of compiling on 2 cores, so it never pays back (see harness/device.py)"
+)
+
 
 @dataclass
 class DeviceSettings:
@@ -63,6 +74,7 @@ class DeviceSettings:
     compile: bool = False
     tf32: bool = False
     fused_adamw: bool = False
+    compile_decision: str = ""  # why compile is on or off
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -156,6 +168,7 @@ def configure_device(
             device_name=device_name(device),
             autocast_dtype=DTYPES[dtype] if dtype != "fp32" else None,
             compile=compile is not False,
+            compile_decision="given" if compile is not None else "on by default on CUDA",
             tf32=True,
             fused_adamw=fused_adamw_available(device),
         )
@@ -181,6 +194,7 @@ def configure_device(
             autocast_dtype=DTYPES[dtype] if dtype != "fp32" else None,
             flush_denormal=flushed,
             compile=bool(compile),
+            compile_decision="given" if compile is not None else CPU_COMPILE_DECISION,
             fused_adamw=fused_adamw_available(device),
         )
         notes.append(
