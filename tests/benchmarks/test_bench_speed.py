@@ -40,20 +40,6 @@ def _timing(request) -> bool:
     return config.getoption("benchmark_enable", default=False) or not config.getoption("benchmark_disable", default=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread_when_not_timing(request):
-    """As plain tests, one thread (fast and immune to other processes' load); timed runs keep torch's default."""
-    if _timing(request):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _qkv(dtype, heads: int):
     g = torch.Generator().manual_seed(0)
     return [torch.randn(1, heads, T, D_HEAD, generator=g).to(dtype).requires_grad_() for _ in range(3)]
