@@ -10,8 +10,8 @@ Registered with lm-eval as ``harness``, so both work::
   model's context, and a continuation longer than the context is scored in rolling windows.
   Windows are packed (``packing.py``): requests that share their context (the choices of a
   multiple-choice question) run it once, with each continuation seeing only the context and
-  itself; units are packed first-fit-decreasing into rows of ``row_tokens`` tokens,
-  ``batch_size`` rows per forward pass; the final norm, LM head and log-softmax run only at
+  itself; units are packed first-fit-decreasing into rows at most ``row_tokens`` wide,
+  about ``batch_size × row_tokens`` tokens per forward pass; the final norm, LM head and log-softmax run only at
   the positions that predict a continuation token. A model whose forward lacks the packed
   arguments (or ``packing=False``) gets windows sorted by length, right-padded, ``batch_size``
   per forward pass. Returns (sum log-prob, is-greedy).
@@ -41,10 +41,9 @@ from tqdm import tqdm
 
 from harness.evaluation.packing import Window, make_batch, plan_batches
 
-DEFAULT_BATCH_SIZE = 16  # rows per forward pass (packed) or windows per forward pass (unpacked)
-DEFAULT_ROW_TOKENS = 256  # tokens per packed row (at least the model's context)
+DEFAULT_BATCH_SIZE = 16  # packed: about batch_size x row_tokens tokens per forward pass; unpacked: windows per pass
+DEFAULT_ROW_TOKENS = 256  # the widest packed row (at least the model's context)
 DEFAULT_MAX_GEN_TOKS = 256
-
 
 
 def accepts_packed_input(model: torch.nn.Module) -> bool:
