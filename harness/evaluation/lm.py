@@ -11,8 +11,8 @@ Registered with lm-eval as ``harness``, so both work::
   Windows are packed (``packing.py``): requests that share their context (the choices of a
   multiple-choice question) run it once, with each continuation seeing only the context and
   itself; units are packed first-fit-decreasing into rows at most ``row_tokens`` wide,
-  about ``batch_size × row_tokens`` tokens per forward pass; the final norm, LM head and log-softmax run only at
-  the positions that predict a continuation token. A model whose forward lacks the packed
+  about ``batch_size × row_tokens`` tokens per forward pass; the last block, final norm,
+  LM head and log-softmax run only at the positions that predict a continuation token. A model whose forward lacks the packed
   arguments (or ``packing=False``) gets windows sorted by length, right-padded, ``batch_size``
   per forward pass. Returns (sum log-prob, is-greedy).
 - ``loglikelihood_rolling``: lm-eval's disjoint rolling windows over the context length,
@@ -145,9 +145,9 @@ class HarnessLM(TemplateLM):
         The model input is ``(context + continuation)[-(max_length+1):][:-1]``; the continuation
         must fit the context (``len(continuation) <= max_length``). Packed (the default for a
         model that takes ``positions``/``attention_mask``/``logit_positions``): windows that
-        share their context run it once, everything is packed into rows of ``row_tokens``
-        (see ``packing.py``), ``batch_size`` rows per forward pass, and the LM head runs only
-        at the scored positions. Otherwise (``packing=False``, or another model): windows
+        share their context run it once, everything is packed into rows at most ``row_tokens``
+        wide (see ``packing.py``), about ``batch_size × row_tokens`` tokens per forward pass,
+        and the LM head runs only at the scored positions. Otherwise (``packing=False``, or another model): windows
         sorted by length, right-padded, ``batch_size`` per forward pass; with
         ``batch_size=1`` every window is exactly one forward pass.
         """
