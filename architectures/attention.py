@@ -47,40 +47,61 @@ def banded_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
 
+_band_biases: dict[tuple, torch.Tensor] = {}
+
+
+def band_bias(n_blocks: int, block: int, window: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """Additive mask [n, b, w + b] of the blocked kernel (0 in the band, -inf outside), cached.
+
+    Key offset c of block i is position i·b - w + c, query offset r is i·b + r: the band is
+    r < c ≤ r + w, and keys at negative positions (the front padding) are outside.
+    """
+    key = (n_blocks, block, window, dtype, str(device))
+    if key not in _band_biases:
+        span = window + block
+        row = torch.arange(block, device=device)[:, None]
+        col = torch.arange(span, device=device)[None, :]
+        in_band = (col > row) & (col <= row + window)
+        start = torch.arange(n_blocks, device=device)[:, None, None] * block - window
+        allowed = in_band[None] & ((start + col[None]) >= 0)
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
+        if len(_band_biases) > 64:
+            _band_biases.clear()
+        _band_biases[key] = bias
+    return _band_biases[key]
+
+
 def banded_attention_blocked(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int, dropout_p: float = 0.0
 ) -> torch.Tensor:
     """Banded causal attention in O(T·(w + b)) work and memory.
 
     q, k, v: [B, H, T, D]. Queries are taken in blocks of ``block``; block i (positions
     i·b … i·b+b-1) is scored against keys i·b-w … i·b+b-1, the only ones its band can reach.
+    Few passes over the [B, H, n, b, w + b] scores: q is scaled before the product, the band
+    is one in-place add of a cached bias, softmax in float32. ``dropout_p``: dropout on the
+    attention probabilities (as SDPA's ``dropout_p``; pass 0 in evaluation).
     """
     B, H, T, D = q.shape
     window = min(window, T)
     block = max(1, min(block, T))
     n_blocks = math.ceil(T / block)
-    padded_T = n_blocks * block
-    pad_tail = padded_T - T
-    q_blocks = F.pad(q, (0, 0, 0, pad_tail)).view(B, H, n_blocks, block, D)
+    pad_tail = n_blocks * block - T
+    q_blocks = (F.pad(q, (0, 0, 0, pad_tail)) * (1.0 / math.sqrt(D))).view(B, H, n_blocks, block, D)
     # keys padded with `window` positions in front, so block i's span starts at index i·b.
-    k_padded = F.pad(k, (0, 0, window, pad_tail))
-    v_padded = F.pad(v, (0, 0, window, pad_tail))
     span = window + block
-    k_blocks = k_padded.unfold(2, span, block).transpose(-1, -2)  # [B, H, n, span, D]
-    v_blocks = v_padded.unfold(2, span, block).transpose(-1, -2)
-    scores = torch.matmul(q_blocks, k_blocks.transpose(-1, -2)) * (1.0 / math.sqrt(D))  # [B,H,n,b,span]
-
-    row = torch.arange(block, device=q.device)[:, None]  # query offset r in its block
-    col = torch.arange(span, device=q.device)[None, :]  # key offset c in the span
-    # key position = i·b - w + c, query position = i·b + r: band means r < c ≤ r + w.
-    in_band = (col > row) & (col <= row + window)
-    start = torch.arange(n_blocks, device=q.device)[:, None, None] * block - window
-    not_before_start = (start + col[None]) >= 0  # keys at negative positions are padding
-    allowed = in_band[None] & not_before_start  # [n, b, span]
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    k_blocks = F.pad(k, (0, 0, window, pad_tail)).unfold(2, span, block).transpose(-1, -2)  # [B, H, n, span, D]
+    v_blocks = F.pad(v, (0, 0, window, pad_tail)).unfold(2, span, block).transpose(-1, -2)
+    scores = torch.matmul(q_blocks, k_blocks.transpose(-1, -2))  # [B, H, n, b, span]
+    bias = band_bias(n_blocks, block, window, torch.float32, q.device)
+    if scores.dtype == torch.float32:
+        probs = torch.softmax(scores.add_(bias), dim=-1)
+    else:  # low precision: the band and softmax in float32 (one conversion pass)
+        probs = torch.softmax(scores.float().add_(bias), dim=-1).to(v.dtype)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, p=dropout_p)
     out = torch.matmul(probs, v_blocks)  # [B, H, n, b, D]
-    return out.reshape(B, H, padded_T, D)[:, :, :T]
+    return out.reshape(B, H, n_blocks * block, D)[:, :, :T]
 
 
 class _FlexBandedKernel:
@@ -108,17 +129,48 @@ class _FlexBandedKernel:
 _flex_kernel: _FlexBandedKernel | None = None
 
 
-def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int) -> torch.Tensor:
-    """Dispatch: dense SDPA when the band covers the sequence, FlexAttention on CUDA, else blocked."""
+def banded_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Dispatch: dense SDPA when the band covers the sequence, FlexAttention on CUDA (which has
+    no attention dropout: with ``dropout_p`` > 0 the blocked kernel runs there too), else blocked."""
     global _flex_kernel
     T = q.shape[-2]
     if window >= T:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if q.is_cuda and torch.cuda.is_available():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    if q.is_cuda and torch.cuda.is_available() and dropout_p == 0.0:
         if _flex_kernel is None:
             _flex_kernel = _FlexBandedKernel()
         return _flex_kernel(q, k, v, window)
-    return banded_attention_blocked(q, k, v, window, block)
+    return banded_attention_blocked(q, k, v, window, block, dropout_p)
+
+
+class PackedMask:
+    """Which tokens of a packed batch may attend to which: several sequences in one row, and
+    continuations that share a context (a tree: each continuation sees the context and itself).
+
+    ``allowed`` [B, T, T] bool (query, key): the causal/tree structure, True on the diagonal;
+    ``positions`` [B, T]: each token's position in its own sequence. A banded layer also
+    needs ``0 <= position(query) - position(key) < window``; along one sequence positions
+    are consecutive, so that is exactly the band of the unpacked sequence.
+    """
+
+    def __init__(self, allowed: torch.Tensor, positions: torch.Tensor):
+        self.allowed, self.positions = allowed, positions
+        self._by_window: dict[tuple, torch.Tensor] = {}
+
+    def for_window(self, window: int | None, dtype: torch.dtype) -> torch.Tensor:
+        """[B, 1, T, T] additive mask for SDPA (0 allowed, -inf not; faster on the CPU than a
+        boolean one): the structure, intersected with the band when ``window``. Cached."""
+        key = (window, dtype)
+        if key not in self._by_window:
+            allowed = self.allowed
+            if window is not None:
+                distance = self.positions[:, :, None] - self.positions[:, None, :]
+                allowed = allowed & (distance < window)
+            bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+            self._by_window[key] = bias[:, None]
+        return self._by_window[key]
 
 
 def _cached_attention_mask(T_new: int, T_total: int, window: int | None, device) -> torch.Tensor:
@@ -153,20 +205,32 @@ class CausalSelfAttention(nn.Module):
         """Score entries this layer executes per query at sequence length ``seq_len``."""
         return keys_per_query(seq_len, self.window, self.block)
 
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: LayerCache | None = None,
+        packed: PackedMask | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``keep`` (flat row·T + t indices): output only those positions, as [1, N, d_model]
+        (every position still serves as a key; the output projection runs on the kept ones)."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.append(k, v)
         T_total = k.shape[-2]
         dropout_p = self.dropout if self.training else 0.0
-        if T_total == T:  # no earlier positions: the training and prefill path
+        if packed is not None:  # packed rows / shared contexts (evaluation)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packed.for_window(self.window, q.dtype), dropout_p=dropout_p)
+        elif T_total == T:  # no earlier positions: the training and prefill path
             if self.window is None:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
             else:
-                y = banded_attention(q, k, v, self.window, self.block)
+                y = banded_attention(q, k, v, self.window, self.block, dropout_p)
         else:  # decoding after cached positions
             mask = _cached_attention_mask(T, T_total, self.window, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)
+        if keep is not None:
+            y = y.reshape(B * T, -1)[keep][None]
         return self.resid_dropout(self.proj(y))

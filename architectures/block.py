@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from architectures.attention import CausalSelfAttention
+from architectures.attention import CausalSelfAttention, PackedMask
 from architectures.config import ModelConfig
 from architectures.kv_cache import LayerCache
 from architectures.mlp import MLP
@@ -37,12 +37,20 @@ class Block(nn.Module):
             return out
         return self.ffn(x)
 
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> tuple[torch.Tensor, dict]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: LayerCache | None = None,
+        packed: PackedMask | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """``keep`` (flat row·T + t indices): compute the block's output at those positions only, [1, N, d]."""
         aux: dict[str, torch.Tensor] = {}
+        residual = x if keep is None else x.reshape(-1, x.shape[-1])[keep][None]
         if self.pre_norm:
-            x = x + self.attn(self.ln_1(x), cache)
+            x = residual + self.attn(self.ln_1(x), cache, packed, keep)
             x = x + self._ffn(self.ln_2(x), aux)
         else:
-            x = self.ln_1(x + self.attn(x, cache))
+            x = self.ln_1(residual + self.attn(x, cache, packed, keep))
             x = self.ln_2(x + self._ffn(x, aux))
         return x, aux

@@ -19,8 +19,10 @@ class TokenPositionEmbedding(nn.Module):
         self.token = nn.Embedding(config.vocab_size, config.d_model)
         self.position = nn.Embedding(config.context, config.d_model)
 
-    def forward(self, idx: torch.Tensor, start_position: int = 0) -> torch.Tensor:
-        positions = torch.arange(start_position, start_position + idx.shape[1], device=idx.device)
+    def forward(self, idx: torch.Tensor, start_position: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``positions`` [B, T] (packed sequences) replaces ``start_position, start_position + 1, ...``."""
+        if positions is None:
+            positions = torch.arange(start_position, start_position + idx.shape[1], device=idx.device)
         return self.token(idx) + self.position(positions)
 
 

@@ -7,6 +7,8 @@ Forward contract (the trainer and evaluator never special-case an architecture):
 
     out = model(idx, targets=None, images=None, kv_cache=None)
     out.logits   [B, T, vocab]   text positions only
+    out = model(idx, positions=P, attention_mask=M, logit_positions=I)   # packed evaluation
+    out.logits   [N, vocab]      only the N flat positions I (row·T + t): the head runs there only
     out.loss     LM cross-entropy (nats/token) + the weighted auxiliary losses, or None
     out.lm_loss  the LM cross-entropy alone, or None
     out.aux      {"moe_balance", "moe_z", "moe_dropped_fraction"} for MoE (layer means)
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from architectures.attention import PackedMask
 from architectures.block import Block
 from architectures.config import ModelConfig
 from architectures.embeddings import PatchPrefix, TokenPositionEmbedding
@@ -110,42 +113,30 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         images: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logit_positions: torch.Tensor | None = None,
     ) -> ModelOutput:
-        B, T = idx.shape
-        start = kv_cache.position if kv_cache is not None else 0
-        prefix = None
-        if images is not None:
-            if self.image_prefix is None:
-                raise ValueError("this model has no image input; build it with patch_size set (e.g. gpt4).")
-            if start:
-                raise ValueError("images can only be given with the first chunk of a sequence.")
-            self.image_prefix.check(images)
-            prefix = self.image_prefix(images)
-        n_prefix = prefix.shape[1] if prefix is not None else 0
-        if start + n_prefix + T > self.config.context:
-            raise ValueError(
-                f"sequence of {start + n_prefix + T} positions is longer than the context of {self.config.context}."
-            )
-
-        x = self.embed(idx, start_position=start + n_prefix)
-        if prefix is not None:
-            x = torch.cat([prefix.to(x.dtype), x], dim=1)
-        x = self.drop(x)
-
-        aux_sums: dict[str, torch.Tensor] = {}
-        n_moe_layers = 0
-        for layer, block in enumerate(self.blocks):
-            x, aux = block(x, kv_cache[layer] if kv_cache is not None else None)
-            if aux:
-                n_moe_layers += 1
-                for name, value in aux.items():
-                    aux_sums[name] = aux_sums.get(name, 0.0) + value
+        """Packed evaluation: ``positions`` [B, T] (each token's position in its own sequence)
+        and ``attention_mask`` [B, T, T] bool (query may attend key; causal or tree structure,
+        True on the diagonal; banded layers add their window over ``positions``) let several
+        sequences, or a context and its continuations, share a row. ``logit_positions`` [N]
+        (flat indices row·T + t) computes the final norm and the LM head there only, so
+        ``logits`` is [N, vocab]. Neither combines with ``kv_cache``, ``images`` or ``targets``.
+        """
+        packed = None
+        if positions is not None or attention_mask is not None:
+            if positions is None or attention_mask is None or kv_cache is not None or images is not None:
+                raise ValueError("packed input needs both positions and attention_mask, and no kv_cache or images.")
+            packed = PackedMask(attention_mask, positions)
+        if logit_positions is not None and targets is not None:
+            raise ValueError("logit_positions computes logits at some positions only; the loss needs all: pass one of them.")
+        x, aux_terms, kv_position = self._trunk(idx, images, kv_cache, packed, logit_positions)
         if kv_cache is not None:
-            kv_cache.position = start + n_prefix + T
-        aux_terms = {name: total / n_moe_layers for name, total in aux_sums.items()}
-
-        if n_prefix:
-            x = x[:, n_prefix:]
+            kv_cache.position = kv_position
+        if logit_positions is not None:
+            x = x[0]  # the last block computed only these positions
         if self.ln_f is not None:
             x = self.ln_f(x)
         logits = self.lm_head(x)
@@ -157,3 +148,48 @@ class GPT(nn.Module):
             if name not in AUX_METRICS_ONLY:
                 loss = loss + value
         return ModelOutput(logits=logits, loss=loss, lm_loss=lm_loss, aux=aux_terms)
+
+    def _trunk(self, idx, images, kv_cache, packed, logit_positions=None):
+        """Embeddings and blocks: (text hidden states [B, T, d], layer-mean aux terms, next cache position).
+
+        With ``logit_positions`` the last block computes only those positions ([1, N, d]):
+        past its attention, no other position is needed."""
+        B, T = idx.shape
+        start = kv_cache.position if kv_cache is not None else 0
+        prefix = None
+        if images is not None:
+            if self.image_prefix is None:
+                raise ValueError("this model has no image input; build it with patch_size set (e.g. gpt4).")
+            if start:
+                raise ValueError("images can only be given with the first chunk of a sequence.")
+            self.image_prefix.check(images)
+            prefix = self.image_prefix(images)
+        n_prefix = prefix.shape[1] if prefix is not None else 0
+        if packed is not None:
+            if int(packed.positions.max()) >= self.config.context:
+                raise ValueError(f"a packed position reaches {int(packed.positions.max())}; the context is {self.config.context}.")
+        elif start + n_prefix + T > self.config.context:
+            raise ValueError(
+                f"sequence of {start + n_prefix + T} positions is longer than the context of {self.config.context}."
+            )
+
+        x = self.embed(idx, start_position=start + n_prefix, positions=packed.positions if packed else None)
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)
+        x = self.drop(x)
+
+        aux_sums: dict[str, torch.Tensor] = {}
+        n_moe_layers = 0
+        keep = None
+        if logit_positions is not None:  # flat positions in the [B, prefix + T] sequence
+            keep = logit_positions + n_prefix * (logit_positions.div(T, rounding_mode="floor") + 1)
+        for layer, block in enumerate(self.blocks):
+            last = layer == len(self.blocks) - 1
+            x, aux = block(x, kv_cache[layer] if kv_cache is not None else None, packed, keep if last else None)
+            if aux:
+                n_moe_layers += 1
+                for name, value in aux.items():
+                    aux_sums[name] = aux_sums.get(name, 0.0) + value
+        aux_terms = {name: total / n_moe_layers for name, total in aux_sums.items()}
+        text = x if keep is not None else x[:, n_prefix:]
+        return text, aux_terms, start + n_prefix + T

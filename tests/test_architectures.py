@@ -620,3 +620,29 @@ def test_package_exports_the_contract():
     for name in ("build", "get", "available", "register", "unregister", "build_from_config", "ModelConfig"):
         assert hasattr(architectures, name)
     assert set(ARCHS) <= set(architectures.available())
+
+
+def test_banded_kernel_applies_attention_dropout():
+    """Dropout on the attention probabilities, as SDPA's dropout_p: random, unbiased, off at p=0."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 40, 8, generator=generator) for _ in range(3))
+    plain = banded_attention_blocked(q, k, v, 8, 4)
+    torch.manual_seed(0)
+    dropped = [banded_attention_blocked(q, k, v, 8, 4, dropout_p=0.5) for _ in range(400)]
+    assert (dropped[0] - plain).abs().max() > 0.1 and (dropped[0] - dropped[1]).abs().max() > 0.1
+    torch.testing.assert_close(torch.stack(dropped).mean(0), plain, atol=0.15, rtol=0)
+    torch.testing.assert_close(banded_attention_blocked(q, k, v, 8, 4, dropout_p=0.0), plain)
+
+
+def test_banded_layer_uses_attention_dropout_in_training_only():
+    config = get("gpt3").config("nano", window=8, dropout=0.5)
+    layer = CausalSelfAttention(config, window=8)
+    layer.resid_dropout = torch.nn.Identity()  # leave only the attention dropout
+    x = torch.randn(2, 32, config.d_model)
+    layer.eval()
+    with torch.no_grad():
+        evaluated = layer(x)
+        torch.testing.assert_close(layer(x), evaluated)
+        layer.train()
+        trained = layer(x)
+    assert (trained - evaluated).abs().max() > 1e-3

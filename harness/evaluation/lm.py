@@ -6,12 +6,15 @@ Registered with lm-eval as ``harness``, so both work::
     lm = HarnessLM.from_run("results/<run_id>")               # a trained run
     lm_eval.simple_evaluate(model="harness", model_args="run_dir=results/<run_id>", ...)
 
-- ``loglikelihood`` (via ``_loglikelihood_tokens``): requests sorted by length with lm-eval's
-  ``Collator``, right-padded and scored several per forward pass; the context is
-  left-truncated to the model's context, and a continuation longer than the context is
-  scored in rolling windows. Requests that share their context (the choices of a
-  multiple-choice question) run it once, their continuations together through the KV
-  cache. Returns (sum log-prob, is-greedy).
+- ``loglikelihood`` (via ``_loglikelihood_tokens``): the context is left-truncated to the
+  model's context, and a continuation longer than the context is scored in rolling windows.
+  Windows are packed (``packing.py``): requests that share their context (the choices of a
+  multiple-choice question) run it once, with each continuation seeing only the context and
+  itself; units are packed first-fit-decreasing into rows at most ``row_tokens`` wide,
+  about ``batch_size × row_tokens`` tokens per forward pass; the last block, final norm,
+  LM head and log-softmax run only at the positions that predict a continuation token. A model whose forward lacks the packed
+  arguments (or ``packing=False``) gets windows sorted by length, right-padded, ``batch_size``
+  per forward pass. Returns (sum log-prob, is-greedy).
 - ``loglikelihood_rolling``: lm-eval's disjoint rolling windows over the context length,
   the windows of all documents batched together.
 - ``generate_until``: greedy decoding with the model's KV cache, stop sequences,
@@ -24,6 +27,7 @@ Evaluation is text-only: an image-capable model (gpt4) is called without ``image
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections import defaultdict
 from typing import Any, Iterator, Sequence
 
@@ -35,12 +39,17 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
-from architectures.kv_cache import KVCache
+from harness.evaluation.packing import Window, make_batch, plan_batches
 
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 16  # packed: about batch_size x row_tokens tokens per forward pass; unpacked: windows per pass
+DEFAULT_ROW_TOKENS = 256  # the widest packed row (at least the model's context)
 DEFAULT_MAX_GEN_TOKS = 256
 
-Window = tuple[list[int], list[int]]  # (context tokens, continuation tokens to score)
+
+def accepts_packed_input(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes ``positions``, ``attention_mask`` and ``logit_positions``."""
+    parameters = inspect.signature(model.forward).parameters
+    return all(name in parameters for name in ("positions", "attention_mask", "logit_positions"))
 
 
 @register_model("harness")
@@ -58,6 +67,8 @@ class HarnessLM(TemplateLM):
         batch_size: int | str | None = DEFAULT_BATCH_SIZE,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
         device: str | None = None,
+        packing: bool | None = None,
+        row_tokens: int = DEFAULT_ROW_TOKENS,
         **_ignored: Any,  # lm-eval passes max_batch_size etc.
     ):
         super().__init__()
@@ -74,6 +85,12 @@ class HarnessLM(TemplateLM):
         self.batch_size = parse_batch_size(batch_size)
         self.max_gen_toks = int(max_gen_toks)
         self._device = next(model.parameters()).device
+        self.scored_logits_only = "logit_positions" in inspect.signature(model.forward).parameters
+        supported = accepts_packed_input(model)
+        if packing and not supported:
+            raise ValueError("packing=True needs a model whose forward takes positions, attention_mask and logit_positions.")
+        self.packing = supported if packing is None else bool(packing)
+        self.row_tokens = max(int(row_tokens), self.max_length)
 
     @classmethod
     def from_run(cls, run_dir: str, **kwargs: Any) -> "HarnessLM":
@@ -126,54 +143,44 @@ class HarnessLM(TemplateLM):
         """(sum log-prob, is-greedy) of each window's continuation given its context.
 
         The model input is ``(context + continuation)[-(max_length+1):][:-1]``; the continuation
-        must fit the context (``len(continuation) <= max_length``). Windows are sorted by
-        length (longest first), right-padded and run ``batch_size`` per forward pass.
-        Windows that share their whole context (the choices of a multiple-choice question)
-        run the context once and their continuations together through the KV cache.
-        With ``batch_size=1`` every window is exactly one forward pass.
+        must fit the context (``len(continuation) <= max_length``). Packed (the default for a
+        model that takes ``positions``/``attention_mask``/``logit_positions``): windows that
+        share their context run it once, everything is packed into rows at most ``row_tokens``
+        wide (see ``packing.py``), about ``batch_size × row_tokens`` tokens per forward pass,
+        and the LM head runs only at the scored positions. Otherwise (``packing=False``, or another model): windows
+        sorted by length, right-padded, ``batch_size`` per forward pass; with
+        ``batch_size=1`` every window is exactly one forward pass.
         """
         batch_size = batch_size or self.batch_size
         L = self.max_length
         for context, continuation in windows:
             if not context or not continuation or len(continuation) > L:
                 raise ValueError(f"a scoring window needs 1..{L} continuation tokens and a non-empty context.")
-        results: list[tuple[float, bool] | None] = [None] * len(windows)
-        shared_groups, plain = self._plan(windows, batch_size)
         progress = tqdm(total=len(windows), disable=disable_tqdm, desc="Scoring")
         with self._eval_mode():
-            for indices in shared_groups:
-                scored = self._score_shared(windows[indices[0]][0], [windows[i][1] for i in indices])
-                for i, result in zip(indices, scored):
-                    results[i] = result
-                progress.update(len(indices))
-            for i, result in zip(plain, self._score_plain([windows[i] for i in plain], batch_size, progress)):
-                results[i] = result
+            if self.packing:
+                results = self._score_packed(windows, batch_size, progress)
+            else:
+                results = self._score_plain(list(windows), batch_size, progress)
         progress.close()
         return results
 
-    def _plan(self, windows: Sequence[Window], batch_size: int) -> tuple[list[list[int]], list[int]]:
-        """Split window indices into shared-context groups (2..batch_size windows whose common
-        context is longer than their continuations) and the rest."""
-        new_cache = getattr(self.model, "new_kv_cache", None)
-        if batch_size < 2 or new_cache is None or not isinstance(new_cache(1), KVCache):
-            return [], list(range(len(windows)))
-        by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        plain = []
-        for i, (context, continuation) in enumerate(windows):
-            if len(context) + len(continuation) - 1 <= self.max_length:  # nothing truncated
-                by_context[tuple(context)].append(i)
-            else:
-                plain.append(i)
-        groups = []
-        for context, indices in by_context.items():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                # worth a separate pass over the context only when it outweighs the continuations
-                if len(chunk) > 1 and len(context) > max(len(windows[i][1]) for i in chunk):
-                    groups.append(chunk)
-                else:
-                    plain.extend(chunk)
-        return groups, sorted(plain)
+    def _score_packed(self, windows: Sequence[Window], batch_size: int, progress) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool] | None] = [None] * len(windows)
+        attention_keys = 6.0 * getattr(self.model.config, "d_model", 256)
+        for rows in plan_batches(windows, self.max_length, self.row_tokens, batch_size, attention_keys):
+            batch = make_batch(rows)
+            logits = self.model(
+                batch.idx.to(self._device),
+                positions=batch.positions.to(self._device),
+                attention_mask=batch.attention_mask.to(self._device),
+                logit_positions=batch.logit_positions.to(self._device),
+            ).logits
+            scored = _score(logits, [windows[i][1] for i in batch.windows])
+            for i, result in zip(batch.windows, scored):
+                results[i] = result
+            progress.update(len(batch.windows))
+        return results
 
     def _score_plain(self, windows: list[Window], batch_size: int, progress) -> list[tuple[float, bool]]:
         """Sorted by length with lm-eval's Collator, right-padded, ``batch_size`` per forward."""
@@ -191,38 +198,18 @@ class HarnessLM(TemplateLM):
             batch = torch.zeros(len(inputs), width, dtype=torch.long)
             for i, row in enumerate(inputs):
                 batch[i, : len(row)] = torch.tensor(row)
-            logits = self._logits(batch)
-            rows, positions = [], []
+            flat = []
             for i, (_, continuation) in enumerate(chunk):
-                end = len(inputs[i])
-                rows += [i] * len(continuation)
-                positions += range(end - len(continuation), end)
-            results += _score(logits[rows, positions], [continuation for _, continuation in chunk])
+                end = i * width + len(inputs[i])
+                flat += range(end - len(continuation), end)
+            if self.scored_logits_only:
+                flat_positions = torch.tensor(flat, device=self._device)
+                logits = self.model(batch.to(self._device), logit_positions=flat_positions).logits
+            else:
+                logits = self._logits(batch).flatten(0, 1)[flat]
+            results += _score(logits, [continuation for _, continuation in chunk])
             progress.update(len(chunk))
         return collator.get_original(results)
-
-    def _score_shared(self, context: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
-        """One pass over the shared context, then all continuations (right-padded) through the cache."""
-        cache = self.model.new_kv_cache(1)
-        first = self._logits(torch.tensor([context]), kv_cache=cache)[0, -1:]  # predicts each continuation[0]
-        rests = [continuation[:-1] for continuation in continuations]
-        width = max(len(rest) for rest in rests)
-        rest_logits = None
-        if width:
-            for layer in cache.layers:  # the context's keys and values, shared by every row
-                layer.keys = layer.keys.expand(len(rests), -1, -1, -1)
-                layer.values = layer.values.expand(len(rests), -1, -1, -1)
-            cache.batch_size = len(rests)
-            batch = torch.zeros(len(rests), width, dtype=torch.long)
-            for i, rest in enumerate(rests):
-                batch[i, : len(rest)] = torch.tensor(rest, dtype=torch.long)
-            rest_logits = self._logits(batch, kv_cache=cache)
-        parts = []
-        for i, continuation in enumerate(continuations):
-            parts.append(first)
-            if len(continuation) > 1:
-                parts.append(rest_logits[i, : len(continuation) - 1])
-        return _score(torch.cat(parts), continuations)
 
     def _windows_for(self, context: list[int], continuation: list[int]) -> list[Window]:
         """One window, rolling windows when the continuation alone exceeds the context, none when
@@ -373,11 +360,12 @@ class HarnessLM(TemplateLM):
 
 def _score(logits: torch.Tensor, continuations: list[list[int]]) -> list[tuple[float, bool]]:
     """(sum log-prob, all greedy) per continuation; ``logits`` [Σ len, vocab] holds their
-    predicting positions one after another. One log-softmax for the whole batch."""
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    targets = torch.tensor([t for continuation in continuations for t in continuation], device=log_probs.device)
-    token_log_probs = log_probs.gather(-1, targets[:, None])[:, 0].tolist()
-    greedy = (log_probs.argmax(dim=-1) == targets).tolist()
+    predicting positions one after another. log p(target) = logit(target) - logsumexp(logits),
+    in float32, for the whole batch at once."""
+    logits = logits.float()
+    targets = torch.tensor([t for continuation in continuations for t in continuation], device=logits.device)
+    token_log_probs = (logits.gather(-1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)).tolist()
+    greedy = (logits.argmax(dim=-1) == targets).tolist()
     results, start = [], 0
     for continuation in continuations:
         end = start + len(continuation)

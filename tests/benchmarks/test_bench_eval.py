@@ -1,4 +1,4 @@
-"""Evaluation speed: batched log-likelihood vs one request per forward, KV-cache decoding vs
+"""Evaluation speed: packed log-likelihood vs one request per forward, KV-cache decoding vs
 recomputing the prefix (micro model, CPU).
 
     python -m pytest tests/benchmarks/test_bench_eval.py --benchmark-enable     # pytest-benchmark tables
@@ -8,8 +8,10 @@ Under ``--benchmark-disable`` (the default in pyproject) every benchmark runs on
 checking that both ways give the same results. Times are printed, never asserted.
 
 The log-likelihood requests look like a 4-way multiple-choice task (16 questions, contexts of
-32-159 tokens, answers of 1-8 tokens): batching runs a question's context once and its four
-answers together, and packs different questions ``BATCH_SIZE`` to a forward pass.
+32-159 tokens, answers of 1-8 tokens). Packed (the default): a question's context runs once
+with its four answers in one row, questions are packed into rows, and the LM head runs only
+at scored positions. One request per forward: the model behind the basic forward contract
+(full logits), batch size 1 — what a plain loop over requests does.
 """
 
 from __future__ import annotations
@@ -64,8 +66,21 @@ def make_prompt() -> list[list[int]]:
     return [torch.randint(1, 4096, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(1)).tolist()]
 
 
+class PlainContract(torch.nn.Module):
+    """The model behind the basic forward contract only (full logits, no packing)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, idx, kv_cache=None):
+        return self.model(idx, kv_cache=kv_cache)
+
+
 def loglikelihood(model, requests, batch_size):
-    return HarnessLM(model, IdTokenizer(), batch_size=batch_size)._loglikelihood_tokens(requests, disable_tqdm=True)
+    """Packed with ``batch_size`` rows per forward; ``batch_size=1``: one request per forward, full logits."""
+    lm_model = PlainContract(model) if batch_size == 1 else model
+    return HarnessLM(lm_model, IdTokenizer(), batch_size=batch_size)._loglikelihood_tokens(requests, disable_tqdm=True)
 
 
 def decode(model, prompt, use_cache):
@@ -107,8 +122,9 @@ def test_bench_decode_recompute(benchmark, model, prompt):
     assert len(benchmark(decode, model, prompt, False)[0]) == NEW_TOKENS
 
 
-def measure(repeats: int = 3) -> dict[str, float]:
-    """Best-of-``repeats`` wall times (perf_counter) of the four ways, in one process."""
+def measure(repeats: int = 3, cpu_time: bool = False) -> dict[str, float]:
+    """Best-of-``repeats`` times of the four ways, in one process: wall (perf_counter), or the
+    process's CPU time (``cpu_time``; with one thread, robust to other processes' load)."""
     model, requests, prompt = make_model(), make_requests(), make_prompt()
     loglikelihood(model, requests[:8], BATCH_SIZE)  # warm-up
     ways = {
@@ -120,9 +136,9 @@ def measure(repeats: int = 3) -> dict[str, float]:
     times = {name: float("inf") for name in ways}
     for _ in range(repeats):  # interleaved, so a slow spell of the machine hits every way
         for name, way in ways.items():
-            start = time.perf_counter()
+            start = time.process_time() if cpu_time else time.perf_counter()
             way()
-            times[name] = min(times[name], time.perf_counter() - start)
+            times[name] = min(times[name], (time.process_time() if cpu_time else time.perf_counter()) - start)
     times["batched_speedup"] = times["loglikelihood_one_per_forward_s"] / times["loglikelihood_batched_s"]
     times["kv_cache_speedup"] = times["decode_recompute_s"] / times["decode_kv_cache_s"]
     return times

@@ -23,21 +23,6 @@ from architectures.moe import MoE
 ARCHS = ["gpt1", "gpt2", "gpt3", "gpt4"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread_when_not_timing(request):
-    """As plain tests (--benchmark-disable) run on one thread: fast and immune to other
-    processes' load (two OpenMP threads on a busy 2-core CPU can be 10x slower). Timed runs
-    (--benchmark-enable) keep torch's default thread count."""
-    config = request.config
-    if not config.getoption("benchmark_disable", default=False) or config.getoption("benchmark_enable", default=False):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 # tokens per forward+backward: nano 4 x 64, micro 2 x 256 (kept small: this runs as a test too)
 SHAPES = {"nano": (4, 64), "micro": (2, 256)}
 LAYER_T, LAYER_WINDOW = 1024, 128
