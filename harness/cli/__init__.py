@@ -19,6 +19,7 @@ COMMANDS = {
     "bench": ("bench", "measure training/prefill throughput, achieved FLOP/s and MFU"),
     "run": ("run", "train one architecture at a FLOP budget, validate, evaluate, record"),
     "eval": ("eval", "evaluate a trained run with lm-evaluation-harness tasks"),
+    "finetune": ("finetune", "fine-tune a run (trained or imported) on downstream data at a FLOP budget: full or LoRA"),
     "compare": ("compare", "train and evaluate several architectures at matched compute, then report"),
     "report": ("report", "regenerate a markdown report with figures from run records"),
     "results": ("results", "print every run record as one table"),
