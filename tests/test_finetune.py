@@ -189,3 +189,29 @@ def test_bad_input_is_one_clear_sentence(parents, results_tmp, capsys, argv, mes
     args = ["finetune", "--run", str(parents["gpt2"]), "--data", "task:facts", *argv]
     assert cli_main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_compare_with_adaptation_stage_writes_the_report_section(results_tmp):
+    from harness.cli import main as cli_main
+
+    argv = ["compare", "--archs", "gpt2,gpt4", "--size", "nano", "--budget", "6e9", "--seeds", "2", "--no-eval",
+            "--data", DATA, "--finetune-data", "task:facts", "--finetune-budget", "4e9", "--name", "adapt"]
+    assert cli_main(argv) == 0
+    report_dir = results_tmp.parent / "reports" / "adapt"
+    runs = json.loads((report_dir / "runs.json").read_text())
+    assert runs["finetune"]["methods"] == ["full", "lora"] and len(runs["finetune"]["run_ids"]) == 8
+    assert "--finetune-data task:facts --finetune-budget 4000000000.0" in runs["command"]
+    records = [json.loads((results_tmp / run_id / "record.json").read_text()) for run_id in runs["finetune"]["run_ids"]]
+    assert {r["parent_run"] for r in records} == set(runs["run_ids"])
+    assert all(r["flops_used"] <= 4e9 and r["status"] == "ok" for r in records)
+    text = (report_dir / "report.md").read_text()
+    assert "## Adaptation: fine-tuning at matched FLOPs" in text
+    rows = [line for line in text.split("## Adaptation")[1].splitlines() if line.startswith("| gpt")]
+    assert [row.split("|")[1:3] for row in rows] == [[" gpt2 ", " full "], [" gpt2 ", " lora r=2 "],
+                                                      [" gpt4 ", " full "], [" gpt4 ", " lora r=2 "]]
+    assert all(" ± " in row.split("|")[8] for row in rows)  # loss after: mean ± 95 % CI over 2 seeds
+    assert len((report_dir / "adaptation.csv").read_text().splitlines()) == 1 + 8
+    assert (report_dir / "figures" / "adaptation.png").exists()
+    os.remove(report_dir / "report.md")
+    assert cli_main(["report", "adapt"]) == 0  # regenerated from the records alone
+    assert "## Adaptation" in (report_dir / "report.md").read_text()
