@@ -215,3 +215,18 @@ def test_compare_with_adaptation_stage_writes_the_report_section(results_tmp):
     os.remove(report_dir / "report.md")
     assert cli_main(["report", "adapt"]) == 0  # regenerated from the records alone
     assert "## Adaptation" in (report_dir / "report.md").read_text()
+
+
+def test_text_is_tokenized_with_the_parent_tokenizer_not_a_new_one(tmp_path):
+    from harness.data.downstream import prepare_downstream
+    from harness.data.tokenizer import train_bpe
+
+    parent_tokenizer = train_bpe(["the parent's own text, about ships and the sea. " * 40], 300, cache_dir=tmp_path)
+    corpus = tmp_path / "downstream.txt"
+    corpus.write_text("".join(f"Speech {i}: fellow citizens, the union is strong.\n\n" for i in range(400)))
+    data = prepare_downstream(f"{corpus}?doc_chars=800", parent_tokenizer, seq_len=32)
+    assert data.data.tokenizer is parent_tokenizer and data.describe()["tokenizer"] == parent_tokenizer.name
+    text_ids = [t for t in np.asarray(data.data.val_tokens).tolist() if t != parent_tokenizer.eot_id]
+    assert "fellow citizens" in parent_tokenizer.decode(text_ids)
+    with pytest.raises(ValueError, match="synthetic data .* cannot encode the text"):
+        prepare_downstream(str(corpus), SyntheticTokenizer(512), seq_len=32)
