@@ -180,7 +180,7 @@ def _checkpoint_payload(model, optimizer, scheduler, step: int, wall_s: float, c
         "scheduler": scheduler.state_dict(),
         "step": step,
         "wall_s": wall_s,
-        "rng": {"torch": torch.get_rng_state()},
+        "rng": {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})},
         "config": config.to_dict(),
         "run_id": run_id,
     }
@@ -201,6 +201,8 @@ def _restore(run_dir: Path, model, optimizer, scheduler) -> tuple[int, float]:
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
+    if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
     return int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
 
 
