@@ -29,6 +29,8 @@ from harness.data.prepare import PreparedData, prepare_data
 from harness.data.spec import parse_spec
 from harness.data.tokenizer import SyntheticTokenizer
 
+_TASK_CACHE: dict[tuple, "PairsData"] = {}
+
 
 @dataclass
 class CorpusData:
@@ -89,9 +91,15 @@ def prepare_downstream(spec: str, tokenizer, seq_len: int, seed: int = 0) -> Cor
     """The downstream data of ``spec`` in ``tokenizer``'s vocabulary (see the module docstring)."""
     synthetic_parent = isinstance(tokenizer, SyntheticTokenizer)
     if is_pairs_spec(spec):
+        key = (spec, tokenizer.name, tokenizer.vocab_size, seq_len)
+        if key in _TASK_CACHE:  # generated tasks are deterministic: encode them once per process
+            return _TASK_CACHE[key]
         train, val, info = load_pairs(spec)
         info = {**info, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size}
-        return PairsData(encode_pairs(train, tokenizer, seq_len), encode_pairs(val, tokenizer, seq_len), info)
+        data = PairsData(encode_pairs(train, tokenizer, seq_len), encode_pairs(val, tokenizer, seq_len), info)
+        if spec.startswith("task:"):
+            _TASK_CACHE[key] = data
+        return data
     kind = parse_spec(spec).kind
     if kind == "synthetic":
         data = prepare_data(spec, seed=seed)
