@@ -6,7 +6,7 @@ same projection modules): attention ``attn.qkv`` and ``attn.proj`` and the dense
 (y = W x + (α/r)·B A x). The MoE experts are **not** ``nn.Linear``: each MoE layer keeps its
 experts as batched ``nn.Parameter`` stacks ``ffn.w_in`` [E, d, f] and ``ffn.w_out``
 [E, f, d]; they are adapted through peft's ``target_parameters`` (``lora.ParamWrapper``):
-one rank-r pair per expert, folded into W + (α/r)·ΔW once per forward call.
+one rank-r pair per expert, folded into W + (α/r)·B A on every forward call.
 
 **Frozen and not adapted**: token and position embeddings and the tied LM head, LayerNorms,
 biases, the MoE router (it reads ``router.weight`` directly, in float32, so a module
