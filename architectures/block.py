@@ -31,11 +31,11 @@ class Block(nn.Module):
         self.ffn = make_ffn(config)
 
     def _ffn(self, x: torch.Tensor, aux: dict[str, torch.Tensor]) -> torch.Tensor:
-        if isinstance(self.ffn, MoE):
-            out, terms = self.ffn(x)
+        out = self.ffn(x)
+        if isinstance(out, tuple):  # MoE: (output, aux terms), also when wrapped (e.g. by a LoRA adapter)
+            out, terms = out
             aux.update(terms)
-            return out
-        return self.ffn(x)
+        return out
 
     def forward(
         self,

@@ -280,8 +280,10 @@ def default_name(plan: SweepPlan) -> str:
     return f"{'isoflop' if plan.mode == 'isoflop' else 'compare'}-{sizes}-{budgets}"
 
 
-def write_runs_file(report_dir: str | Path, plan: SweepPlan, outcome: SweepOutcome, command: str, name: str) -> Path:
-    """``reports/<name>/runs.json``: the sweep's run ids and how to make them again."""
+def write_runs_file(report_dir: str | Path, plan: SweepPlan, outcome: SweepOutcome, command: str, name: str,
+                    extra: dict | None = None) -> Path:
+    """``reports/<name>/runs.json``: the sweep's run ids and how to make them again (+ ``extra``,
+    e.g. ``finetune``: the adaptation stage's run ids, see ``harness.adaptation``)."""
     payload = {
         "name": name,
         "mode": plan.mode,
@@ -295,6 +297,7 @@ def write_runs_file(report_dir: str | Path, plan: SweepPlan, outcome: SweepOutco
         "failed": outcome.failed,
         "complete": outcome.interrupted is None and len(outcome.run_ids) == len(plan.specs),
         "command": command,
+        **(extra or {}),
     }
     return write_json_atomic(Path(report_dir) / RUNS_NAME, payload)
 

@@ -675,6 +675,11 @@ def build_report(
     parts += [f"## Significance against {reference}", "", significance_md, ""]
     if isoflop_md:
         parts += ["## IsoFLOP: compute-optimal size per architecture", "", isoflop_md, ""]
+    from harness.report_adaptation import adaptation_section  # the compare's fine-tuning stage, if any
+
+    adaptation_md = adaptation_section(meta, results_root, out_dir, archs)
+    if adaptation_md:
+        parts += ["## Adaptation: fine-tuning at matched FLOPs", "", adaptation_md, ""]
     parts += ["## Figures", ""]
     for key in drawn:
         parts += [f"**{captions[key]}** ([SVG]({FIGURES_DIR}/{key}.svg))", "",

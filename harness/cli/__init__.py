@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": ("eval", "evaluate a trained run with lm-evaluation-harness tasks"),
     "import": ("import_hf", "import a Hugging Face GPT-2 / OpenAI GPT / GPT-Neo checkpoint as a run directory"),
     "export": ("export_hf", "export a run as a Hugging Face checkpoint directory transformers loads"),
+    "finetune": ("finetune", "fine-tune a run (trained or imported) on downstream data at a FLOP budget: full or LoRA"),
     "compare": ("compare", "train and evaluate several architectures at matched compute, then report"),
     "study": ("study", "run a study (several sweeps, e.g. studies/gpt-family-cpu.yaml) and write its Findings report"),
     "report": ("report", "regenerate a markdown report with figures from run records"),

@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="report folder under reports/ (default: from the sizes and budgets)")
     parser.add_argument("--reference", help="architecture the others are tested against (default gpt2)")
     parser.add_argument("--dry-run", action="store_true", help="list the planned runs (to train or reused) and exit")
+    parser.add_argument("--finetune-data", help="adaptation stage: downstream data spec, prompt/completion .jsonl or "
+                        "task:NAME; every pre-trained run is then fine-tuned (see `harness finetune`)")
+    parser.add_argument("--finetune-budget", type=float, help="fine-tuning FLOPs per run, the same for every arch and method")
+    parser.add_argument("--finetune-methods", default="full,lora", help="comma-separated: full, lora (default both)")
+    parser.add_argument("--finetune-rank", type=int, help="LoRA rank (default max(1, d_model // 32))")
     parser.add_argument("--require-clean", action="store_true",
                         help="refuse to train from a checkout with uncommitted changes (for reports you will commit)")
 
@@ -96,12 +101,14 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.adaptation import check_arguments
     from harness.compare import default_name, plan_sweep, run_sweep, validate_name, write_runs_file
     from harness.distributed import is_main_process
     from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
 
     plan = plan_sweep(args)
+    check_arguments(args)
     name = validate_name(args.name or default_name(plan))
     root = results_dir()
     if args.dry_run:
@@ -125,9 +132,15 @@ def main(args: argparse.Namespace) -> int:
     outcome = run_sweep(plan, args, root)
     if not is_main_process():  # under torchrun only rank 0 writes the runs file and the report
         return 0
+    extra = {}
+    if args.finetune_data and not outcome.interrupted:
+        from harness.adaptation import run_adaptation
+
+        extra["finetune"] = run_adaptation(outcome.run_ids, args, root).to_dict()
+        outcome.failed.update(extra["finetune"]["failed"])
     command = canonical_command(args, name)
     report_dir = reports_dir() / name
-    write_runs_file(report_dir, plan, outcome, command, name)
+    write_runs_file(report_dir, plan, outcome, command, name, extra)
     print(
         f"{len(outcome.trained)} trained, {len(outcome.reused)} reused, {len(outcome.evaluated)} evaluated, "
         f"{len(outcome.failed)} failed",

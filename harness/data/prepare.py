@@ -106,7 +106,7 @@ def prepare_data(
     cache_dir: str | Path | None = None,
     val_fraction: float = 0.1,
     max_train_tokens: int | None = None,
-    tokenizer: str | None = None,
+    tokenizer: str | Tokenizer | None = None,
 ) -> PreparedData:
     """Resolve ``spec`` to cached train/val tokens (see the module docstring for the syntax).
 
@@ -114,7 +114,7 @@ def prepare_data(
     vocabulary (synthetic, tiktoken) accepts ``None`` or any value not below its own
     size. ``seed`` only changes synthetic train tokens. ``max_train_tokens`` keeps a
     prefix of the train tokens. ``tokenizer``: ``bpe`` or ``tiktoken:gpt2`` (also a spec
-    option).
+    option), or a ready ``Tokenizer`` (text only: e.g. a parent run's, for fine-tuning).
     """
     parsed = parse_spec(spec)
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
@@ -208,6 +208,11 @@ def split_documents(docs: list[str], val_fraction: float) -> int:
 
 def _prepare_text(spec: DataSpec, vocab_size, root, val_fraction, tokenizer_arg) -> PreparedData:
     docs, tokenizer_opt = _read_documents(spec)
+    given = None if tokenizer_arg is None or isinstance(tokenizer_arg, str) else tokenizer_arg
+    if given is not None and tokenizer_opt:
+        raise ValueError(f"{spec.raw!r} names tokenizer={tokenizer_opt}, but a ready tokenizer (e.g. a parent run's) was given; drop the option")
+    if given is not None:
+        tokenizer_arg = None
     if tokenizer_arg and tokenizer_opt and tokenizer_arg != tokenizer_opt:
         raise ValueError(f"tokenizer {tokenizer_arg!r} conflicts with the spec's tokenizer={tokenizer_opt}")
     tokenizer_name = tokenizer_arg or tokenizer_opt or "bpe"
@@ -220,7 +225,9 @@ def _prepare_text(spec: DataSpec, vocab_size, root, val_fraction, tokenizer_arg)
     n_val = split_documents(docs, val_fraction)
     train_docs, val_docs = docs[:-n_val], docs[-n_val:]
 
-    if tokenizer_name == "bpe":
+    if given is not None:
+        tokenizer = given
+    elif tokenizer_name == "bpe":
         tokenizer = train_bpe(train_docs, vocab_size or DEFAULT_BPE_VOCAB, cache_dir=root / "tokenizers")
     else:
         tokenizer = get_tokenizer(tokenizer_name)

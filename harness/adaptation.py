@@ -1,0 +1,100 @@
+"""The adaptation stage of a compare sweep: every pre-trained run × method at matched fine-tuning FLOPs.
+
+After pre-training each architecture at matched compute, ``run_adaptation`` fine-tunes every
+finished pre-training run with each method (``full``, ``lora``) on the same downstream data
+(``--finetune-data``), at the same fine-tuning budget (``--finetune-budget`` FLOPs, 2 per
+multiply-add, each method counted by its own convention, see ``harness.lora``), with the
+parent's seed. Runs are ``harness.finetune.finetune``: a finished one is reused, an
+interrupted one resumes, so re-running the compare command continues the stage too.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness.finetune import METHODS
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """``"full,lora"`` → methods (checked, duplicates dropped)."""
+    methods = list(dict.fromkeys(item.strip() for item in (text or "").split(",") if item.strip()))
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ValueError(f"--finetune-methods takes a comma-separated list of {', '.join(METHODS)}, got {text!r}.")
+    return methods
+
+
+def check_arguments(args) -> None:
+    """Fail before any training when the fine-tuning options are inconsistent."""
+    data = getattr(args, "finetune_data", None)
+    extra = [name for name in ("finetune_budget", "finetune_rank") if getattr(args, name, None) is not None]
+    if not data:
+        if extra:
+            raise ValueError(f"--{extra[0].replace('_', '-')} needs --finetune-data SPEC (the downstream data).")
+        return
+    parse_methods(getattr(args, "finetune_methods", "full,lora"))
+    budget = getattr(args, "finetune_budget", None)
+    if budget is not None and not budget > 0:
+        raise ValueError(f"--finetune-budget must be a positive number of FLOPs, got {budget}.")
+
+
+@dataclass
+class AdaptationOutcome:
+    data: str
+    methods: list[str]
+    budget_flops: float | None
+    rank: int | None
+    run_ids: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_adaptation(
+    pretrain_run_ids: list[str],
+    args,
+    results_dir: str | Path,
+    log: Callable[[str], None] | None = None,
+) -> AdaptationOutcome:
+    """Fine-tune every finished run of ``pretrain_run_ids`` with every method; failures are noted and skipped."""
+    from harness.finetune import FinetuneFailed, FinetuneSpec, finetune
+    from harness.records import load_record
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    methods = parse_methods(getattr(args, "finetune_methods", "full,lora"))
+    outcome = AdaptationOutcome(args.finetune_data, methods, getattr(args, "finetune_budget", None),
+                                getattr(args, "finetune_rank", None))
+    root = Path(results_dir)
+    parents = []
+    for run_id in pretrain_run_ids:
+        try:
+            if load_record(root / run_id).get("status") == "ok":
+                parents.append(run_id)
+        except (OSError, ValueError):
+            continue
+    total = len(parents) * len(methods)
+    for index, (parent, method) in enumerate(((p, m) for p in parents for m in methods), 1):
+        seed = int(load_record(root / parent).get("seed") or 0)
+        spec = FinetuneSpec(parent=str(root / parent), data=outcome.data, method=method, seed=seed,
+                            budget_flops=outcome.budget_flops, rank=outcome.rank if method == "lora" else None)
+        started = time.perf_counter()
+        try:
+            result = finetune(spec, root, progress=False)
+        except (FinetuneFailed, ValueError) as error:
+            outcome.failed[f"{parent}/{method}"] = str(error)
+            log(f"[adapt {index}/{total}] {method} of {parent}: FAILED ({error}); continuing")
+            continue
+        outcome.run_ids.append(result.run_dir.name)
+        record = result.record
+        if record.get("status") == "interrupted":
+            log(f"[adapt {index}/{total}] {method} of {parent}: interrupted; run the same command again to resume")
+            break
+        log(f"[adapt {index}/{total}] {method} of {parent}: {'reused' if result.reused else 'trained'} "
+            f"{result.run_dir.name}, val loss {record.get('val_loss_before', float('nan')):.4f} → "
+            f"{record.get('val_loss_after', float('nan')):.4f} ({time.perf_counter() - started:.0f} s)")
+    return outcome
