@@ -11,7 +11,7 @@ python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet torch==2.13.0 -e ".[dev]"
 {
-  echo "# Exact versions CI tested (CPU build of torch; Python $("$venv/bin/python" -c 'import sys; print(*sys.version_info[:2], sep=".")')."
+  echo "# Exact versions CI tested (CPU build of torch; Python $("$venv/bin/python" -c 'import sys; print(*sys.version_info[:2], sep=".")'))"
   echo "# Install: pip install -c requirements.lock torch==2.13.0 -e \".[dev]\"   Refresh: bash tools/refresh-lock.sh"
   "$venv/bin/python" -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$/torch==\1/'
 } > requirements.lock.tmp
