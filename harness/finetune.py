@@ -407,6 +407,7 @@ def _finish(run: _Run, model, record: dict, outcome: dict, start: int, wall_befo
         after = run.evaluate(model)
         record.update(_prefixed(after, "after"))
         record["final_val_loss"] = after["val_loss"]
+        record.update({key: after[key] for key in ("val_bpb", "excess_loss") if key in after})  # as in pre-training records
         if lora.is_adapted(model):
             model.save_pretrained(str(run.run_dir / ADAPTER_DIR))
     write_record(run.run_dir, record)
