@@ -17,7 +17,7 @@ The study's ``reports/<name>/runs.json`` has ``mode: "study"`` and each sweep's 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -263,14 +263,3 @@ def run_study(spec: StudySpec, run_sweep: Callable[[StudySweep], tuple[str, list
         command, run_ids = run_sweep(sweep)
         sweeps[sweep.name] = {"role": sweep.role, "args": sweep.args, "command": command, "run_ids": run_ids}
     return sweeps
-
-
-@dataclass
-class StudyData:
-    """The study's runs by role, with curve measures, and what the report needs to know."""
-
-    spec_meta: dict[str, Any]
-    settings: dict[str, pd.DataFrame] = field(default_factory=dict)
-    curves: dict[str, pd.DataFrame] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)

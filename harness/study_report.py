@@ -93,6 +93,12 @@ def _cell(runs: pd.DataFrame, arch: str, column: str, digits: int = 3, scale: fl
     return t_interval(_values(runs, arch, column) * scale).format(digits)
 
 
+def band_window(setting: Setting) -> int | None:
+    """GPT-3's band width (tokens) in this setting's runs, or None without a gpt3 run."""
+    window = _first(setting.runs[setting.runs["arch"] == "gpt3"], "model/window")
+    return int(window) if window is not None else None
+
+
 def _first(runs: pd.DataFrame, column: str) -> Any:
     values = runs[column].dropna() if column in runs.columns else []
     return values.iloc[0] if len(values) else None
@@ -256,7 +262,7 @@ def _figures(settings: dict[str, Setting], figures_dir: Path) -> list[tuple[str,
             figure = fig.loss_curves(setting.runs, setting.curves, _archs(setting.runs), "flops")
             drawn.append((f"loss_{setting.role}", f"{setting.name}: validation loss vs training FLOPs", figure))
     if syn is not None:
-        window = _first(syn.runs[syn.runs["arch"] == "gpt3"], "model/window") if (syn.runs["arch"] == "gpt3").any() else None
+        window = band_window(syn)
         config = (syn.records[0].get("data") or {}).get("synthetic_config")
         distances = [int(c.split("_")[-1].split("/")[0]) for c in syn.runs.columns
                      if c.startswith("eval/harness_recall_") and c.endswith("/acc")]
@@ -359,9 +365,7 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
         raise ValueError(f"none of study {name!r}'s runs has a finished record in {results_root}; run "
                          f"`python -m harness study {meta.get('source') or 'STUDY.yaml'}` first.")
     syn, lr = settings.get("synthetic"), settings.get("lr")
-    window = None
-    if syn is not None and (syn.runs["arch"] == "gpt3").any():
-        window = int(_first(syn.runs[syn.runs["arch"] == "gpt3"], "model/window"))
+    window = band_window(syn) if syn is not None else None
     base = _lr_base_setting(settings)
     comparisons = gpt_family_comparisons(
         {role: s.runs for role, s in settings.items()}, window,

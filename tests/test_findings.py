@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,7 +43,6 @@ def test_a_large_difference_is_resolved_and_a_null_is_not():
 
 
 def test_holm_correction_can_turn_a_raw_significance_into_not_resolved():
-    rng = np.random.default_rng(0)
     moderate = [comparison(f"m{i}", [0.0, 0.3, 0.6], [0.9, 1.2, 1.5]) for i in range(4)]
     raw = welch_test(moderate[0].a, moderate[0].b).p
     assert 0.01 < raw < 0.05  # significant alone ...
@@ -52,7 +50,6 @@ def test_holm_correction_can_turn_a_raw_significance_into_not_resolved():
     assert all(f.p_holm == pytest.approx(min(1.0, 4 * raw)) for f in findings)
     assert not any(f.resolved for f in findings)  # ... but not across a family of four
     assert "none: no comparison reached significance" in findings_markdown(findings)
-    del rng
 
 
 def test_a_result_against_the_literature_is_reported_as_measured():
@@ -109,7 +106,7 @@ def write_run(root, run_id, arch, seed, lr, *, loss, recall48, facts):
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def test_study_report_from_fabricated_records(tmp_path, monkeypatch):
+def test_study_report_from_fabricated_records(tmp_path):
     from harness.study import StudySpec, StudySweep, write_study_file
     from harness.study_report import build_study_report
 

@@ -43,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     from harness.study_report import build_study_report
 
     spec = load_study(args.study)
-    plans = {sweep.name: (_sweep_args(sweep), plan_sweep(_sweep_args(sweep))) for sweep in spec.sweeps}  # all checked first
+    parsed = {sweep.name: _sweep_args(sweep) for sweep in spec.sweeps}
+    plans = {name: (args_, plan_sweep(args_)) for name, args_ in parsed.items()}  # every sweep checked before any trains
     root = results_dir()
     if args.dry_run:
         for name, (_, plan) in plans.items():

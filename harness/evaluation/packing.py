@@ -105,18 +105,8 @@ def make_units(windows: Sequence[Window], max_length: int, row_tokens: int) -> l
 
 
 def pack_rows(units: list[Unit], row_tokens: int) -> list[list[Unit]]:
-    """First-fit decreasing: each unit, longest first, into the first row it fits."""
-    rows: list[list[Unit]] = []
-    free: list[int] = []
-    for unit in sorted(units, key=len, reverse=True):
-        for r, room in enumerate(free):
-            if len(unit) <= room:
-                rows[r].append(unit)
-                free[r] -= len(unit)
-                break
-        else:
-            rows.append([unit])
-            free.append(row_tokens - len(unit))
+    """First-fit decreasing: each unit, longest first, into the first row it fits (rows as needed)."""
+    rows, _ = _fill_rows(sorted(units, key=len, reverse=True), row_tokens, max(1, len(units)) * row_tokens)
     return rows
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+from harness.check import cpu_threads
 
 
 @pytest.fixture(autouse=True)
@@ -15,9 +16,5 @@ def one_thread_when_not_timing(request):
     if not config.getoption("benchmark_disable", default=False) or config.getoption("benchmark_enable", default=False):
         yield
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         yield
-    finally:
-        torch.set_num_threads(threads)
