@@ -11,7 +11,7 @@ Sections (each prints its ratios and the 1-minute load average before and after 
   AdamW, no compile: compile loses on this CPU, see ``compile``), alternating steps, ratio
   of medians (wall and process CPU time).
 - ``eval``: packed log-likelihood vs one request per forward (the synthetic multiple-choice
-  requests of ``tests/benchmarks/test_bench_eval.py``), and vs lm-eval's ``HFLM`` on the
+  requests of ``harness/speed_ratios.py``), and vs lm-eval's ``HFLM`` on the
   same weights/tokenizer/requests (piqa + hellaswag + lambada, ``eval_vs_hflm.py``).
 - ``banded``: banded (T = 2048, w = 256, block 64) vs dense causal SDPA attention at gpt3
   125m's heads (12 x 64), the attention core and the whole layer, fp32 and bf16,
@@ -32,7 +32,6 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from harness.speed_ratios import cpu_median, moe_per_active_flop, packed_eval_speedup  # noqa: E402
 
 SECTIONS = ("nanogpt", "eval", "banded", "moe", "compile")
 
@@ -60,17 +61,6 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
-def cpu_median(fn, repeats: int) -> float:
-    """Median process CPU time of ``fn()`` over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
-
-
 def section_nanogpt(steps: int = 20) -> dict:
     ref = _load("nanogpt_reference", ROOT / "benchmarks" / "nanogpt_reference.py")
     r = ref.compare(steps=steps, warmup=5, batch_size=8, seq_len=256, size="micro")
@@ -79,12 +69,11 @@ def section_nanogpt(steps: int = 20) -> dict:
 
 
 def section_eval(limit: int = 200, repeats: int = 2) -> dict:
-    bench_eval = _load("bench_eval", ROOT / "tests" / "benchmarks" / "test_bench_eval.py")
     hflm = _load("eval_vs_hflm", ROOT / "benchmarks" / "eval_vs_hflm.py")
-    synthetic = bench_eval.measure(repeats, cpu_time=True)
+    synthetic = packed_eval_speedup(repeats)
     tasks = hflm.measure(limit, repeats)
     return {
-        "synthetic_ours_vs_one_per_forward_cpu": synthetic["batched_speedup"], "target_one_per_forward": 5.0,
+        "synthetic_ours_vs_one_per_forward_cpu": synthetic, "target_one_per_forward": 5.0,
         "tasks_requests": tasks["requests"], "tasks_max_abs_diff": tasks["max_abs_diff"],
         "tasks_ours_vs_one_per_forward_cpu": tasks["ours_vs_one_per_forward_cpu"],
         "tasks_ours_vs_hflm_cpu": tasks["ours_vs_hflm_cpu"], "tasks_ours_vs_hflm_wall": tasks["ours_vs_hflm"],
@@ -130,21 +119,9 @@ def section_banded(T: int = 2048, window: int = 256, repeats: int = 5) -> dict:
 
 
 def section_moe(repeats: int = 5) -> dict:
-    import architectures
-    from harness.bench import TrainingStep
-    from harness.device import configure_device
-    from harness.flops.analytic import train_flops_per_token
-
-    settings = configure_device("cpu")
-    times, flops = {}, {}
-    for arch in ("gpt3", "gpt4"):
-        torch.manual_seed(0)
-        model = architectures.build(arch, "micro")
-        step = TrainingStep(model, settings, 8, 256, model.config.vocab_size)
-        flops[arch] = train_flops_per_token(model.config, 256)
-        times[arch] = cpu_median(step.step, repeats)
-    return {"moe_step_over_dense_step": times["gpt4"] / times["gpt3"], "active_flops_ratio": flops["gpt4"] / flops["gpt3"],
-            "step_cpu_s": times, "dtype": settings.dtype}
+    r = moe_per_active_flop(repeats)
+    return {"moe_step_over_dense_step": r["step_cpu_s"]["gpt4"] / r["step_cpu_s"]["gpt3"],
+            "active_flops_ratio": r["active_flops_ratio"], "step_cpu_s": r["step_cpu_s"], "dtype": r["dtype"]}
 
 
 def section_compile(repeats: int = 10) -> dict:

@@ -8,30 +8,10 @@ import torch
 from architectures import build
 from harness.evaluation.lm import HarnessLM
 from harness.evaluation.packing import make_batch, make_units, pack_rows, plan_batches
+from harness.speed_ratios import FullLogitsOnly, TokenIdTokenizer
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
 VOCAB = 257
-
-
-class IdTokenizer:
-    name, vocab_size, eot_id = "ids", VOCAB, 256
-
-    def encode(self, text):
-        return [int(t) for t in text.split()]
-
-    def decode(self, ids):
-        return " ".join(str(int(i)) for i in ids)
-
-
-class PlainContract(torch.nn.Module):
-    """The basic forward contract only (full logits at every position, no packing)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.config = model, model.config
-
-    def forward(self, idx, kv_cache=None):
-        return self.model(idx, kv_cache=kv_cache)
 
 
 def nano(arch: str) -> torch.nn.Module:
@@ -72,10 +52,10 @@ def test_packed_log_likelihoods_equal_one_full_forward_per_request(arch):
     """fp32: packed rows, shared contexts and scored-position logits change no log-likelihood by more than 1e-5."""
     model = nano(arch)
     reqs = requests(model.config.context)
-    packed_lm = HarnessLM(model, IdTokenizer(), batch_size=4, row_tokens=128)
+    packed_lm = HarnessLM(model, TokenIdTokenizer(VOCAB, eot_id=256), batch_size=4, row_tokens=128)
     assert packed_lm.packing
     packed = packed_lm._loglikelihood_tokens(reqs, disable_tqdm=True)
-    plain = HarnessLM(PlainContract(model), IdTokenizer(), batch_size=1)
+    plain = HarnessLM(FullLogitsOnly(model), TokenIdTokenizer(VOCAB, eot_id=256), batch_size=1)
     assert not plain.packing and not plain.scored_logits_only
     reference = plain._loglikelihood_tokens(reqs, disable_tqdm=True)
     assert [g for _, g in packed] == [g for _, g in reference]
@@ -123,4 +103,4 @@ def test_packed_input_errors():
     with pytest.raises(ValueError, match="logit_positions"):
         model(idx, targets=idx, logit_positions=torch.tensor([0]))
     with pytest.raises(ValueError, match="packing=True"):
-        HarnessLM(PlainContract(model), IdTokenizer(), packing=True)
+        HarnessLM(FullLogitsOnly(model), TokenIdTokenizer(VOCAB, eot_id=256), packing=True)

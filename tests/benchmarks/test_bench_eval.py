@@ -23,68 +23,32 @@ import torch
 
 from architectures import build
 from harness.evaluation.lm import HarnessLM
+from harness.speed_ratios import (EVAL_CHOICES, EVAL_DOCS, TokenIdTokenizer, multiple_choice_requests,
+                                   request_loglikelihoods)
 
-N_DOCS, N_CHOICES = 16, 4
 NEW_TOKENS = 128
 PROMPT_TOKENS = 64
 BATCH_SIZE = 16
 SIZE = "micro"
-
-
-class IdTokenizer:
-    """Token ids are the text; end-of-text id 0."""
-
-    name = "ids"
-    vocab_size = 4096
-    eot_id = 0
-
-    def encode(self, text: str) -> list[int]:
-        return [int(t) for t in text.split()]
-
-    def decode(self, ids) -> str:
-        return " ".join(str(int(i)) for i in ids)
+N_REQUESTS = EVAL_DOCS * EVAL_CHOICES
 
 
 def make_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build("gpt2", size=SIZE, vocab_size=IdTokenizer.vocab_size).eval()
-
-
-def make_requests() -> list[tuple]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(N_DOCS):
-        n_context = int(torch.randint(32, 160, (1,), generator=g))
-        context = torch.randint(1, 4096, (n_context,), generator=g).tolist()
-        for _ in range(N_CHOICES):
-            n_choice = int(torch.randint(1, 9, (1,), generator=g))
-            out.append((None, context, torch.randint(1, 4096, (n_choice,), generator=g).tolist()))
-    return out
+    return build("gpt2", size=SIZE, vocab_size=TokenIdTokenizer().vocab_size).eval()
 
 
 def make_prompt() -> list[list[int]]:
     return [torch.randint(1, 4096, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(1)).tolist()]
 
 
-class PlainContract(torch.nn.Module):
-    """The model behind the basic forward contract only (full logits, no packing)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.config = model, model.config
-
-    def forward(self, idx, kv_cache=None):
-        return self.model(idx, kv_cache=kv_cache)
-
-
 def loglikelihood(model, requests, batch_size):
     """Packed with ``batch_size`` rows per forward; ``batch_size=1``: one request per forward, full logits."""
-    lm_model = PlainContract(model) if batch_size == 1 else model
-    return HarnessLM(lm_model, IdTokenizer(), batch_size=batch_size)._loglikelihood_tokens(requests, disable_tqdm=True)
+    return request_loglikelihoods(model, requests, batch_size)
 
 
 def decode(model, prompt, use_cache):
-    return HarnessLM(model, IdTokenizer()).greedy_generate(prompt, NEW_TOKENS, use_cache=use_cache, stop_at_eot=False)
+    return HarnessLM(model, TokenIdTokenizer()).greedy_generate(prompt, NEW_TOKENS, use_cache=use_cache, stop_at_eot=False)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +58,7 @@ def model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def requests_() -> list[tuple]:
-    return make_requests()
+    return multiple_choice_requests()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +89,7 @@ def test_bench_decode_recompute(benchmark, model, prompt):
 def measure(repeats: int = 3, cpu_time: bool = False) -> dict[str, float]:
     """Best-of-``repeats`` times of the four ways, in one process: wall (perf_counter), or the
     process's CPU time (``cpu_time``; with one thread, robust to other processes' load)."""
-    model, requests, prompt = make_model(), make_requests(), make_prompt()
+    model, requests, prompt = make_model(), multiple_choice_requests(), make_prompt()
     loglikelihood(model, requests[:8], BATCH_SIZE)  # warm-up
     ways = {
         "loglikelihood_batched_s": lambda: loglikelihood(model, requests, BATCH_SIZE),
@@ -156,7 +120,7 @@ if __name__ == "__main__":
     t = measure(args.repeats)
     print(
         f"{SIZE}, {torch.get_num_threads()} threads, best of {args.repeats}\n"
-        f"log-likelihood, {N_DOCS * N_CHOICES} requests: batch {BATCH_SIZE} {t['loglikelihood_batched_s']:.3f} s, "
+        f"log-likelihood, {N_REQUESTS} requests: batch {BATCH_SIZE} {t['loglikelihood_batched_s']:.3f} s, "
         f"one per forward {t['loglikelihood_one_per_forward_s']:.3f} s → {t['batched_speedup']:.1f}x\n"
         f"greedy decoding, {NEW_TOKENS} new tokens after {PROMPT_TOKENS}: KV cache {t['decode_kv_cache_s']:.3f} s, "
         f"recomputing the prefix {t['decode_recompute_s']:.3f} s → {t['kv_cache_speedup']:.1f}x"
