@@ -44,13 +44,6 @@ class Interval:
     def high(self) -> float:
         return self.mean + self.half_width
 
-    def format(self, digits: int = 3) -> str:
-        if self.n == 0 or not math.isfinite(self.mean):
-            return "n/a"
-        if self.n < 2 or not math.isfinite(self.half_width):
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
-
 
 def _clean(values: Sequence[float]) -> np.ndarray:
     array = np.asarray([v for v in values if v is not None], dtype=np.float64)
@@ -169,14 +162,19 @@ class IsoFlopFit:
             candidates.append((self.loss_opt_ci[1] - self.loss_opt_ci[0]) / (2 * 1.959963984540054))
         return max(candidates) if candidates else math.nan
 
-    def params_opt_interval(self) -> tuple[float, float] | None:
-        """95 % interval of N*: the wider of delta-method (10^(x* ± t·se), t at n − 3 dof) and bootstrap."""
+    def params_opt_delta_interval(self, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+        """Delta-method interval of N*: 10^(x* ± t·se), t at n − 3 degrees of freedom (None without a covariance)."""
         from scipy import stats
 
-        intervals = []
-        if math.isfinite(self.log10_params_opt_se) and self.n_points > 3:
-            half = float(stats.t.ppf(0.975, self.n_points - 3)) * self.log10_params_opt_se
-            intervals.append((10 ** (self.log10_params_opt - half), 10 ** (self.log10_params_opt + half)))
+        if not (self.ok and math.isfinite(self.log10_params_opt_se) and self.n_points > 3):
+            return None
+        half = float(stats.t.ppf((1 + confidence) / 2, self.n_points - 3)) * self.log10_params_opt_se
+        return 10 ** (self.log10_params_opt - half), 10 ** (self.log10_params_opt + half)
+
+    def params_opt_interval(self) -> tuple[float, float] | None:
+        """95 % interval of N*: the wider of the delta-method and the seed-bootstrap intervals."""
+        delta = self.params_opt_delta_interval()
+        intervals = [delta] if delta is not None else []
         if self.params_opt_ci is not None:
             intervals.append(tuple(self.params_opt_ci))
         if not intervals:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from harness.cli import main as cli_main
-from harness.report import build_report, markdown_table
+from harness.report import build_report
 from test_results import make_run, probe_eval
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
@@ -146,11 +146,6 @@ def test_isoflop_report_recovers_the_optimum(results_tmp):
     assert (report.directory / "isoflop.csv").exists()
     summary_rows = _table_rows(text, "| arch | model |")
     assert len(summary_rows) == 10 and summary_rows[0][1] == "nano d_model=32"
-
-
-def test_markdown_table_escapes_pipes():
-    table = markdown_table(["a", "b"], [["x|y", 1]])
-    assert table.splitlines() == ["| a | b |", "|:---|---:|", "| x\\|y | 1 |"]
 
 
 def _cli(argv):
