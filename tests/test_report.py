@@ -154,3 +154,19 @@ def _cli(argv):
         warnings.simplefilter("ignore")
         code = cli_main(argv)
     return code, out.getvalue(), err.getvalue()
+
+
+def test_methods_names_cpu_threads_from_the_field_records_have(results_tmp):
+    ids = [make_run(results_tmp, arch, 0, 3.0).name for arch in ("gpt2", "gpt3")]
+
+    def hardware_line(settings: dict) -> str:
+        for run_id in ids:
+            path = results_tmp / run_id / "record.json"
+            record = json.loads(path.read_text())
+            record["device_settings"] = settings
+            path.write_text(json.dumps(record))
+        text = build_report(ids, name="threads").path.read_text()
+        return next(line for line in text.splitlines() if line.startswith("- **Hardware**"))
+
+    assert "; 4 CPU threads;" in hardware_line({"device": "cpu", "threads": 4})  # written by DeviceSettings.to_dict
+    assert "CPU threads" not in hardware_line({"device": "cpu", "num_threads": 8})  # a key no record has
