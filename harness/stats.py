@@ -10,7 +10,8 @@
   budget, fit final loss against x = log10(params) with a parabola (``numpy.polyfit`` with
   covariance); its vertex is the compute-optimal size and loss. Uncertainty comes from the
   fit's covariance (delta method) and, with several seeds per size, from a bootstrap that
-  resamples seeds within each size.
+  resamples seeds within each size; ``IsoFlopFit.params_opt_delta_interval`` turns the
+  delta-method standard error into the interval 10^(x* ± t·se), t at n − 3 degrees of freedom.
 - ``compare_optima``: the difference of two fitted optimal losses with its standard error.
 - ``holm_adjust``: Holm–Bonferroni adjusted p-values for a family of comparisons.
 """
@@ -245,23 +246,30 @@ def fit_isoflop(
         fit.log10_params_opt_se = float(math.sqrt(max(grad_x @ cov @ grad_x, 0.0)))
         fit.loss_opt_se = float(math.sqrt(max(grad_y @ cov @ grad_y, 0.0)))
     if seeds is not None and n_bootstrap > 0:
-        groups = [np.flatnonzero(x == size) for size in sizes]
-        if any(len(group) >= 2 for group in groups):
-            rng = np.random.default_rng(rng_seed)
-            xs, ys = [], []
-            for _ in range(n_bootstrap):
-                picks = np.concatenate([rng.choice(group, size=len(group), replace=True) for group in groups])
-                with np.errstate(all="ignore"):
-                    vx, vy = _vertex(np.polyfit(x[picks], y[picks], 2))
-                if math.isfinite(vx):
-                    xs.append(vx)
-                    ys.append(vy)
-            fit.bootstrap_valid = len(xs)
-            if len(xs) >= max(10, n_bootstrap // 2):
-                lo, hi = np.percentile(xs, [2.5, 97.5])
-                fit.params_opt_ci = (float(10**lo), float(10**hi))
-                fit.loss_opt_ci = tuple(float(v) for v in np.percentile(ys, [2.5, 97.5]))
+        _bootstrap_vertex(fit, x, y, sizes, n_bootstrap, rng_seed)
     return fit
+
+
+def _bootstrap_vertex(fit: IsoFlopFit, x: np.ndarray, y: np.ndarray, sizes: np.ndarray, n_bootstrap: int,
+                      rng_seed: int) -> None:
+    """Set the fit's percentile intervals from refits that resample each size's seeds (needs ≥ 2 at a size)."""
+    groups = [np.flatnonzero(x == size) for size in sizes]
+    if not any(len(group) >= 2 for group in groups):
+        return
+    rng = np.random.default_rng(rng_seed)
+    xs, ys = [], []
+    for _ in range(n_bootstrap):
+        picks = np.concatenate([rng.choice(group, size=len(group), replace=True) for group in groups])
+        with np.errstate(all="ignore"):
+            vx, vy = _vertex(np.polyfit(x[picks], y[picks], 2))
+        if math.isfinite(vx):
+            xs.append(vx)
+            ys.append(vy)
+    fit.bootstrap_valid = len(xs)
+    if len(xs) >= max(10, n_bootstrap // 2):
+        lo, hi = np.percentile(xs, [2.5, 97.5])
+        fit.params_opt_ci = (float(10**lo), float(10**hi))
+        fit.loss_opt_ci = tuple(float(v) for v in np.percentile(ys, [2.5, 97.5]))
 
 
 @dataclass

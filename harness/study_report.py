@@ -11,7 +11,6 @@ writes ``reports/<name>/report.md``, ``figures/*.png|svg``, ``findings.csv`` and
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
