@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import matplotlib
 
@@ -21,6 +21,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.formatting import fmt_si  # noqa: E402
 from harness.io import write_bytes_atomic  # noqa: E402
 from harness.stats import IsoFlopFit, t_interval  # noqa: E402
 
@@ -144,19 +145,12 @@ def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return frontier
 
 
-def _short(value: float) -> str:
-    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
 def _log_x(ax, scientific: bool = False) -> None:
     """Log x axis with ticks at 1, 2, 5 × 10^k, labelled compactly (no overlapping minor labels)."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-        lambda value, _: f"{value:.0e}".replace("e+0", "e").replace("e+", "e") if scientific else _short(value)))
+        lambda value, _: f"{value:.0e}".replace("e+0", "e").replace("e+", "e") if scientific else fmt_si(value)))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
@@ -350,7 +344,7 @@ def isoflop(points: pd.DataFrame, fits: dict[tuple[float, str], IsoFlopFit], arc
                 lo, hi = mine[x_column].min(), mine[x_column].max()
                 grid = np.logspace(np.log10(lo) - 0.1, np.log10(hi) + 0.1, 100)
                 label = arch
-                label += f": N* ≈ {_short(fit.params_opt)} active params" if fit.ok else ": no minimum in range"
+                label += f": N* ≈ {fmt_si(fit.params_opt)} active params" if fit.ok else ": no minimum in range"
                 ax.plot(grid, fit.predict(grid), color=color, label=label)
                 if fit.ok:
                     xerr = None

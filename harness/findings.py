@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
+from harness.formatting import fmt_p
 from harness.stats import WelchResult, holm_adjust, welch_test
 
 ALPHA = 0.05
@@ -93,9 +94,8 @@ def _num(value: float, digits: int = 3) -> str:
 
 def _p(name: str, value: float) -> str:
     """``p = 0.012`` or ``p < 1e-4``."""
-    if not math.isfinite(value):
-        return f"{name} = n/a"
-    return f"{name} < 1e-4" if value < 1e-4 else f"{name} = {value:.2g}"
+    text = fmt_p(value)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
 
 
 def _means(finding: Finding) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from harness.io import write_json_atomic, write_text_atomic
-from harness.report import fmt_count, markdown_table
+from harness.formatting import fmt_count, markdown_notes, markdown_table
 
 SECTION_TITLE = "Reference models (imported, not trained here)"
 
@@ -65,8 +65,7 @@ def write_reference_report(out_dir: Path, name: str, records: list[dict[str, Any
     """A report of imported runs only: the reference table, ``summary.csv`` and (unless it exists) ``runs.json``."""
     text, numbers = reference_section(records)
     parts = [f"# {name}: reference models", "", f"{len(records)} imported run(s); no run trained here is in this report.", ""]
-    if notes:
-        parts += ["> **Notes**", ">"] + [f"> - {note}" for note in notes] + [""]
+    parts += markdown_notes(notes)
     parts += [f"## {SECTION_TITLE}", "", text, ""]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "summary.csv", numbers.to_csv(index=False))

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from harness.formatting import fmt_count, fmt_interval, fmt_sci, markdown_table
 from harness.io import write_text_atomic
 from harness.lora import FLOP_CONVENTION
 from harness.records import load_record
@@ -28,12 +29,7 @@ METRIC_AFTER = (("val_accuracy_after", "accuracy after"), ("val_bpb_after", "bit
 
 
 def _fmt(values: Sequence[float], digits: int = 4) -> str:
-    interval = t_interval(values)
-    if math.isnan(interval.mean):
-        return "n/a"
-    if math.isnan(interval.half_width):
-        return f"{interval.mean:.{digits}f} (1 seed)"
-    return f"{interval.mean:.{digits}f} ± {interval.half_width:.{digits}f}"
+    return fmt_interval(t_interval(values), digits, one_seed=" (1 seed)")
 
 
 def adaptation_frame(run_ids: Sequence[str], results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -62,8 +58,6 @@ def adaptation_frame(run_ids: Sequence[str], results_dir: Path) -> tuple[pd.Data
 
 
 def _table(frame: pd.DataFrame, archs: Sequence[str]) -> str:
-    from harness.report import fmt_count, fmt_sci, markdown_table
-
     metrics = [(key, label) for key, label in METRIC_AFTER if key in frame.columns]
     headers = ["arch", "method", "trainable params (share)", "FLOPs used", "FLOPs/token (train)", "seeds",
                "val loss before", "val loss after", "improvement"] + [label for _, label in metrics]
@@ -108,7 +102,6 @@ def adaptation_section(meta: dict | None, results_dir: Path, out_dir: Path, arch
     if not stage.get("run_ids"):
         return None
     from harness.figures import save_figure
-    from harness.report import fmt_sci
 
     frame, notes = adaptation_frame(stage["run_ids"], Path(results_dir))
     if frame.empty:

@@ -10,7 +10,8 @@
   budget, fit final loss against x = log10(params) with a parabola (``numpy.polyfit`` with
   covariance); its vertex is the compute-optimal size and loss. Uncertainty comes from the
   fit's covariance (delta method) and, with several seeds per size, from a bootstrap that
-  resamples seeds within each size.
+  resamples seeds within each size; ``IsoFlopFit.params_opt_delta_interval`` turns the
+  delta-method standard error into the interval 10^(x* ± t·se), t at n − 3 degrees of freedom.
 - ``compare_optima``: the difference of two fitted optimal losses with its standard error.
 - ``holm_adjust``: Holm–Bonferroni adjusted p-values for a family of comparisons.
 """
@@ -43,13 +44,6 @@ class Interval:
     @property
     def high(self) -> float:
         return self.mean + self.half_width
-
-    def format(self, digits: int = 3) -> str:
-        if self.n == 0 or not math.isfinite(self.mean):
-            return "n/a"
-        if self.n < 2 or not math.isfinite(self.half_width):
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
 
 
 def _clean(values: Sequence[float]) -> np.ndarray:
@@ -169,14 +163,19 @@ class IsoFlopFit:
             candidates.append((self.loss_opt_ci[1] - self.loss_opt_ci[0]) / (2 * 1.959963984540054))
         return max(candidates) if candidates else math.nan
 
-    def params_opt_interval(self) -> tuple[float, float] | None:
-        """95 % interval of N*: the wider of delta-method (10^(x* ± t·se), t at n − 3 dof) and bootstrap."""
+    def params_opt_delta_interval(self, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+        """Delta-method interval of N*: 10^(x* ± t·se), t at n − 3 degrees of freedom (None without a covariance)."""
         from scipy import stats
 
-        intervals = []
-        if math.isfinite(self.log10_params_opt_se) and self.n_points > 3:
-            half = float(stats.t.ppf(0.975, self.n_points - 3)) * self.log10_params_opt_se
-            intervals.append((10 ** (self.log10_params_opt - half), 10 ** (self.log10_params_opt + half)))
+        if not (self.ok and math.isfinite(self.log10_params_opt_se) and self.n_points > 3):
+            return None
+        half = float(stats.t.ppf((1 + confidence) / 2, self.n_points - 3)) * self.log10_params_opt_se
+        return 10 ** (self.log10_params_opt - half), 10 ** (self.log10_params_opt + half)
+
+    def params_opt_interval(self) -> tuple[float, float] | None:
+        """95 % interval of N*: the wider of the delta-method and the seed-bootstrap intervals."""
+        delta = self.params_opt_delta_interval()
+        intervals = [delta] if delta is not None else []
         if self.params_opt_ci is not None:
             intervals.append(tuple(self.params_opt_ci))
         if not intervals:
@@ -247,23 +246,30 @@ def fit_isoflop(
         fit.log10_params_opt_se = float(math.sqrt(max(grad_x @ cov @ grad_x, 0.0)))
         fit.loss_opt_se = float(math.sqrt(max(grad_y @ cov @ grad_y, 0.0)))
     if seeds is not None and n_bootstrap > 0:
-        groups = [np.flatnonzero(x == size) for size in sizes]
-        if any(len(group) >= 2 for group in groups):
-            rng = np.random.default_rng(rng_seed)
-            xs, ys = [], []
-            for _ in range(n_bootstrap):
-                picks = np.concatenate([rng.choice(group, size=len(group), replace=True) for group in groups])
-                with np.errstate(all="ignore"):
-                    vx, vy = _vertex(np.polyfit(x[picks], y[picks], 2))
-                if math.isfinite(vx):
-                    xs.append(vx)
-                    ys.append(vy)
-            fit.bootstrap_valid = len(xs)
-            if len(xs) >= max(10, n_bootstrap // 2):
-                lo, hi = np.percentile(xs, [2.5, 97.5])
-                fit.params_opt_ci = (float(10**lo), float(10**hi))
-                fit.loss_opt_ci = tuple(float(v) for v in np.percentile(ys, [2.5, 97.5]))
+        _bootstrap_vertex(fit, x, y, sizes, n_bootstrap, rng_seed)
     return fit
+
+
+def _bootstrap_vertex(fit: IsoFlopFit, x: np.ndarray, y: np.ndarray, sizes: np.ndarray, n_bootstrap: int,
+                      rng_seed: int) -> None:
+    """Set the fit's percentile intervals from refits that resample each size's seeds (needs ≥ 2 at a size)."""
+    groups = [np.flatnonzero(x == size) for size in sizes]
+    if not any(len(group) >= 2 for group in groups):
+        return
+    rng = np.random.default_rng(rng_seed)
+    xs, ys = [], []
+    for _ in range(n_bootstrap):
+        picks = np.concatenate([rng.choice(group, size=len(group), replace=True) for group in groups])
+        with np.errstate(all="ignore"):
+            vx, vy = _vertex(np.polyfit(x[picks], y[picks], 2))
+        if math.isfinite(vx):
+            xs.append(vx)
+            ys.append(vy)
+    fit.bootstrap_valid = len(xs)
+    if len(xs) >= max(10, n_bootstrap // 2):
+        lo, hi = np.percentile(xs, [2.5, 97.5])
+        fit.params_opt_ci = (float(10**lo), float(10**hi))
+        fit.loss_opt_ci = tuple(float(v) for v in np.percentile(ys, [2.5, 97.5]))
 
 
 @dataclass

@@ -11,7 +11,6 @@ writes ``reports/<name>/report.md``, ``figures/*.png|svg``, ``findings.csv`` and
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from harness.io import write_text_atomic
 from harness.machine import is_contended
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
-from harness.report import FIGURES_DIR, RUNS_CSV_COLUMNS, fmt_count, fmt_sci, markdown_table
+from harness.formatting import fmt_count, fmt_interval, fmt_sci, markdown_figure, markdown_notes, markdown_table
+from harness.report import FIGURES_DIR, RUNS_CSV_COLUMNS
 from harness.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.stats import t_interval
 from harness.study import STUDY_MODE, add_curve_measures, gpt_family_comparisons, lr_base
@@ -90,7 +90,7 @@ def _values(runs: pd.DataFrame, arch: str, column: str) -> pd.Series:
 
 
 def _cell(runs: pd.DataFrame, arch: str, column: str, digits: int = 3, scale: float = 1.0) -> str:
-    return t_interval(_values(runs, arch, column) * scale).format(digits)
+    return fmt_interval(t_interval(_values(runs, arch, column) * scale), digits)
 
 
 def band_window(setting: Setting) -> int | None:
@@ -121,7 +121,7 @@ def quality_table(setting: Setting) -> str:
         below = "yes" if model.n and (model.high if model.n > 1 else model.mean) < baseline else "**no**"
         rows.append([arch, len(mine), f"{fmt_count(_first(mine, 'params'))} / {fmt_count(_first(mine, 'active_params'))}",
                      fmt_count(_values(runs, arch, "tokens").mean()), _cell(runs, arch, "final_val_loss", 4),
-                     model.format(4), _cell(runs, arch, unigram, 4), below])
+                     fmt_interval(model, 4), _cell(runs, arch, unigram, 4), below])
     return markdown_table(headers, rows)
 
 
@@ -193,7 +193,7 @@ def stability_table(base: Setting, other: Setting | None) -> str:
         row = [arch, _cell(base.runs, arch, "final_val_loss", 4)]
         if other is not None:
             row += [_cell(other.runs, arch, "final_val_loss", 4),
-                    t_interval(lr_degradation(base.runs, other.runs, arch)).format(4)]
+                    fmt_interval(t_interval(lr_degradation(base.runs, other.runs, arch)), 4)]
         row += [_cell(base.runs, arch, "grad_norm_log_std", 3), _cell(base.runs, arch, "grad_norm_max_ratio", 2)]
         rows.append(row)
     return markdown_table(headers, rows)
@@ -377,13 +377,12 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     figures = _figures(settings, out_dir / FIGURES_DIR)
 
     parts = [f"# {name}: the GPT family at matched compute on a CPU", "", _intro(meta, settings, provenance), ""]
-    if notes:
-        parts += ["> **Notes**", ">"] + [f"> - {note}" for note in notes] + [""]
+    parts += markdown_notes(notes)
     parts += ["## Findings", "", findings_markdown(findings), ""]
     parts += _setting_sections(settings)
     parts += ["## Figures", ""]
     for key, caption, _ in figures:
-        parts += [f"**{caption}** ([SVG]({FIGURES_DIR}/{key}.svg))", "", f"![{caption}]({FIGURES_DIR}/{key}.png)", ""]
+        parts += markdown_figure(caption, FIGURES_DIR, key)
     parts += ["## Throughput and machine load", "", throughput_md, "",
               (f"**{contended} run(s) trained while other jobs shared the CPU** (5-minute load above the cores at "
                "the end of the run): their tokens/s are lower bounds, not the model's speed; measure speed with "

@@ -17,6 +17,7 @@ from scipy import stats as scipy_stats
 
 from harness.cli import main as cli_main
 from harness.compare import parse_archs, parse_budgets, plan_sweep
+from harness.formatting import fmt_interval
 from harness.stats import compare_optima, fit_isoflop, t_interval, welch_test
 
 
@@ -37,10 +38,10 @@ def test_t_interval_matches_the_t_distribution():
     assert interval.mean == pytest.approx(3.15)
     expected = scipy_stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
     assert interval.half_width == pytest.approx(expected)
-    assert interval.format(2) == f"3.15 ± {expected:.2f}"
+    assert fmt_interval(interval, 2) == f"3.15 ± {expected:.2f}"
     one = t_interval([2.5])
-    assert one.n == 1 and math.isnan(one.half_width) and one.format(2) == "2.50"
-    assert t_interval([]).format() == "n/a"
+    assert one.n == 1 and math.isnan(one.half_width) and fmt_interval(one, 2) == "2.50"
+    assert fmt_interval(t_interval([])) == "n/a"
 
 
 def test_welch_test_agrees_with_scipy_and_explains_when_unavailable():

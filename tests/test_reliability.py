@@ -413,7 +413,7 @@ def test_a_diverged_run_is_ok_with_a_warning(reference, tmp_path):
 
 def test_quality_warning_when_the_final_loss_is_above_unigram():
     from harness.cli.run import warning_lines
-    from harness.report import warning_notes
+    from harness.report_inputs import warning_notes
     from harness.validation import quality_warnings
 
     record = {"run_id": "r", "final_val_loss": 6.5, "unigram_val_loss": 5.9}

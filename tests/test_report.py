@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from harness.cli import main as cli_main
-from harness.report import build_report, markdown_table
+from harness.report import build_report
 from test_results import make_run, probe_eval
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
@@ -148,14 +148,25 @@ def test_isoflop_report_recovers_the_optimum(results_tmp):
     assert len(summary_rows) == 10 and summary_rows[0][1] == "nano d_model=32"
 
 
-def test_markdown_table_escapes_pipes():
-    table = markdown_table(["a", "b"], [["x|y", 1]])
-    assert table.splitlines() == ["| a | b |", "|:---|---:|", "| x\\|y | 1 |"]
-
-
 def _cli(argv):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         code = cli_main(argv)
     return code, out.getvalue(), err.getvalue()
+
+
+def test_methods_names_cpu_threads_from_the_field_records_have(results_tmp):
+    ids = [make_run(results_tmp, arch, 0, 3.0).name for arch in ("gpt2", "gpt3")]
+
+    def hardware_line(settings: dict) -> str:
+        for run_id in ids:
+            path = results_tmp / run_id / "record.json"
+            record = json.loads(path.read_text())
+            record["device_settings"] = settings
+            path.write_text(json.dumps(record))
+        text = build_report(ids, name="threads").path.read_text()
+        return next(line for line in text.splitlines() if line.startswith("- **Hardware**"))
+
+    assert "; 4 CPU threads;" in hardware_line({"device": "cpu", "threads": 4})  # written by DeviceSettings.to_dict
+    assert "CPU threads" not in hardware_line({"device": "cpu", "num_threads": 8})  # a key no record has

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from harness.paths import results_dir
-    from harness.report import markdown_table
+    from harness.formatting import markdown_table
     from harness.results import RecordSkipped, eval_columns, load_curves, load_results
 
     statuses = [s.strip() for s in args.status.split(",")] if args.status else None
