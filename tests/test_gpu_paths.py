@@ -253,5 +253,6 @@ def test_trainer_on_cuda_chooses_the_fast_paths_and_records_them(tmp_path):
     settings = record["device_settings"]
     assert record["status"] == "ok" and record["dtype"] == "bf16"
     assert settings["autocast_dtype"] == "bfloat16" and settings["tf32"] and settings["fused_adamw"]
-    assert record["kernels"]["banded_attention"].startswith("flex_attention")
+    assert record["kernels"]["training"]["banded_attention"].startswith("flex_attention")
+    assert record["kernels"]["evaluation"]["banded_attention"].startswith("flex_attention")
     assert record["mfu"] is not None and record["mfu"] > 0
