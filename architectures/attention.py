@@ -129,16 +129,26 @@ class _FlexBandedKernel:
 _flex_kernel: _FlexBandedKernel | None = None
 
 
+def banded_kernel(seq_len: int, window: int, cuda: bool, dropout_p: float) -> str:
+    """Which kernel a banded layer runs: ``"sdpa"`` when the band covers the sequence,
+    ``"flex"`` on CUDA (which has no attention dropout: with ``dropout_p`` > 0 the blocked
+    kernel runs there too), else ``"blocked"``."""
+    if window >= seq_len:
+        return "sdpa"
+    if cuda and torch.cuda.is_available() and dropout_p == 0.0:
+        return "flex"
+    return "blocked"
+
+
 def banded_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, block: int, dropout_p: float = 0.0
 ) -> torch.Tensor:
-    """Dispatch: dense SDPA when the band covers the sequence, FlexAttention on CUDA (which has
-    no attention dropout: with ``dropout_p`` > 0 the blocked kernel runs there too), else blocked."""
+    """Banded causal attention by the kernel ``banded_kernel`` chooses."""
     global _flex_kernel
-    T = q.shape[-2]
-    if window >= T:
+    kernel = banded_kernel(q.shape[-2], window, q.is_cuda, dropout_p)
+    if kernel == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-    if q.is_cuda and torch.cuda.is_available() and dropout_p == 0.0:
+    if kernel == "flex":
         if _flex_kernel is None:
             _flex_kernel = _FlexBandedKernel()
         return _flex_kernel(q, k, v, window)
@@ -204,6 +214,22 @@ class CausalSelfAttention(nn.Module):
     def keys_per_query(self, seq_len: int) -> int:
         """Score entries this layer executes per query at sequence length ``seq_len``."""
         return keys_per_query(seq_len, self.window, self.block)
+
+    def kernels(self, seq_len: int, device: torch.device, training: bool) -> dict[str, str]:
+        """``{"<kind>_attention": kernel}``: what this layer runs on ``seq_len`` tokens from
+        position 0 (training, validation) on ``device``, in training or in evaluation mode."""
+        cuda = device.type == "cuda"
+        name = f"{self.kind}_attention"
+        if self.window is None:
+            return {name: "sdpa causal" + (" (flash / memory-efficient, chosen by torch)" if cuda else "")}
+        dropout_p = self.dropout if training else 0.0
+        kernel = banded_kernel(seq_len, self.window, cuda, dropout_p)
+        if kernel == "sdpa":
+            return {name: "sdpa causal (the window covers the sequence)"}
+        if kernel == "flex":
+            return {name: f"flex_attention with a block mask (window {self.window})"}
+        why = " (FlexAttention has no attention dropout)" if cuda and dropout_p > 0 else ""
+        return {name: f"blocked (window {self.window} + block {self.block} keys per query){why}"}
 
     def forward(
         self,

@@ -2,6 +2,10 @@
 
 - pre-LN (GPT-2/3): ``x = x + Attn(LN1(x)); x = x + FFN(LN2(x))``
 - post-LN (GPT-1, the original Transformer): ``h = LN1(x + Attn(x)); x = LN2(h + FFN(h))``
+
+FFN contract: ``ffn(x) -> (output, aux)`` with ``aux`` a dict of already-weighted auxiliary
+terms (``{}`` for the dense MLP; MoE's balance / z-loss / dropped fraction), also when the
+FFN is wrapped (e.g. by a LoRA adapter); ``ffn.kernels(training)`` describes its dispatch.
 """
 
 from __future__ import annotations
@@ -31,10 +35,8 @@ class Block(nn.Module):
         self.ffn = make_ffn(config)
 
     def _ffn(self, x: torch.Tensor, aux: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.ffn(x)
-        if isinstance(out, tuple):  # MoE: (output, aux terms), also when wrapped (e.g. by a LoRA adapter)
-            out, terms = out
-            aux.update(terms)
+        out, terms = self.ffn(x)
+        aux.update(terms)
         return out
 
     def forward(

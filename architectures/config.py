@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -156,6 +157,25 @@ class ModelConfig:
         if self.patch_size is None:
             return 0
         return (self.image_size // self.patch_size) ** 2
+
+    def check_seq_len(self, seq_len: int | None) -> int:
+        """The sequence length to use: ``seq_len``, or the context when None; refuses one
+        that is not a positive whole number or is longer than the context."""
+        if seq_len is None:
+            return self.context
+        try:
+            whole = None if isinstance(seq_len, bool) else operator.index(seq_len)  # numpy integers too
+        except TypeError:
+            whole = None
+        if whole is None or whole < 1:
+            raise ValueError(f"seq_len must be a positive whole number, got {seq_len!r}.")
+        seq_len = whole
+        if seq_len > self.context:
+            model = " ".join(str(part) for part in (self.arch, self.size) if part)
+            raise ValueError(
+                f"seq_len {seq_len} is longer than the context of {self.context} ({model}); use at most {self.context}."
+            )
+        return seq_len
 
     def layer_attention(self, layer: int) -> str:
         """Attention kind of layer ``layer`` (0-based): the pattern repeated over the layers."""

@@ -29,5 +29,10 @@ class MLP(nn.Module):
         self.act = activation_fn(config.activation)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(self.act(self.fc(x))))
+    def kernels(self, training: bool) -> dict[str, str]:
+        """Nothing to describe: two ``nn.Linear`` layers (see ``MoE.kernels``)."""
+        return {}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(output, auxiliary terms): a dense FFN has none, so ``{}`` (the FFN contract, ``architectures.block``)."""
+        return self.dropout(self.proj(self.act(self.fc(x)))), {}

@@ -12,6 +12,10 @@ Forward contract (the trainer and evaluator never special-case an architecture):
     out.loss     LM cross-entropy (nats/token) + the weighted auxiliary losses, or None
     out.lm_loss  the LM cross-entropy alone, or None
     out.aux      {"moe_balance", "moe_z", "moe_dropped_fraction"} for MoE (layer means)
+
+Self-description (optional for third-party models): ``model.kernels(seq_len, device)`` (the
+attention / MoE kernels in training and evaluation, for the run record) and
+``model.parameters_unused_by_text()`` (left out of data-parallel gradient sync).
 """
 
 from __future__ import annotations
@@ -102,6 +106,34 @@ class GPT(nn.Module):
             "active_params": total - inactive,
             "active_non_embedding_params": total - embedding - inactive,
         }
+
+    # ---- self-description ----------------------------------------------------------------
+    def parameters_unused_by_text(self) -> list[str]:
+        """Names (as in ``named_parameters``) of parameters text-only batches never reach:
+        the image prefix's (gpt4). Data-parallel training leaves them out of gradient sync."""
+        if self.image_prefix is None:
+            return []
+        return [f"image_prefix.{name}" for name, _ in self.image_prefix.named_parameters()]
+
+    def kernels(self, seq_len: int, device: torch.device | str) -> dict[str, dict[str, str]]:
+        """Which attention and FFN kernels the layers dispatch to for sequences of ``seq_len``
+        tokens on ``device``: ``{"training": {...}, "evaluation": {...}}``, each keyed by
+        ``dense_attention`` / ``banded_attention`` / ``moe_dispatch`` (the kinds present).
+
+        Training and evaluation differ for MoE with a capacity (capacity buffer vs dropless
+        sorted dispatch) and for banded layers on CUDA with dropout (blocked vs FlexAttention).
+        Packed evaluation batches and cached decoding use SDPA with a mask in every layer.
+        """
+        seq_len = self.config.check_seq_len(seq_len)
+        device = torch.device(device)
+        described: dict[str, dict[str, str]] = {}
+        for phase, training in (("training", True), ("evaluation", False)):
+            kernels: dict[str, str] = {}
+            for block in self.blocks:
+                kernels.update(block.attn.kernels(seq_len, device, training))
+                kernels.update(block.ffn.kernels(training))
+            described[phase] = kernels
+        return described
 
     # ---- forward -------------------------------------------------------------------------
     def new_kv_cache(self, batch_size: int) -> KVCache:

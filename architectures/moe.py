@@ -87,8 +87,22 @@ class MoE(nn.Module):
             hidden = hidden + b_out.to(hidden.dtype)
         return hidden
 
+    def dispatch(self, training: bool) -> str:
+        """``"capacity"`` (training with a capacity: static shapes) or ``"sorted"`` (dropless)."""
+        return "capacity" if training and self.capacity_factor is not None else "sorted"
+
+    def kernels(self, training: bool) -> dict[str, str]:
+        """``{"moe_dispatch": ...}``: how tokens reach the experts in training or evaluation mode."""
+        if self.dispatch(training) == "capacity":
+            return {"moe_dispatch": (
+                f"capacity {self.capacity_factor:g} x N*k/E per expert (overflow dropped): static shapes, tokens "
+                f"copied into an [E, capacity, d] buffer, one batched matmul pair over all {self.n_experts} experts"
+            )}
+        return {"moe_dispatch": "dropless: sorted by expert, one matmul pair per expert (no per-token Python)"}
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.training and self.capacity_factor is not None:
+        """(output [B, T, d], weighted auxiliary terms), like every FFN (``architectures.block``)."""
+        if self.dispatch(self.training) == "capacity":
             return self._forward_capacity(x)
         return self._forward_sorted(x)
 

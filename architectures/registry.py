@@ -47,7 +47,8 @@ class Architecture:
 
 
 _REGISTRY: dict[str, Architecture] = {}
-_entry_points_loaded = False
+_entry_points_loaded = False  # set once every entry point has loaded
+_loaded_entry_points: set[tuple[str, str]] = set()  # (name, target) of those that have
 
 
 def register(architecture: Architecture, *, replace: bool = False) -> Architecture:
@@ -63,18 +64,36 @@ def unregister(name: str) -> None:
 
 
 def _load_entry_points() -> None:
+    """Register every ``harness.architectures`` entry point, once each.
+
+    A plugin never replaces an architecture already registered (a built-in, or another
+    plugin's) under the same name: that is refused. A plugin that fails to load raises a
+    ``ValueError`` naming it, now and on every later lookup until it loads.
+    """
     global _entry_points_loaded
     if _entry_points_loaded:
         return
-    _entry_points_loaded = True
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        loaded = point.load()
-        if isinstance(loaded, Architecture):
-            register(loaded, replace=True)
-        elif callable(loaded):
-            result = loaded()
-            if isinstance(result, Architecture):
-                register(result, replace=True)
+        key = (point.name, point.value)
+        if key in _loaded_entry_points:
+            continue
+        try:
+            loaded = point.load()
+            result = loaded() if callable(loaded) and not isinstance(loaded, Architecture) else loaded
+        except Exception as error:
+            raise ValueError(
+                f"the architecture plugin {point.name!r} ({point.value}) failed to load: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if isinstance(result, Architecture):
+            if result.name in _REGISTRY and _REGISTRY[result.name] is not result:
+                raise ValueError(
+                    f"the architecture plugin {point.name!r} ({point.value}) registers {result.name!r}, "
+                    f"which is already registered; give the plugin's architecture another name."
+                )
+            register(result)
+        _loaded_entry_points.add(key)
+    _entry_points_loaded = True
 
 
 def available() -> list[str]:

@@ -202,13 +202,7 @@ def bench(
     if warmup < 0:
         raise ValueError(f"--warmup must be 0 or more, got {warmup}.")
     config = model_config(arch, size, overrides) if run is None else run_model_config(run, overrides)
-    T = config.context if seq_len is None else seq_len
-    if T < 1:
-        raise ValueError(f"--seq-len must be at least 1, got {T}.")
-    if T > config.context:
-        raise ValueError(
-            f"--seq-len {T} is longer than {config.arch} {config.size}'s context of {config.context}; use at most {config.context}."
-        )
+    T = config.check_seq_len(seq_len)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}.")
     settings = settings or configure_device(device, dtype, compile=compile)

@@ -147,6 +147,20 @@ def fused_adamw_available(device: str) -> bool:
     return True
 
 
+def resolve_dtype(device: str | None, dtype: str | None) -> str:
+    """The compute dtype a run on ``device`` (None: CUDA if available, else the CPU) uses:
+    ``dtype`` when given; else bf16 on CUDA and on a CPU with native bf16, fp32 otherwise.
+
+    No side effects, so a run's identity can be resolved before the device is configured.
+    """
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+        return dtype
+    kind = (device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":", 1)[0]
+    return "bf16" if kind == "cuda" or cpu_has_native_bf16() else "fp32"
+
+
 def configure_device(
     device: str | None = None, dtype: str | None = None, compile: bool | None = None
 ) -> DeviceSettings:
@@ -162,7 +176,7 @@ def configure_device(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
     notes: list[str] = []
     if kind == "cuda":
-        dtype = dtype or "bf16"
+        dtype = resolve_dtype(device, dtype)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         settings = DeviceSettings(
@@ -182,12 +196,11 @@ def configure_device(
         )
     else:
         flushed = torch.set_flush_denormal(True)  # False where the CPU has no FTZ/DAZ (then a no-op)
-        native_bf16 = cpu_has_native_bf16()
         if dtype is None:
-            dtype = "bf16" if native_bf16 else "fp32"
+            dtype = resolve_dtype(device, None)
             notes.append(
                 "CPU dtype default bf16 autocast: native bf16 matmuls, ~2.1x faster training steps at micro"
-                if native_bf16
+                if dtype == "bf16"
                 else "CPU dtype default fp32: no native bf16 on this CPU (emulated bf16 is slower)"
             )
         settings = DeviceSettings(

@@ -117,23 +117,6 @@ def init_distributed(device_type: str) -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def all_reduce_mean(value: torch.Tensor, context: DistContext) -> torch.Tensor:
-    """Mean of a tensor over ranks (returns the input unchanged on one process)."""
-    if not context.enabled:
-        return value
-    value = value.clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / context.world_size
-
-
-def all_reduce_sum(value: torch.Tensor, context: DistContext) -> torch.Tensor:
-    if not context.enabled:
-        return value
-    value = value.clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
-
-
 def consensus(
     means: Sequence[torch.Tensor], flags: Sequence[bool], context: DistContext, device: torch.device
 ) -> tuple[list[float], list[bool]]:
@@ -188,14 +171,16 @@ def main_first(context: DistContext, fn: Callable[[], Any]) -> Any:
 def wrap_ddp(model: torch.nn.Module, device: torch.device, context: DistContext) -> torch.nn.Module:
     """``DistributedDataParallel(model)``; parameters text-only training never uses are left out.
 
-    An image-prefix stub (gpt4) gets no gradient from text batches; DDP would wait for it
-    forever, so those parameters are excluded from gradient synchronisation (they never
-    change, so they stay identical on every rank). Falls back to
+    The model names them (``model.parameters_unused_by_text()``, e.g. gpt4's image-prefix
+    stub; a model without the method has none): they get no gradient from text batches and
+    DDP would wait for them forever, so they are excluded from gradient synchronisation
+    (they never change, so they stay identical on every rank). Falls back to
     ``find_unused_parameters=True`` if that DDP hook is missing.
     """
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    unused = [name for name, _ in model.named_parameters() if name.startswith("image_prefix.")]
+    name_unused = getattr(model, "parameters_unused_by_text", None)
+    unused = list(name_unused()) if name_unused is not None else []
     kwargs: dict[str, Any] = {"device_ids": [device.index] if device.type == "cuda" else None}
     if unused:
         ignore = getattr(DDP, "_set_params_and_buffers_to_ignore_for_model", None)

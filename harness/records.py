@@ -5,7 +5,8 @@ schema_version, run_id, status (``running|ok|failed|interrupted``), error, arch,
 params / non_embedding_params / active_params, forward_flops_per_token /
 train_flops_per_token, budget_flops, flops_used, tokens, steps, final_val_loss (nats/token),
 val_bpb (text), entropy_floor / excess_loss / per_segment (synthetic), wall_s, tokens_per_s,
-mfu, device, dtype, device_settings, kernels (attention/MoE kernels per layer kind),
+mfu, device, dtype, device_settings, kernels ({training, evaluation}: attention/MoE kernels
+per layer kind, from ``model.kernels``),
 world_size, torch_version, git_commit, seed, data, recipe (incl. grad_accum and
 micro_batch_per_rank), last_metrics, machine_load ({start, end}: load averages, CPU count and
 torch threads, see ``harness.machine``), warnings (a list of sentences, e.g. a final loss above

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from architectures import ModelConfig, get
+from harness.device import resolve_dtype
 from harness.validation import check_recipe, check_run_numbers
 
 # Per-size peak learning rates: GPT-3 Table 2.1 by shape; GPT-1's paper value; CPU sizes ours.
@@ -78,12 +79,12 @@ class RunSpec:
     budget_flops: float | None = None
     recipe: Recipe = field(default_factory=Recipe)
     overrides: dict[str, Any] = field(default_factory=dict)
-    # not part of the run's identity:
+    # not part of the run's identity (IDENTITY_EXCLUDES), except dtype, resolved per machine:
     eval_interval: int | None = None
     checkpoint_interval: int | None = None
     checkpoint_minutes: float = 10.0
     device: str | None = None
-    dtype: str | None = None
+    dtype: str | None = None  # None: the device's default (harness.device.resolve_dtype)
     compile: bool | None = None
 
     IDENTITY_EXCLUDES = ("eval_interval", "checkpoint_interval", "checkpoint_minutes", "device", "compile")
@@ -94,16 +95,20 @@ class RunSpec:
         self.resolve()
 
     def resolve(self) -> "RunSpec":
-        """Fill every default so the spec on disk says exactly what ran."""
+        """Fill every default so the spec on disk says exactly what ran.
+
+        The recipe is copied first (the caller's ``Recipe`` is left as it was), and the
+        compute dtype is resolved for this machine (``harness.device.resolve_dtype``), so a
+        bf16 run and an fp32 run never share a run id.
+        """
         architecture = get(self.arch)
         if self.size not in architecture.sizes:
             raise ValueError(f"unknown size {self.size!r} for {self.arch}; known sizes: {', '.join(architecture.sizes)}.")
         base = architecture.config(self.size, **self.overrides)
-        recipe = self.recipe
+        recipe = self.recipe = dataclasses.replace(self.recipe)
         if recipe.lr is None:
             recipe.lr = DEFAULT_LR.get(self.size, 3e-4)
-        if recipe.seq_len is None:
-            recipe.seq_len = base.context
+        recipe.seq_len = base.check_seq_len(recipe.seq_len)
         micro_default, tokens_default = DEFAULT_BATCH.get(self.size, (8, 0.5e6))
         if recipe.micro_batch_size is None:
             recipe.micro_batch_size = micro_default
@@ -115,8 +120,7 @@ class RunSpec:
             self.budget_flops = DEFAULT_BUDGET[self.size]
         check_recipe(recipe)
         check_run_numbers(self)
-        if recipe.seq_len > base.context:
-            raise ValueError(f"seq_len {recipe.seq_len} is longer than the context of {base.context}.")
+        self.dtype = resolve_dtype(self.device, self.dtype)
         return self
 
     def model_config(self, vocab_size: int) -> ModelConfig:

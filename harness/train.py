@@ -221,25 +221,6 @@ def _restore_rank_rng(checkpoint: dict, dist, seed: int, device_type: str) -> No
         torch.manual_seed(_rank_seed(seed, dist.rank, int(checkpoint["step"])))
 
 
-def _kernels(config, seq_len: int, device: torch.device) -> dict:
-    """Which attention and MoE kernels this run's layers dispatch to (architectures.attention, .moe)."""
-    cuda = device.type == "cuda"
-    kinds = {config.layer_attention(layer) for layer in range(config.n_layer)}
-    kernels = {}
-    if "dense" in kinds:
-        kernels["dense_attention"] = "sdpa causal" + (" (flash / memory-efficient, chosen by torch)" if cuda else "")
-    if "banded" in kinds:
-        if config.window >= seq_len:
-            kernels["banded_attention"] = "sdpa causal (the window covers the sequence)"
-        elif cuda:
-            kernels["banded_attention"] = f"flex_attention with a block mask (window {config.window})"
-        else:
-            kernels["banded_attention"] = f"blocked (window {config.window} + block {config.banded_block} keys per query)"
-    if config.ffn == "moe":
-        kernels["moe_dispatch"] = "sorted by expert, one matmul pair per expert (no per-token Python)"
-    return kernels
-
-
 def _rank_error(dist, exc: BaseException, step: int) -> str:
     """``rank 1 of 2: RuntimeError: <first line> (at step 3)``."""
     lines = str(exc).strip().splitlines()
@@ -445,7 +426,7 @@ def _train(
         "device": settings.device_name,
         "dtype": settings.dtype_name,
         "device_settings": settings.to_dict(),
-        "kernels": _kernels(config, seq_len, device),
+        "kernels": model.kernels(seq_len, device) if hasattr(model, "kernels") else {},
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
         "command": " ".join(sys.argv),

@@ -646,3 +646,66 @@ def test_banded_layer_uses_attention_dropout_in_training_only():
         layer.train()
         trained = layer(x)
     assert (trained - evaluated).abs().max() > 1e-3
+
+
+# ---- self-description: kernels, parameters unused by text, the FFN contract -----------------
+
+
+def test_every_ffn_returns_its_output_and_auxiliary_terms():
+    """The block treats every FFN alike: ``(output, weighted aux terms)``, ``{}`` for the dense MLP."""
+    x = torch.randn(2, 5, 64)
+    out, aux = make("gpt2").blocks[0].ffn(x)
+    assert out.shape == x.shape and aux == {}
+    out, aux = make("gpt4").blocks[0].ffn(x)
+    assert out.shape == x.shape and set(aux) == {"moe_balance", "moe_z", "moe_dropped_fraction"}
+
+
+def test_kernels_name_what_the_layers_run_in_training_and_in_evaluation(monkeypatch):
+    """gpt4 trains through the capacity buffer and evaluates dropless (sorted by expert);
+    its banded layers run the blocked kernel on the CPU. The description says so."""
+    model = make("gpt4")
+    ran = []
+    for path in ("_forward_capacity", "_forward_sorted"):
+        original = getattr(MoE, path)
+        monkeypatch.setattr(MoE, path, lambda self, x, _o=original, _p=path: ran.append(_p) or _o(self, x))
+    blocked = architectures.attention.banded_attention_blocked
+    monkeypatch.setattr(architectures.attention, "banded_attention_blocked",
+                        lambda *args, **kwargs: ran.append("blocked") or blocked(*args, **kwargs))
+    described = model.kernels(64, "cpu")
+    assert set(described) == {"training", "evaluation"}
+
+    model.train()(tokens(1, 64))
+    assert set(ran) == {"_forward_capacity", "blocked"}
+    assert described["training"]["moe_dispatch"].startswith("capacity 1.25")
+    assert described["training"]["banded_attention"].startswith("blocked (window 32 + block 32")
+    ran.clear()
+    with torch.no_grad():
+        model.eval()(tokens(1, 64))
+    assert set(ran) == {"_forward_sorted", "blocked"}
+    assert described["evaluation"]["moe_dispatch"].startswith("dropless: sorted by expert")
+    assert described["evaluation"]["dense_attention"] == "sdpa causal"
+
+    assert make("gpt4", capacity_factor=None).kernels(64, "cpu")["training"]["moe_dispatch"].startswith("dropless")
+    covered = make("gpt3").kernels(32, "cpu")  # the window (32) covers the sequence
+    assert covered["training"]["banded_attention"] == "sdpa causal (the window covers the sequence)"
+    assert "moe_dispatch" not in covered["training"]
+
+
+def test_parameters_unused_by_text_are_those_a_text_batch_leaves_without_gradient():
+    for arch in ARCHS:
+        model = make(arch)
+        model(tokens(2, 16), targets=tokens(2, 16, seed=3)).loss.backward()
+        no_gradient = sorted(name for name, p in model.named_parameters() if p.grad is None)
+        assert sorted(model.parameters_unused_by_text()) == no_gradient, arch
+    assert make("gpt4").parameters_unused_by_text()  # the image prefix
+
+
+def test_seq_len_is_checked_against_the_context_in_one_place():
+    from harness.flops import forward_breakdown
+
+    config = get("gpt2").config("nano")
+    assert config.check_seq_len(None) == 64 and config.check_seq_len(16) == 16
+    with pytest.raises(ValueError, match=r"seq_len 65 is longer than the context of 64 \(gpt2 nano\); use at most 64"):
+        config.check_seq_len(65)
+    with pytest.raises(ValueError, match="seq_len must be a positive whole number, got 0"):
+        forward_breakdown(config, 0)  # was read as "the context"

@@ -303,6 +303,20 @@ def test_harness_model_is_registered_with_lm_eval(tmp_path):
     assert record["arch"] == "gpt4" and tokenizer.vocab_size == model.config.vocab_size
 
 
+def test_misspelt_model_args_are_refused_and_lm_eval_own_args_accepted():
+    from lm_eval.api.registry import get_model
+
+    model = nano()
+    with pytest.raises(ValueError, match=r"unknown HarnessLM argument\(s\) batchsize; accepted: model, tokenizer, run_dir, batch_size"):
+        HarnessLM(model, ByteTokenizer(), batchsize=4)
+    # what simple_evaluate adds to every model's arguments, and --trust_remote_code
+    lm = get_model("harness").create_from_arg_obj(
+        {"model": model, "tokenizer": ByteTokenizer(), "trust_remote_code": True},
+        {"batch_size": 2, "max_batch_size": 8, "device": "cpu"},
+    )
+    assert lm.batch_size == 2
+
+
 # ---- standard tasks ------------------------------------------------------------------------------
 @pytest.fixture
 def lm_eval_data() -> Path:

@@ -86,9 +86,18 @@ def test_flex_kernel_builds_one_block_mask_per_shape():
 def test_banded_layers_use_the_blocked_kernel_on_cpu(monkeypatch):
     """On the CPU banded layers never reach FlexAttention (no compile, no T² scores)."""
     monkeypatch.setattr(attention, "_FlexBandedKernel", None)  # would raise if constructed
+    calls = []
+    blocked = attention.banded_attention_blocked
+    monkeypatch.setattr(attention, "banded_attention_blocked", lambda *a, **k: calls.append(a[0].shape) or blocked(*a, **k))
     model = architectures.build("gpt3", size="nano")
     x = torch.randint(0, model.config.vocab_size, (2, 64))
-    model(x, targets=x).loss.backward()
+    loss = model(x, targets=x).loss
+    loss.backward()
+    banded = [block for block in model.blocks if block.attn.window is not None]
+    assert banded and len(calls) == len(banded)  # every banded layer, once each
+    assert all(shape[0] == 2 and shape[2] == 64 for shape in calls)
+    assert torch.isfinite(loss) and all(block.attn.qkv.weight.grad is not None for block in banded)
+    assert model.kernels(64, "cpu")["training"]["banded_attention"].startswith("blocked")
 
 
 def test_gpu_check_dry_run_runs_end_to_end_on_cpu(tmp_path):
@@ -253,5 +262,6 @@ def test_trainer_on_cuda_chooses_the_fast_paths_and_records_them(tmp_path):
     settings = record["device_settings"]
     assert record["status"] == "ok" and record["dtype"] == "bf16"
     assert settings["autocast_dtype"] == "bfloat16" and settings["tf32"] and settings["fused_adamw"]
-    assert record["kernels"]["banded_attention"].startswith("flex_attention")
+    assert record["kernels"]["training"]["banded_attention"].startswith("flex_attention")
+    assert record["kernels"]["evaluation"]["banded_attention"].startswith("flex_attention")
     assert record["mfu"] is not None and record["mfu"] > 0

@@ -159,6 +159,11 @@ def _write_distribution(root, package: str, entries: dict[str, str]) -> None:
             """
         )
     )
+    _write_entry_points(root, package, entries)
+
+
+def _write_entry_points(root, package: str, entries: dict[str, str]) -> None:
+    """The ``*.dist-info`` an installer would write for ``package``, with these entry points."""
     info = root / f"{package}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
@@ -172,6 +177,7 @@ def test_entry_point_architectures_are_discovered(tmp_path, monkeypatch):
     _write_distribution(tmp_path, package, {"ep-object": f"{package}:ARCH", "ep-callable": f"{package}:register_mine"})
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_loaded_entry_points", set())
     try:
         names = available()
         assert "ep-object" in names and "ep-callable" in names
@@ -191,8 +197,59 @@ def test_entry_points_are_looked_up_by_get_too(tmp_path, monkeypatch):
     _write_distribution(tmp_path, package, {"ep-object": f"{package}:ARCH"})
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_loaded_entry_points", set())
     try:
         assert get("ep-object").summary.startswith("found through an entry point")
     finally:
         architectures.unregister("ep-object")
+        sys.modules.pop(package, None)
+
+
+def test_an_entry_point_cannot_replace_a_builtin(tmp_path, monkeypatch):
+    package = "harness_test_ep_impostor"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text(
+        "from architectures import Architecture\n"
+        "from architectures.presets import CPU_SIZES\n"
+        "IMPOSTOR = Architecture(name='gpt2', summary='not GPT-2', defaults={}, sizes={'nano': CPU_SIZES['nano']})\n"
+    )
+    builtin = get("gpt2")
+    _write_entry_points(tmp_path, package, {"impostor": f"{package}:IMPOSTOR"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_loaded_entry_points", set())
+    try:
+        with pytest.raises(ValueError, match="plugin 'impostor' .* registers 'gpt2', which is already registered"):
+            available()
+        assert registry._REGISTRY["gpt2"] is builtin
+    finally:
+        architectures.register(builtin, replace=True)
+        sys.modules.pop(package, None)
+
+
+def test_a_failing_entry_point_is_reported_every_time_until_it_loads(tmp_path, monkeypatch):
+    import importlib
+
+    package = "harness_test_ep_broken"
+    (tmp_path / package).mkdir()
+    source = tmp_path / package / "__init__.py"
+    source.write_text("raise RuntimeError('the plugin is broken')\n")
+    _write_entry_points(tmp_path, package, {"ep-fixed": f"{package}:ARCH"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_loaded_entry_points", set())
+    try:
+        for _ in range(2):  # not marked loaded after a failure: the error comes back
+            with pytest.raises(ValueError, match="plugin 'ep-fixed' .* failed to load: RuntimeError: the plugin is broken"):
+                available()
+        source.write_text(
+            "from architectures import Architecture\n"
+            "from architectures.presets import CPU_SIZES\n"
+            "ARCH = Architecture(name='ep-fixed', summary='fixed', defaults={}, sizes={'nano': CPU_SIZES['nano']})\n"
+        )
+        sys.modules.pop(package, None)
+        importlib.invalidate_caches()
+        assert "ep-fixed" in available()
+    finally:
+        architectures.unregister("ep-fixed")
         sys.modules.pop(package, None)

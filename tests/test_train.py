@@ -14,9 +14,6 @@ from harness.records import load_record
 from harness.spec import Recipe, RunSpec
 from harness.train import TrainingFailed, lr_at, train
 
-NANO_STEP_FLOPS = 16 * 64  # tokens per step at nano defaults (x FLOPs/token)
-
-
 def nano_spec(arch: str = "gpt2", budget: float = 3e10, **kwargs) -> RunSpec:
     return RunSpec(arch=arch, size="nano", budget_flops=budget, **kwargs)
 
@@ -34,6 +31,9 @@ def test_same_budget_uses_matched_flops_never_above(results_tmp):
     assert abs(a["flops_used"] - b["flops_used"]) <= max(
         r["train_flops_per_token"] * r["tokens_per_step"] for r in records
     )
+    # the record names the kernels that ran: gpt4 trains through the capacity buffer, evaluates dropless
+    assert b["kernels"]["training"]["moe_dispatch"].startswith("capacity 1.25 x N*k/E per expert")
+    assert b["kernels"]["evaluation"]["moe_dispatch"].startswith("dropless: sorted by expert")
 
 
 def test_record_is_complete_and_run_is_reused(results_tmp):

@@ -64,14 +64,7 @@ def flops_summary(
 
     spec = architectures.get(arch)
     config = spec.config(size, **(overrides or {}))
-    T = config.context if seq_len is None else seq_len
-    if T < 1:
-        raise ValueError(f"--seq-len must be at least 1, got {T}.")
-    if T > config.context:
-        raise ValueError(
-            f"--seq-len {T} is longer than {config.arch} {config.size}'s context of {config.context}; "
-            f"use at most {config.context}."
-        )
+    T = config.check_seq_len(seq_len)
     with torch.device("meta"):
         model = spec.build(config)
     counts = model.param_counts()

@@ -19,7 +19,6 @@ and returned memory-mapped.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -56,12 +55,6 @@ class PreparedData:
     val_entropy: np.ndarray | None = None  # synthetic: per-token entropy floor, nats
     cache_path: Path | None = None
     info: dict = field(default_factory=dict)  # source-specific facts for the record
-
-    def bits_per_byte(self, val_loss: float) -> float:
-        """Bits per UTF-8 byte from a mean val loss in nats/token (text only)."""
-        if not self.val_bytes:
-            raise ValueError(f"bits per byte needs text data; {self.spec!r} is {self.kind}")
-        return val_loss * len(self.val_tokens) / (math.log(2) * self.val_bytes)
 
     def floor_by_segment(self) -> dict[str, float]:
         """Mean entropy floor (nats) over val targets (tokens 1..N-1), overall and per segment."""

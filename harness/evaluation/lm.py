@@ -44,6 +44,9 @@ from harness.evaluation.packing import Window, make_batch, plan_batches
 DEFAULT_BATCH_SIZE = 16  # packed: about batch_size x row_tokens tokens per forward pass; unpacked: windows per pass
 DEFAULT_ROW_TOKENS = 256  # the widest packed row (at least the model's context)
 DEFAULT_MAX_GEN_TOKS = 256
+# what lm-eval adds to every model's arguments (simple_evaluate: max_batch_size besides
+# batch_size and device; --trust_remote_code: trust_remote_code); nothing to do here
+LM_EVAL_INJECTED_ARGS = frozenset({"max_batch_size", "trust_remote_code"})
 
 
 def accepts_packed_input(model: torch.nn.Module) -> bool:
@@ -69,9 +72,15 @@ class HarnessLM(TemplateLM):
         device: str | None = None,
         packing: bool | None = None,
         row_tokens: int = DEFAULT_ROW_TOKENS,
-        **_ignored: Any,  # lm-eval passes max_batch_size etc.
+        **lm_eval_args: Any,
     ):
+        """``model_args`` other than these are refused, except the ones lm-eval passes every
+        model (``LM_EVAL_INJECTED_ARGS``), which are ignored."""
         super().__init__()
+        unknown = sorted(set(lm_eval_args) - LM_EVAL_INJECTED_ARGS)
+        if unknown:
+            accepted = [name for name in inspect.signature(HarnessLM.__init__).parameters if name not in ("self", "lm_eval_args")]
+            raise ValueError(f"unknown HarnessLM argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}.")
         if run_dir is not None:
             from harness.evaluation.run import load_run_model
 

@@ -39,9 +39,7 @@ BREAKDOWN_KEYS = (
 
 def forward_breakdown(config: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
     """Forward FLOPs per token by component (keys in ``BREAKDOWN_KEYS``)."""
-    T = seq_len or config.context
-    if T > config.context:
-        raise ValueError(f"seq_len {T} is longer than the context of {config.context}.")
+    T = config.check_seq_len(seq_len)
     d, d_attn = config.d_model, config.d_attn
     counts = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
     for layer in range(config.n_layer):

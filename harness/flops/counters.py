@@ -436,9 +436,7 @@ def cross_check(
     (the JIT tracer and the MoE dispatch read values).
     """
     config = model.config
-    T = seq_len or config.context
-    if T > config.context:
-        raise ValueError(f"seq_len {T} is longer than the context of {config.context}.")
+    T = config.check_seq_len(seq_len)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, config.vocab_size, (batch_size, T), generator=generator).to(device)

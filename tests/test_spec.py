@@ -1,0 +1,50 @@
+"""RunSpec: what is resolved before the run id is hashed, and what resolving leaves alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import device as device_module
+from harness.spec import Recipe, RunSpec
+
+
+def nano(**kwargs) -> RunSpec:
+    return RunSpec(arch="gpt2", size="nano", budget_flops=2e11, **kwargs)
+
+
+def test_resolving_leaves_the_callers_recipe_as_it_was():
+    recipe = Recipe(lr=None, seq_len=None)
+    spec = nano(recipe=recipe)
+    assert recipe == Recipe()  # nothing filled in the caller's object
+    assert spec.recipe is not recipe and spec.recipe.lr is not None and spec.recipe.seq_len == 64
+
+
+def test_run_id_hashes_the_dtype_this_machine_would_use(monkeypatch):
+    """A default-dtype run on a CPU with native bf16 and one on a CPU without are different runs."""
+    ids = {}
+    for native_bf16 in (True, False):
+        monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda native_bf16=native_bf16: native_bf16)
+        spec = nano(device="cpu")
+        assert spec.dtype == ("bf16" if native_bf16 else "fp32")
+        assert spec.run_id() == nano(device="cpu", dtype=spec.dtype).run_id()  # the default is what it resolves to
+        ids[native_bf16] = spec.run_id()
+    assert ids[True] != ids[False]
+
+
+def test_run_ids_of_explicit_dtype_runs_are_unchanged():
+    """The id ``harness check`` (fp32, given) trains under before dtypes were resolved."""
+    spec = RunSpec(arch="gpt2", size="nano", data="synthetic", seed=0, budget_flops=2e11, dtype="fp32",
+                   device="cpu", compile=False)
+    assert spec.run_id() == "gpt2-nano-f043c832a7-s0"
+
+
+def test_unknown_dtype_is_one_sentence():
+    with pytest.raises(ValueError, match="dtype must be one of fp32, bf16, got 'fp16'"):
+        nano(dtype="fp16")
+
+
+@pytest.mark.parametrize("seq_len, message", [(65, "seq_len 65 is longer than the context of 64"),
+                                              (0, "seq_len must be a positive whole number, got 0")])
+def test_seq_len_is_checked_against_the_context(seq_len, message):
+    with pytest.raises(ValueError, match=message):
+        nano(recipe=Recipe(seq_len=seq_len))
