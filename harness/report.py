@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.compare import DEFAULT_ARCHS, REFERENCE_ARCH, RUNS_NAME, read_runs_file, validate_name
+from harness.runs_file import DEFAULT_ARCHS, REFERENCE_ARCH, RUNS_NAME, read_runs_file, validate_name
 from harness.io import write_json_atomic, write_text_atomic
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
