@@ -3,7 +3,7 @@
 A sweep is planned completely before anything trains (so a bad architecture name or width
 fails at once), then run in the order seed → budget → variant → architecture, so an
 interrupted sweep already holds complete comparisons for the first seeds. Each run goes
-through ``harness.train.train``: a run whose record already says ``ok`` (same resolved
+through ``harness.pipeline.run`` (train, then evaluate): a run whose record already says ``ok`` (same resolved
 spec and seed → same run id) is reused, an interrupted one continues from its checkpoint,
 so re-running the same command resumes the sweep and trains nothing twice.
 

@@ -129,6 +129,10 @@ def test_typed_options_plan_the_command_lines_runs_each_with_its_own_recipe():
         (["--widths", "64", "--set", "d_model=32"], "--widths sets d_model"),
         (["--name", "../escape"], "report name '../escape' must be a folder name"),
         (["--reference", "gpt1"], "--reference 'gpt1' is not among --archs"),
+        (["--eval-limit", "0"], "--eval-limit must be a positive whole number, got 0."),
+        (["--finetune-budget", "1e9"], "--finetune-budget needs --finetune-data SPEC"),
+        (["--finetune-data", "task:facts", "--finetune-methods", "full,qlora"], "--finetune-methods takes"),
+        (["--finetune-data", "task:facts", "--finetune-budget", "-1"], "--finetune-budget must be a positive"),
     ],
 )
 def test_bad_input_is_one_clear_sentence(results_tmp, argv, message):

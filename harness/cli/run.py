@@ -83,6 +83,7 @@ def eval_options_from_args(args: argparse.Namespace, *, redo_done: bool):
 
 
 def spec_from_args(args: argparse.Namespace):
+    """The command line as a resolved ``RunSpec`` (a bad value is one ``ValueError`` sentence)."""
     from harness.spec import RunSpec
 
     return RunSpec(
