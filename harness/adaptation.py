@@ -28,18 +28,25 @@ def parse_methods(text: str | None) -> list[str]:
     return methods
 
 
-def check_arguments(args) -> None:
-    """Fail before any training when the fine-tuning options are inconsistent."""
-    data = getattr(args, "finetune_data", None)
-    extra = [name for name in ("finetune_budget", "finetune_rank") if getattr(args, name, None) is not None]
-    if not data:
-        if extra:
-            raise ValueError(f"--{extra[0].replace('_', '-')} needs --finetune-data SPEC (the downstream data).")
-        return
-    parse_methods(getattr(args, "finetune_methods", "full,lora"))
-    budget = getattr(args, "finetune_budget", None)
-    if budget is not None and not budget > 0:
-        raise ValueError(f"--finetune-budget must be a positive number of FLOPs, got {budget}.")
+@dataclass(frozen=True)
+class AdaptationOptions:
+    """The adaptation stage of a sweep: fine-tune every finished run on ``data`` with each of
+    ``methods`` at ``budget_flops`` fine-tuning FLOPs (None: the default), LoRA at ``rank``
+    (None: max(1, d_model // 32)). Checked when made, before anything trains."""
+
+    data: str
+    methods: tuple[str, ...] = METHODS
+    budget_flops: float | None = None
+    rank: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(self.methods))
+        unknown = [m for m in self.methods if m not in METHODS]
+        if not self.methods or unknown:
+            raise ValueError(f"--finetune-methods takes a comma-separated list of {', '.join(METHODS)}, "
+                             f"got {','.join(self.methods)!r}.")
+        if self.budget_flops is not None and not self.budget_flops > 0:
+            raise ValueError(f"--finetune-budget must be a positive number of FLOPs, got {self.budget_flops}.")
 
 
 @dataclass
@@ -57,7 +64,7 @@ class AdaptationOutcome:
 
 def run_adaptation(
     pretrain_run_ids: list[str],
-    args,
+    options: AdaptationOptions,
     results_dir: str | Path,
     log: Callable[[str], None] | None = None,
 ) -> AdaptationOutcome:
@@ -66,9 +73,8 @@ def run_adaptation(
     from harness.records import load_record
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    methods = parse_methods(getattr(args, "finetune_methods", "full,lora"))
-    outcome = AdaptationOutcome(args.finetune_data, methods, getattr(args, "finetune_budget", None),
-                                getattr(args, "finetune_rank", None))
+    outcome = AdaptationOutcome(options.data, list(options.methods), options.budget_flops, options.rank)
+    methods = outcome.methods
     root = Path(results_dir)
     parents = []
     for run_id in pretrain_run_ids:

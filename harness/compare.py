@@ -3,7 +3,7 @@
 A sweep is planned completely before anything trains (so a bad architecture name or width
 fails at once), then run in the order seed → budget → variant → architecture, so an
 interrupted sweep already holds complete comparisons for the first seeds. Each run goes
-through ``harness.train.train``: a run whose record already says ``ok`` (same resolved
+through ``harness.pipeline.run`` (train, then evaluate): a run whose record already says ``ok`` (same resolved
 spec and seed → same run id) is reused, an interrupted one continues from its checkpoint,
 so re-running the same command resumes the sweep and trains nothing twice.
 
@@ -12,28 +12,24 @@ crossed with ``--widths 64,96,128`` (each overrides ``d_model``; n_layer and n_h
 the preset's values, so a width must be divisible by n_head, and d_ff follows as 4·d_model).
 More than one variant at a budget makes it an isoFLOP sweep (Chinchilla approach 2).
 
-The sweep's run ids and the command that made it go to ``reports/<name>/runs.json``;
-``harness.report.build_report`` turns them into the report.
+The sweep's run ids and the command that made it go to ``reports/<name>/runs.json``
+(``harness.runs_file``); ``harness.report.build_report`` turns them into the report.
+Options arrive typed (``SweepOptions``); ``harness.cli.compare`` converts the command line.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
+import dataclasses
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.io import read_json, write_json_atomic
-
-DEFAULT_ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
-REFERENCE_ARCH = "gpt2"
-RUNS_NAME = "runs.json"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+from harness.pipeline import EvalOptions
+from harness.runs_file import DEFAULT_ARCHS, REFERENCE_ARCH
+from harness.spec import Recipe, RunSpec
 
 
 def _items(text: str | None, what: str) -> list[str]:
@@ -45,17 +41,28 @@ def _items(text: str | None, what: str) -> list[str]:
 
 def parse_archs(text: str) -> list[str]:
     """``"gpt1,gpt2"`` → names, checked against the registry (duplicates dropped, order kept)."""
+    return check_archs(list(dict.fromkeys(_items(text, "--archs"))))
+
+
+def check_archs(names: list[str]) -> list[str]:
+    """``names`` if every one is a registered architecture, else one ``ValueError`` naming the unknown."""
     from architectures import available
 
     known = available()
-    names = list(dict.fromkeys(_items(text, "--archs")))
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(
             f"unknown architecture{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in --archs; "
             f"known: {', '.join(known)}."
         )
+    if not names:
+        raise ValueError("--archs is empty; give a comma-separated list.")
     return names
+
+
+def parse_sizes(text: str) -> list[str]:
+    """``"nano,micro"`` → size presets (duplicates dropped, order kept; checked when the runs are planned)."""
+    return list(dict.fromkeys(_items(text, "--sizes")))
 
 
 def parse_budgets(text: str | float | list | None) -> list[float] | None:
@@ -132,49 +139,82 @@ class SweepPlan:
         return [spec.run_id() for spec in self.specs]
 
 
-def plan_sweep(args: argparse.Namespace) -> SweepPlan:
-    """Every RunSpec of the sweep, resolved (raises ``ValueError`` on any bad input first).
+@dataclass(frozen=True)
+class SweepOptions:
+    """What a sweep trains and how: the typed form of ``harness compare``'s options.
 
-    ``args`` carries ``add_run_arguments`` fields plus ``archs`` (str), ``seeds`` (int),
-    ``sizes`` (str or None), ``widths`` (str or None), ``budget`` (list of floats or None).
+    ``archs``: registered architecture names; ``seeds``: seeds 0..N-1 are trained for every
+    model; ``sizes``: size presets; ``widths``: d_model values crossed with every size (None:
+    the presets' own); ``budgets``: training FLOPs per run, 2 per multiply-add (None: the
+    size's default budget); ``reference``: the architecture the others are tested against
+    (None: gpt2 when swept, else the first). ``data`` … ``compile`` go into every run's
+    ``RunSpec`` (``overrides``: model config fields; ``recipe``: copied for each run).
+    ``evaluation`` follows every run; ``force`` retrains finished runs; ``wait`` waits for a
+    run another process holds instead of noting it as failed.
     """
-    from architectures.config import parse_overrides
-    from harness.cli.run import spec_from_args
 
-    archs = parse_archs(args.archs)
-    seeds = args.seeds
-    if seeds is None or seeds < 1:
-        raise ValueError(f"--seeds must be at least 1 (seeds 0..N-1 are trained for each model), got {seeds}.")
-    sizes = list(dict.fromkeys(_items(args.sizes, "--sizes"))) if getattr(args, "sizes", None) else [args.size]
-    widths = parse_widths(getattr(args, "widths", None))
-    base_overrides = parse_overrides(args.set)
-    if widths and "d_model" in base_overrides:
+    archs: tuple[str, ...] = DEFAULT_ARCHS
+    seeds: int = 1
+    sizes: tuple[str, ...] = ("micro",)
+    widths: tuple[int, ...] | None = None
+    budgets: tuple[float, ...] | None = None
+    data: str = "synthetic"
+    vocab_size: int | None = None
+    recipe: Recipe = field(default_factory=Recipe)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    dtype: str | None = None
+    compile: bool | None = None
+    reference: str | None = None
+    evaluation: EvalOptions = field(default_factory=EvalOptions)
+    force: bool = False
+    wait: bool = False
+
+
+def plan_sweep(options: SweepOptions) -> SweepPlan:
+    """Every RunSpec of the sweep, resolved, in training order (raises ``ValueError`` on any bad input first)."""
+    archs = check_archs(list(dict.fromkeys(options.archs)))
+    if not (isinstance(options.seeds, int) and options.seeds >= 1):
+        raise ValueError(f"--seeds must be at least 1 (seeds 0..N-1 are trained for each model), got {options.seeds}.")
+    sizes = list(dict.fromkeys(options.sizes))
+    if not sizes:
+        raise ValueError("--sizes is empty; give a comma-separated list.")
+    widths = list(dict.fromkeys(options.widths)) if options.widths else None
+    if widths and any(not isinstance(width, int) or width < 1 for width in widths):
+        raise ValueError(f"every width (d_model) must be a positive integer, got {widths}.")
+    if widths and "d_model" in options.overrides:
         raise ValueError("--widths sets d_model; do not also give --set d_model=..., choose one.")
     variants = [Variant(size, {"d_model": width} if widths else {}) for size in sizes for width in (widths or [None])]
-    budgets = parse_budgets(args.budget)
-    reference = getattr(args, "reference", None) or (REFERENCE_ARCH if REFERENCE_ARCH in archs else archs[0])
+    budgets = parse_budgets(list(options.budgets)) if options.budgets is not None else None
+    reference = options.reference or (REFERENCE_ARCH if REFERENCE_ARCH in archs else archs[0])
     if reference not in archs:
         raise ValueError(f"--reference {reference!r} is not among --archs ({', '.join(archs)}).")
-
-    specs = []
-    for seed in range(seeds):
-        for budget in budgets or [None]:
-            for variant in variants:
-                for arch in archs:
-                    run_args = copy.copy(args)
-                    run_args.size = variant.size
-                    run_args.budget = budget
-                    run_args.set = list(args.set) + [f"{key}={value}" for key, value in variant.overrides.items()]
-                    try:
-                        specs.append(spec_from_args(run_args, arch, seed))
-                    except ValueError as error:
-                        raise ValueError(f"{arch} {variant.label}: {error}") from None
+    specs = [
+        _run_spec(options, arch, variant, budget, seed)
+        for seed in range(options.seeds)
+        for budget in budgets or [None]
+        for variant in variants
+        for arch in archs
+    ]
     resolved = sorted({spec.budget_flops for spec in specs})
     if budgets is None and len(resolved) > 1:
         raise ValueError(
             f"the sizes {', '.join(sizes)} have different default budgets; give one --budget so they train at the same compute."
         )
-    return SweepPlan(archs, variants, budgets or resolved, seeds, specs, reference)
+    return SweepPlan(archs, variants, budgets or resolved, options.seeds, specs, reference)
+
+
+def _run_spec(options: SweepOptions, arch: str, variant: Variant, budget: float | None, seed: int) -> RunSpec:
+    """One run of the sweep; a bad combination names the architecture and model variant."""
+    try:
+        return RunSpec(
+            arch=arch, size=variant.size, data=options.data, vocab_size=options.vocab_size, seed=seed,
+            budget_flops=budget, recipe=dataclasses.replace(options.recipe),
+            overrides={**options.overrides, **variant.overrides},
+            device=options.device, dtype=options.dtype, compile=options.compile,
+        )
+    except ValueError as error:
+        raise ValueError(f"{arch} {variant.label}: {error}") from None
 
 
 @dataclass
@@ -187,54 +227,48 @@ class SweepOutcome:
     interrupted: str | None = None
 
 
-def _needs_evaluation(args: argparse.Namespace, result) -> bool:
-    if getattr(args, "no_eval", False) or result.record.get("status") != "ok":
-        return False
-    done = result.record.get("evaluation") or {}
-    if not done:
-        return True
-    if not args.tasks:
-        return False
-    return any(task not in done for task in args.tasks.split(","))
-
-
 def run_sweep(
     plan: SweepPlan,
-    args: argparse.Namespace,
+    options: SweepOptions,
     results_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
-    """Train (or reuse) and evaluate every run of ``plan``; a failed run is noted and skipped.
+    """Train (or reuse) and evaluate every run of ``plan`` (``harness.pipeline.run``); a failed run is noted and skipped.
 
     Stops at the first interrupted run (Ctrl-C): its checkpoint is saved and the same
-    command resumes. Evaluation uses ``harness.cli.run.evaluate_after_training`` and is
-    skipped for a reused run that already holds the requested tasks.
+    command resumes. Evaluation (``options.evaluation``) is skipped for a reused run that
+    already holds the requested tasks; a failed evaluation is noted and the trained run kept.
     """
+    from harness import pipeline
     from harness.paths import results_dir as default_results_dir
-    from harness.run_lock import RunLocked, hold_run_lock
+    from harness.run_lock import RunLocked
     from harness.train import TrainingFailed
 
     root = Path(results_dir) if results_dir is not None else default_results_dir()
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     outcome = SweepOutcome()
-    total = len(plan.specs)
     for index, spec in enumerate(plan.specs, 1):
         run_id = spec.run_id()
         outcome.run_ids.append(run_id)
-        overrides = ",".join(f"{k}={v}" for k, v in sorted(spec.overrides.items()))
-        what = f"[{index}/{total}] {spec.arch} {spec.size}{' ' + overrides if overrides else ''} seed {spec.seed}"
+        what = f"[{index}/{len(plan.specs)}] {_describe(spec)}"
         started = time.perf_counter()
         try:
-            with hold_run_lock(root / run_id, wait=bool(getattr(args, "wait", False)), on_wait=log):
-                result = _train_and_evaluate(spec, root, args, outcome, what, log)
+            result = pipeline.run(spec, options.evaluation, root, force=options.force, progress=False,
+                                  wait=options.wait, on_wait=log, eval_errors="record")
         except (TrainingFailed, RunLocked) as failure:
             outcome.failed[run_id] = str(failure)
             log(f"{what}: FAILED ({failure}); continuing with the next run")
             continue
-        if result.record.get("status") == "interrupted":
+        if result.status == "interrupted":
             outcome.interrupted = run_id
             log(f"{what}: interrupted; checkpoint saved, run the same command again to resume the sweep")
             break
+        (outcome.reused if result.reused else outcome.trained).append(run_id)
+        if result.evaluation is not None:
+            outcome.evaluated.append(run_id)
+        if result.evaluation_error is not None:
+            outcome.failed[run_id] = f"evaluation failed: {result.evaluation_error}"
+            log(f"{what}: evaluation failed ({result.evaluation_error}); the trained run is kept")
         loss = result.record.get("final_val_loss")
         log(
             f"{what}: {'reused' if result.reused else 'trained'} {run_id}"
@@ -244,32 +278,10 @@ def run_sweep(
     return outcome
 
 
-def _train_and_evaluate(spec, root: Path, args: argparse.Namespace, outcome: SweepOutcome, what: str, log):
-    """One run of the sweep (inside its run lock): train or reuse it, then evaluate it if needed."""
-    from harness.cli.run import evaluate_after_training
-    from harness.train import train
-
-    run_id = spec.run_id()
-    result = train(spec, root, force=bool(getattr(args, "force", False)), progress=False)
-    if result.record.get("status") == "interrupted":
-        return result
-    (outcome.reused if result.reused else outcome.trained).append(run_id)
-    if _needs_evaluation(args, result):
-        try:
-            evaluate_after_training(args, result)
-            outcome.evaluated.append(run_id)
-        except (ValueError, FileNotFoundError, RuntimeError) as error:
-            outcome.failed[run_id] = f"evaluation failed: {error}"
-            log(f"{what}: evaluation failed ({error}); the trained run is kept")
-    return result
-
-
-def validate_name(name: str) -> str:
-    if not NAME_PATTERN.match(name or "") or ".." in name:
-        raise ValueError(
-            f"report name {name!r} must be a folder name of letters, digits, '.', '_', '+' or '-' (no '/')."
-        )
-    return name
+def _describe(spec: RunSpec) -> str:
+    """``gpt2 nano d_model=64 seed 1`` (for progress lines)."""
+    overrides = ",".join(f"{k}={v}" for k, v in sorted(spec.overrides.items()))
+    return f"{spec.arch} {spec.size}{' ' + overrides if overrides else ''} seed {spec.seed}"
 
 
 def default_name(plan: SweepPlan) -> str:
@@ -278,36 +290,3 @@ def default_name(plan: SweepPlan) -> str:
         sizes += "-w" + "+".join(str(v.overrides["d_model"]) for v in plan.variants if "d_model" in v.overrides)
     budgets = "+".join(format_budget(b) for b in plan.budgets)
     return f"{'isoflop' if plan.mode == 'isoflop' else 'compare'}-{sizes}-{budgets}"
-
-
-def write_runs_file(report_dir: str | Path, plan: SweepPlan, outcome: SweepOutcome, command: str, name: str,
-                    extra: dict | None = None) -> Path:
-    """``reports/<name>/runs.json``: the sweep's run ids and how to make them again (+ ``extra``,
-    e.g. ``finetune``: the adaptation stage's run ids, see ``harness.adaptation``)."""
-    payload = {
-        "name": name,
-        "mode": plan.mode,
-        "archs": plan.archs,
-        "reference": plan.reference,
-        "variants": [{"size": v.size, "overrides": v.overrides, "label": v.label} for v in plan.variants],
-        "budgets": plan.budgets,
-        "seeds": plan.seeds,
-        "data": plan.specs[0].data if plan.specs else None,
-        "run_ids": outcome.run_ids,
-        "failed": outcome.failed,
-        "complete": outcome.interrupted is None and len(outcome.run_ids) == len(plan.specs),
-        "command": command,
-        **(extra or {}),
-    }
-    return write_json_atomic(Path(report_dir) / RUNS_NAME, payload)
-
-
-def read_runs_file(report_dir: str | Path) -> dict[str, Any]:
-    path = Path(report_dir) / RUNS_NAME
-    try:
-        payload = read_json(path)
-    except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); re-run the compare command that made it.") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("run_ids"), list):
-        raise ValueError(f"{path} has no run_ids list; re-run the compare command that made it.")
-    return payload

@@ -27,8 +27,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from harness.compare import REFERENCE_ARCH, RUNS_NAME
 from harness.formatting import fmt_sci, markdown_figure, markdown_notes
+from harness.runs_file import REFERENCE_ARCH, RUNS_NAME
 from harness.io import write_json_atomic, write_text_atomic
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir

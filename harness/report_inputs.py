@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from harness.compare import DEFAULT_ARCHS, RUNS_NAME, read_runs_file, validate_name
+from harness.runs_file import DEFAULT_ARCHS, RUNS_NAME, read_runs_file, validate_name
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
 from harness.records import RECORD_NAME

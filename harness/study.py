@@ -26,6 +26,7 @@ import pandas as pd
 
 from harness.findings import Comparison
 from harness.io import write_json_atomic
+from harness.runs_file import RUNS_NAME
 
 STUDY_MODE = "study"
 ROLES = ("synthetic", "text", "lr")
@@ -86,7 +87,7 @@ def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, 
     run_ids = list(dict.fromkeys(r for sweep in sweeps.values() for r in sweep["run_ids"]))
     payload = {"name": spec.name, "mode": STUDY_MODE, "reference": spec.reference, "source": spec.source,
                "description": spec.description, "sweeps": sweeps, "run_ids": run_ids}
-    return write_json_atomic(Path(report_dir) / "runs.json", payload)
+    return write_json_atomic(Path(report_dir) / RUNS_NAME, payload)
 
 
 # ----------------------------------------------------------------------------- per-run measures
@@ -256,10 +257,13 @@ def gpt_family_comparisons(settings: dict[str, pd.DataFrame], window: int | None
     return out
 
 
-def run_study(spec: StudySpec, run_sweep: Callable[[StudySweep], tuple[str, list[str]]]) -> dict[str, dict[str, Any]]:
-    """Run every sweep through ``run_sweep`` (→ its canonical command and run ids), in file order."""
+def run_study(spec: StudySpec, one_sweep: Callable[[StudySweep], tuple[str, list[str]]]) -> dict[str, dict[str, Any]]:
+    """Run every sweep through ``one_sweep`` (→ its canonical command and run ids), in file order.
+
+    ``one_sweep`` plans and runs the sweep (``harness.compare.plan_sweep`` / ``run_sweep`` with the
+    ``SweepOptions`` its argument string parses to; see ``harness.cli.study``)."""
     sweeps: dict[str, dict[str, Any]] = {}
     for sweep in spec.sweeps:
-        command, run_ids = run_sweep(sweep)
+        command, run_ids = one_sweep(sweep)
         sweeps[sweep.name] = {"role": sweep.role, "args": sweep.args, "command": command, "run_ids": run_ids}
     return sweeps

@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness import figures as fig
 from harness import study_figures as study_fig
-from harness.compare import read_runs_file, validate_name
+from harness.runs_file import read_runs_file, validate_name
 from harness.evaluation.chance import at_chance, chance_level
 from harness.findings import assess, findings_markdown, findings_rows
 from harness.io import write_text_atomic

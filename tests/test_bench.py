@@ -18,6 +18,7 @@ from harness import device as device_module
 from harness.bench import bench
 from harness.cli import main as cli_main
 from harness.device import configure_device, cpu_has_native_bf16, measured_peak_flops_per_s
+from harness.threads import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["gpt1", "gpt2", "gpt3", "gpt4"]
@@ -67,12 +68,8 @@ def cache_env(peak_cache, monkeypatch):
 def one_thread():
     """Functional tests on one thread: fast and immune to other processes' load (timings are
     never asserted). The peak cache key names the thread count, so peaks stay consistent."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def positive_finite(value) -> bool:

@@ -1,4 +1,4 @@
-"""The regression gate (harness/check.py): it passes on an unchanged model, bites on a changed one.
+"""The regression gate (harness/check/): it passes on an unchanged model, bites on a changed one.
 
 The gate tests measure one architecture at a tiny budget against a baseline made inside
 the test (seed 0 plus two spread seeds), so they take seconds; the committed baseline is
@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 from harness import check
+from harness.check import baseline as check_baseline
+from harness.check import compare as check_compare
+from harness.check import measure as check_measure
+from harness.check import settings as check_settings
+from harness.check import update as check_update
 from harness.cli import main as cli_main
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "baselines" / "ci-cpu.json"
@@ -38,7 +43,7 @@ def test_committed_baseline_matches_current_counts_and_flops():
     assert settings.dtype == "fp32" and settings.device == "cpu"
     for arch in settings.archs:
         shape = baseline["shapes"][arch]
-        now = check.static_metrics(arch, settings.size, shape["vocab_size"], shape["seq_len"])
+        now = check_measure.static_metrics(arch, settings.size, shape["vocab_size"], shape["seq_len"])
         spec = RunSpec(arch=arch, size=settings.size, seed=settings.seed, budget_flops=settings.budget_flops)
         plan = plan_budget(settings.budget_flops, now["train_flops_per_token"], spec.recipe.batch_tokens)
         now.update(planned_steps=plan.steps, tokens=plan.tokens)
@@ -48,7 +53,7 @@ def test_committed_baseline_matches_current_counts_and_flops():
             assert entries[name]["value"] == value, f"{arch} {name}: baseline {entries[name]['value']}, now {value}"
         for name, entry in entries.items():  # every gated quality metric has a measured tolerance
             if entry["kind"] == "quality":
-                assert entry["tolerance"] >= entry["seed_std"] * check.TOLERANCE_K - 1e-12
+                assert entry["tolerance"] >= entry["seed_std"] * check_settings.TOLERANCE_K - 1e-12
                 assert len(entry["seed_values"]) == 1 + len(settings.spread_seeds)
 
 
@@ -103,7 +108,7 @@ def test_partial_run_is_an_error_not_a_pass(tiny_baseline, monkeypatch, capsys):
         raise TrainingFailed("run gpt2-nano-x-s0 failed: training loss became nan at step 3")
 
     monkeypatch.setattr(harness.train, "train", failing_train)
-    monkeypatch.setattr(check, "reference_matmul_flops_per_s", lambda *a: 1e9)
+    monkeypatch.setattr(check_measure, "reference_matmul_flops_per_s", lambda *a: 1e9)
     result = check.run_check(tiny_baseline)
     assert not result.passed and "gpt2" in result.errors
     assert "nan at step 3" in result.errors["gpt2"] and "--workdir" in result.errors["gpt2"]
@@ -168,31 +173,43 @@ def test_bad_arguments(capsys):
 
 def test_compare_rules():
     quality = {"kind": "quality", "value": 3.0, "tolerance": 0.02, "better": "lower"}
-    assert check.compare_metric("a", "final_val_loss", quality, 3.015, False).verdict == "ok"
-    worse = check.compare_metric("a", "final_val_loss", quality, 3.05, False)
-    assert worse.failed and worse.verdict.startswith("FAIL worse")
-    better = check.compare_metric("a", "final_val_loss", quality, 2.9, False)
-    assert better.failed and better.verdict.startswith("FAIL better")
-    assert check.compare_metric("a", "final_val_loss", quality, float("nan"), False).failed
-    assert check.compare_metric("a", "final_val_loss", quality, None, False).verdict == "FAIL missing"
-    assert not check.compare_metric("a", "new_metric", None, 1.0, False).failed
+    assert check_compare.compare_metric("a", "final_val_loss", quality, 3.015, False).verdict == "ok"
+    worse = check_compare.compare_metric("a", "final_val_loss", quality, 3.05, False)
+    assert worse.failed and worse.verdict.startswith("FAIL worse") and worse.direction is check.Direction.WORSE
+    better = check_compare.compare_metric("a", "final_val_loss", quality, 2.9, False)
+    assert better.failed and better.verdict.startswith("FAIL better") and better.direction is check.Direction.BETTER
+    accuracy = {"kind": "quality", "value": 0.5, "tolerance": 0.02, "better": "higher"}
+    assert check_compare.compare_metric("a", "harness_facts.acc", accuracy, 0.6, False).direction is check.Direction.BETTER
+    assert check_compare.compare_metric("a", "final_val_loss", quality, float("nan"), False).failed
+    assert check_compare.compare_metric("a", "final_val_loss", quality, None, False).verdict == "FAIL missing"
+    assert not check_compare.compare_metric("a", "new_metric", None, 1.0, False).failed
     exact = {"kind": "exact", "value": 100}
-    assert check.compare_metric("a", "params", exact, 101, False).failed
+    assert check_compare.compare_metric("a", "params", exact, 101, False).failed
     perf = {"kind": "perf", "value": 0.4, "tolerance": 0.5}
-    assert check.compare_metric("a", check.PERF_KEY, perf, 0.25, False).verdict == "ok"
-    slow = check.compare_metric("a", check.PERF_KEY, perf, 0.1, False)
-    assert slow.warning and not slow.failed
-    assert check.compare_metric("a", check.PERF_KEY, perf, 0.1, True).failed
+    assert check_compare.compare_metric("a", check_settings.PERF_KEY, perf, 0.25, False).verdict == "ok"
+    slow = check_compare.compare_metric("a", check_settings.PERF_KEY, perf, 0.1, False)
+    assert slow.warning and not slow.failed and slow.direction is check.Direction.WORSE
+    assert check_compare.compare_metric("a", check_settings.PERF_KEY, perf, 0.1, True).failed
+
+
+@pytest.mark.parametrize("direction, noted", [(check.Direction.BETTER, True), (check.Direction.WORSE, False)])
+def test_cli_asks_for_an_update_only_when_a_metric_improved(monkeypatch, capsys, direction, noted):
+    row = check.Row("gpt2", "final_val_loss", "quality", 3.0, 2.9, "±0.02", f"FAIL {direction.value} by 0.1",
+                    failed=True, direction=direction)
+    monkeypatch.setattr(check, "run_check", lambda *args, **kwargs: check.CheckResult([row], 1.0))
+    assert cli_main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert ("a metric improved beyond the seed spread" in out) == noted and "FAIL: " in out
 
 
 def test_tolerance_is_k_std_or_floor():
     settings = check.CheckSettings(eval_limit=100, spread_seeds=(1, 2, 3))
-    spread = check.metric_entry("final_val_loss", {0: 3.00, 1: 3.02, 2: 2.98, 3: 3.00}, settings)
+    spread = check_baseline.metric_entry("final_val_loss", {0: 3.00, 1: 3.02, 2: 2.98, 3: 3.00}, settings)
     assert spread["tolerance"] == pytest.approx(3 * spread["seed_std"]) and spread["seed_std"] > 0
-    flat = check.metric_entry("harness_copy.exact_match", {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}, settings)
-    assert flat["tolerance"] == pytest.approx(check.FRACTION_FLOOR_DOCS / 100)
-    perf = check.metric_entry(check.PERF_KEY, {0: 0.3, 1: 0.5, 2: 0.2, 3: 0.4}, settings)
-    assert perf["value"] == pytest.approx(0.35) and perf["tolerance"] == check.PERF_TOLERANCE
+    flat = check_baseline.metric_entry("harness_copy.exact_match", {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}, settings)
+    assert flat["tolerance"] == pytest.approx(check_settings.FRACTION_FLOOR_DOCS / 100)
+    perf = check_baseline.metric_entry(check_settings.PERF_KEY, {0: 0.3, 1: 0.5, 2: 0.2, 3: 0.4}, settings)
+    assert perf["value"] == pytest.approx(0.35) and perf["tolerance"] == check_settings.PERF_TOLERANCE
 
 
 def test_diff_names_what_moved():
@@ -200,7 +217,7 @@ def test_diff_names_what_moved():
     new = json.loads(json.dumps(old))
     new["metrics"]["gpt2"]["final_val_loss"]["value"] += 0.1
     new["settings"]["budget_flops"] = 4e11
-    diff = check.baseline_diff(old, new)
+    diff = check_update.baseline_diff(old, new)
     assert "gpt2 final_val_loss" in diff and "settings.budget_flops" in diff
-    assert check.baseline_diff(old, old) == "no metric changed"
-    assert json.loads(check.dumps_baseline(old)) == old
+    assert check_update.baseline_diff(old, old) == "no metric changed"
+    assert json.loads(check_baseline.dumps_baseline(old)) == old

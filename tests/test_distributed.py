@@ -22,6 +22,7 @@ import torch
 from harness.cli import main as cli_main
 from harness.records import load_record
 from harness.spec import Recipe, RunSpec
+from harness.threads import torch_threads
 from harness.train import _micro_batch_per_rank, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,13 +118,9 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(two_ranks):
 
 def test_two_ranks_resumed_equal_one_rank_with_the_same_global_batch(two_ranks, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_RESULTS_DIR", str(tmp_path))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:  # 1 rank × 2 micro-steps of 8 = the same 16 rows per step, uninterrupted
+    with torch_threads(1):  # 1 rank × 2 micro-steps of 8 = the same 16 rows per step, uninterrupted
         spec = RunSpec(arch="gpt4", size="nano", budget_flops=1.5e10, dtype="fp32", recipe=Recipe(micro_batch_size=8))
         one = train(spec, tmp_path, progress=False)
-    finally:
-        torch.set_num_threads(threads)
     two = two_ranks["record"]
     assert two["status"] == one.record["status"] == "ok"
     assert two["run_id"] == one.record["run_id"]  # the world size is not part of a run's identity
@@ -171,6 +168,25 @@ def test_more_ranks_than_sequences_is_one_sentence_from_rank_0(results_tmp, caps
     )
     assert err == (expected if printed else "")
     assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("rank, own_error, printed", [("1", True, True), ("1", False, False), ("0", False, True)])
+def test_the_rank_whose_own_error_ended_the_run_reports_it(results_tmp, capsys, monkeypatch, rank, own_error, printed):
+    # train() raises TrainingFailed *from* the exception this rank hit itself; rank 0 reports every failure.
+    # The messages carry no "rank N of" label: who prints is decided by that typed signal, not by the text.
+    import harness.train
+    from harness.train import TrainingFailed
+
+    def failing_train(*args, **kwargs):
+        if own_error:
+            raise TrainingFailed("run x failed: injected failure") from RuntimeError("injected failure")
+        raise TrainingFailed("run x failed: training loss became nan at step 3")
+
+    for name, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(harness.train, "train", failing_train)
+    assert cli_main(["run", "--arch", "gpt2", *ARGS]) == 1
+    assert capsys.readouterr().err.startswith("error: run x failed") == printed
 
 
 def test_batch_split_over_ranks():

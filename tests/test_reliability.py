@@ -29,6 +29,7 @@ from harness.records import load_record
 from harness.results import STALE_STATUS, load_results
 from harness.run_lock import hold_run_lock, is_held
 from harness.spec import RunSpec
+from harness.threads import torch_threads
 from harness.train import TrainingFailed, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,12 +117,8 @@ def worker(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     """The uninterrupted run, one thread (as in the worker processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         result = train(spec(), tmp_path_factory.mktemp("reference"), progress=False)
-    finally:
-        torch.set_num_threads(threads)
     losses = [json.loads(line)["train_loss"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     return {**result.record, "train_losses": losses}
 
@@ -265,9 +262,7 @@ def test_disk_full_at_each_write_site_fails_cleanly_and_resumes(reference, tmp_p
     run_dir = results / spec().run_id()
     real_open_file = harness.io._open_file
     seen = inject_enospc(monkeypatch, match, nth_open, fail_at_write)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         with pytest.raises(TrainingFailed) as failure:
             train(spec(), results, progress=False)
         assert seen["opens"] >= nth_open
@@ -286,8 +281,6 @@ def test_disk_full_at_each_write_site_fails_cleanly_and_resumes(reference, tmp_p
             assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"] == 12
         monkeypatch.setattr(harness.io, "_open_file", real_open_file)  # the disk has room again
         again = train(spec(), results, progress=False)  # the same command resumes (or restarts)
-    finally:
-        torch.set_num_threads(threads)
     assert again.record["status"] == "ok"
     assert_equals_reference(run_dir, reference)
 

@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for error in result.errors.values():
         print(f"error: incomplete run: {error}", file=sys.stderr)
-    if any(row.failed and "better" in row.verdict for row in result.rows):
+    if any(row.failed and row.direction is check.Direction.BETTER for row in result.rows):
         print("note: a metric improved beyond the seed spread; if the change is intended, refresh the baseline "
               "with `python -m harness check --update` and commit it with the change.")
     print(result.summary())

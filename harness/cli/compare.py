@@ -26,18 +26,12 @@ import argparse
 import shlex
 import sys
 
-from harness.cli.run import add_run_arguments
+from harness.cli.run import add_run_arguments, eval_options_from_args, recipe_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archs", default="gpt1,gpt2,gpt3,gpt4", help="comma-separated architectures (default: all four)")
-    add_run_arguments(parser, single_arch=False)
-    for action in parser._actions:  # --budget takes a comma-separated list here
-        if action.dest == "budget":
-            action.type = str
-            action.metavar = "FLOPS[,FLOPS...]"
-            action.help = ("training budget(s) in FLOPs (2 per multiply-add), e.g. 3e13 or 1e12,3e12 for an isoFLOP "
-                           "sweep at several budgets (default: the size's default budget)")
+    add_run_arguments(parser, sweep=True)
     parser.add_argument("--seeds", type=int, default=1, help="seeds per model: 0..N-1 (default 1; ≥ 2 for significance)")
     parser.add_argument("--sizes", help="comma-separated size presets (isoFLOP over presets); overrides --size")
     parser.add_argument("--widths", help="comma-separated d_model values (isoFLOP over widths at each size)")
@@ -68,6 +62,37 @@ def provenance_ok(require_clean: bool) -> bool:
     print(f"WARNING: {what}. Commit first (or pass --require-clean to refuse) for a report you will publish.",
           file=sys.stderr)
     return True
+
+
+def sweep_options_from_args(args: argparse.Namespace):
+    """The command line as ``harness.compare.SweepOptions`` (lists parsed and checked)."""
+    from architectures.config import parse_overrides
+    from harness.compare import SweepOptions, parse_archs, parse_budgets, parse_sizes, parse_widths
+
+    archs = parse_archs(args.archs)
+    sizes = parse_sizes(args.sizes) if args.sizes else [args.size]
+    widths = parse_widths(args.widths)
+    budgets = parse_budgets(args.budget)
+    return SweepOptions(
+        archs=tuple(archs), seeds=args.seeds, sizes=tuple(sizes), widths=tuple(widths) if widths else None,
+        budgets=tuple(budgets) if budgets else None, data=args.data, vocab_size=args.vocab_size,
+        recipe=recipe_from_args(args), overrides=parse_overrides(args.set), device=args.device, dtype=args.dtype,
+        compile=False if args.no_compile else None, reference=args.reference,
+        evaluation=eval_options_from_args(args, redo_done=False), force=args.force, wait=args.wait,
+    )
+
+
+def adaptation_options_from_args(args: argparse.Namespace):
+    """The ``--finetune-*`` options as ``harness.adaptation.AdaptationOptions``, None without --finetune-data."""
+    from harness.adaptation import AdaptationOptions, parse_methods
+
+    if not args.finetune_data:
+        extra = [name for name in ("finetune_budget", "finetune_rank") if getattr(args, name) is not None]
+        if extra:
+            raise ValueError(f"--{extra[0].replace('_', '-')} needs --finetune-data SPEC (the downstream data).")
+        return None
+    return AdaptationOptions(args.finetune_data, tuple(parse_methods(args.finetune_methods)), args.finetune_budget,
+                             args.finetune_rank)
 
 
 ALWAYS_WRITTEN = ("archs", "size", "data", "budget", "seeds")
@@ -101,14 +126,15 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.adaptation import check_arguments
-    from harness.compare import default_name, plan_sweep, run_sweep, validate_name, write_runs_file
+    from harness.compare import default_name, plan_sweep, run_sweep
     from harness.distributed import is_main_process
     from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
+    from harness.runs_file import validate_name, write_runs_file
 
-    plan = plan_sweep(args)
-    check_arguments(args)
+    options = sweep_options_from_args(args)
+    plan = plan_sweep(options)
+    adaptation = adaptation_options_from_args(args)
     name = validate_name(args.name or default_name(plan))
     root = results_dir()
     if args.dry_run:
@@ -126,21 +152,24 @@ def main(args: argparse.Namespace) -> int:
             f"{len(plan.budgets)} budget(s) x {plan.seeds} seed(s) = {len(plan.specs)} runs (results in {root})",
             file=sys.stderr,
         )
-    if is_main_process():  # fail now, not after the sweep has trained, if the outputs cannot be written
-        check_writable(root)
+        check_writable(root)  # fail now, not after the sweep has trained, if the outputs cannot be written
         check_writable(reports_dir() / name)
-    outcome = run_sweep(plan, args, root)
+    outcome = run_sweep(plan, options, root)
     if not is_main_process():  # under torchrun only rank 0 writes the runs file and the report
         return 0
     extra = {}
-    if args.finetune_data and not outcome.interrupted:
+    if adaptation is not None and not outcome.interrupted:
         from harness.adaptation import run_adaptation
 
-        extra["finetune"] = run_adaptation(outcome.run_ids, args, root).to_dict()
+        extra["finetune"] = run_adaptation(outcome.run_ids, adaptation, root).to_dict()
         outcome.failed.update(extra["finetune"]["failed"])
     command = canonical_command(args, name)
-    report_dir = reports_dir() / name
-    write_runs_file(report_dir, plan, outcome, command, name, extra)
+    write_runs_file(reports_dir() / name, plan, outcome, command, name, extra)
+    return _finish(plan, outcome, name, command)
+
+
+def _finish(plan, outcome, name: str, command: str) -> int:
+    """Print the sweep's tally; write the report unless the sweep was interrupted. The exit status."""
     print(
         f"{len(outcome.trained)} trained, {len(outcome.reused)} reused, {len(outcome.evaluated)} evaluated, "
         f"{len(outcome.failed)} failed",

@@ -24,9 +24,10 @@ from harness.cli import add_set_argument
 from harness.paths import results_dir
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, *, single_arch: bool = True) -> None:
-    """Arguments shared by ``run`` and ``compare``."""
-    if single_arch:
+def add_run_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """Arguments shared by ``run`` and ``compare`` (``sweep``: compare's form, without --arch and
+    --seed, and --budget a comma-separated list)."""
+    if not sweep:
         parser.add_argument("--arch", default="gpt3", help="architecture (see `harness list`; default gpt3)")
         parser.add_argument("--seed", type=int, default=0, help="seed for init, data order and dropout (default 0)")
     parser.add_argument("--size", default="micro", help="size preset (default micro; nano for seconds-long tests)")
@@ -35,7 +36,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, single_arch: bool = Tr
         default="synthetic",
         help="synthetic (default, built in), a .txt/.jsonl file or directory, or hf:NAME[:CONFIG][@SPLIT]",
     )
-    parser.add_argument("--budget", type=float, help="training budget in FLOPs (2 per multiply-add), e.g. 3e13")
+    if sweep:
+        parser.add_argument("--budget", metavar="FLOPS[,FLOPS...]",
+                            help="training budget(s) in FLOPs (2 per multiply-add), e.g. 3e13 or 1e12,3e12 for an "
+                                 "isoFLOP sweep at several budgets (default: the size's default budget)")
+    else:
+        parser.add_argument("--budget", type=float, help="training budget in FLOPs (2 per multiply-add), e.g. 3e13")
     parser.add_argument("--vocab-size", type=int, help="BPE vocabulary for text data (default 4096)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: per size, same for every arch)")
     parser.add_argument("--batch-tokens", type=int, help="tokens per optimizer step (gradient accumulation fills it)")
@@ -61,41 +67,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-interval", type=int, help="checkpoint every N steps (default: 4 per run)")
 
 
-def spec_from_args(args: argparse.Namespace, arch: str, seed: int):
-    from harness.spec import Recipe, RunSpec
-    from harness.validation import positive_int
+def recipe_from_args(args: argparse.Namespace):
+    """The recipe fields the command line sets (the rest: defaults, resolved per run)."""
+    from harness.spec import Recipe
 
-    if args.eval_limit is not None:  # checked before training, not after it
-        positive_int("--eval-limit", args.eval_limit)
-    recipe = Recipe(lr=args.lr, batch_tokens=args.batch_tokens, micro_batch_size=args.micro_batch, seq_len=args.seq_len)
+    return Recipe(lr=args.lr, batch_tokens=args.batch_tokens, micro_batch_size=args.micro_batch, seq_len=args.seq_len)
+
+
+def eval_options_from_args(args: argparse.Namespace, *, redo_done: bool):
+    """``--tasks``, ``--eval-limit``, ``--task-data``, ``--no-eval`` as ``EvalOptions`` (checked now, not after training)."""
+    from harness.pipeline import EvalOptions
+
+    return EvalOptions(tasks=tuple(args.tasks.split(",")) if args.tasks else None, limit=args.eval_limit,
+                       task_data=args.task_data, enabled=not args.no_eval, redo_done=redo_done)
+
+
+def spec_from_args(args: argparse.Namespace):
+    """The command line as a resolved ``RunSpec`` (a bad value is one ``ValueError`` sentence)."""
+    from harness.spec import RunSpec
+
     return RunSpec(
-        arch=arch,
+        arch=args.arch,
         size=args.size,
         data=args.data,
         vocab_size=args.vocab_size,
-        seed=seed,
+        seed=args.seed,
         budget_flops=args.budget,
-        recipe=recipe,
+        recipe=recipe_from_args(args),
         overrides=parse_overrides(args.set),
-        checkpoint_interval=getattr(args, "checkpoint_interval", None),
+        checkpoint_interval=args.checkpoint_interval,
         device=args.device,
         dtype=args.dtype,
         compile=False if args.no_compile else None,
     )
-
-
-def evaluate_after_training(args: argparse.Namespace, result) -> None:
-    """Run the default (or requested) lm-eval tasks on a finished run and merge them into its record."""
-    from harness.distributed import is_main_process
-
-    if args.no_eval or result.record.get("status") != "ok" or not is_main_process():  # rank 0 evaluates
-        return
-    if result.reused and result.record.get("evaluation") and not args.tasks:
-        return
-    from harness.evaluation import default_tasks, evaluate_run
-
-    tasks = args.tasks.split(",") if args.tasks else default_tasks(result.record["data"]["kind"])
-    evaluate_run(result.run_dir, tasks=tasks, limit=args.eval_limit, task_data=args.task_data)
 
 
 def summary_line(record: dict, run_dir) -> str:
@@ -121,39 +125,37 @@ def warning_lines(record: dict) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.distributed import env_rank, is_main_process
+    from harness.distributed import is_main_process
     from harness.io import WriteFailed
+    from harness.pipeline import raised_on_this_rank, run
     from harness.records import load_record
-    from harness.run_lock import RunLocked, hold_run_lock
-    from harness.train import TrainingFailed, train
+    from harness.run_lock import RunLocked
+    from harness.train import TrainingFailed
 
     try:
-        spec = spec_from_args(args, args.arch, args.seed)
-        # one lock over training and evaluation (train() and evaluate_run() re-enter it)
-        with hold_run_lock(results_dir() / spec.run_id(), wait=args.wait,
-                           on_wait=lambda note: print(note, file=sys.stderr)):
-            result = train(spec, results_dir(), resume=args.resume, force=args.force)
-            interrupted = result.record["status"] == "interrupted"
-            if is_main_process() and not interrupted:
-                evaluate_after_training(args, result)
+        # a re-run with --tasks evaluates a reused run again (e.g. at another --eval-limit)
+        eval_options = eval_options_from_args(args, redo_done=True)
+        outcome = run(spec_from_args(args), eval_options, results_dir(), resume=args.resume, force=args.force,
+                      wait=args.wait)
     except TrainingFailed as failure:
-        # under torchrun: rank 0 reports; another rank only when it was the one that raised
-        if is_main_process() or f"rank {env_rank()} of" in str(failure):
+        # under torchrun: rank 0 reports; another rank only when its own error ended the run
+        if is_main_process() or raised_on_this_rank(failure):
             print(f"error: {failure}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, KeyError, RunLocked, WriteFailed):
         if is_main_process():
             raise  # bad input, a busy run or a failed write: one sentence, printed once (by rank 0)
         return 2
+    interrupted = outcome.status == "interrupted"
     if not is_main_process():  # under torchrun only rank 0 evaluates and prints
-        return 130 if result.record["status"] == "interrupted" else 0
-    if result.reused:
-        print(f"{result.run_dir} already holds this finished run; reusing it (--force retrains).", file=sys.stderr)
+        return 130 if interrupted else 0
+    if outcome.reused:
+        print(f"{outcome.run_dir} already holds this finished run; reusing it (--force retrains).", file=sys.stderr)
     if interrupted:
-        print(f"interrupted: checkpoint saved; continue with the same command plus --resume ({result.run_dir}).")
+        print(f"interrupted: checkpoint saved; continue with the same command plus --resume ({outcome.run_dir}).")
         return 130
-    record = load_record(result.run_dir)
-    print(summary_line(record, result.run_dir))
+    record = load_record(outcome.run_dir)
+    print(summary_line(record, outcome.run_dir))
     for line in warning_lines(record):
         print(line)
     return 0

@@ -36,7 +36,7 @@ def _sweep_args(sweep) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.cli.compare import canonical_command, provenance_ok
+    from harness.cli.compare import canonical_command, provenance_ok, sweep_options_from_args
     from harness.compare import plan_sweep, run_sweep
     from harness.paths import reports_dir, results_dir
     from harness.study import load_study, run_study, write_study_file
@@ -44,10 +44,11 @@ def main(args: argparse.Namespace) -> int:
 
     spec = load_study(args.study)
     parsed = {sweep.name: _sweep_args(sweep) for sweep in spec.sweeps}
-    plans = {name: (args_, plan_sweep(args_)) for name, args_ in parsed.items()}  # every sweep checked before any trains
+    options = {name: sweep_options_from_args(args_) for name, args_ in parsed.items()}
+    plans = {name: plan_sweep(options[name]) for name in parsed}  # every sweep checked before any trains
     root = results_dir()
     if args.dry_run:
-        for name, (_, plan) in plans.items():
+        for name, plan in plans.items():
             for run_spec in plan.specs:
                 run_id = run_spec.run_id()
                 state = "reuse" if (root / run_id / "record.json").exists() else "train"
@@ -57,12 +58,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
     def one_sweep(sweep):
-        sweep_args, plan = plans[sweep.name]
+        plan = plans[sweep.name]
         print(f"study {spec.name}: sweep {sweep.name} ({len(plan.specs)} runs)", file=sys.stderr)
-        outcome = run_sweep(plan, sweep_args, root)
+        outcome = run_sweep(plan, options[sweep.name], root)
         if outcome.interrupted:
             raise KeyboardInterrupt
-        return canonical_command(sweep_args, f"{spec.name}-{sweep.name}"), outcome.run_ids
+        return canonical_command(parsed[sweep.name], f"{spec.name}-{sweep.name}"), outcome.run_ids
 
     try:
         sweeps = run_study(spec, one_sweep)

@@ -47,33 +47,20 @@ Three independent counts of one forward pass, all in FLOPs = 2 per multiply-add:
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from harness.flops.analytic import BREAKDOWN_KEYS, forward_breakdown
+from harness.threads import torch_threads
 
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run with one intra-op thread, then restore the count.
-
-    Counting runs small shapes op by op (the JIT tracer, the dispatcher): thread start-up
-    and barriers dominate, and on a CPU shared with other processes a two-thread
-    ``index_add_`` can take 100 ms instead of 10 µs. One thread makes counting fast and
-    load-proof; the counts do not depend on it.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+# Counting runs small shapes op by op (the JIT tracer, the dispatcher) on one thread: thread
+# start-up and barriers would dominate, and on a CPU shared with other processes a two-thread
+# ``index_add_`` can take 100 ms instead of 10 µs. The counts do not depend on it.
 
 
 # ---- (a) fvcore ------------------------------------------------------------------------
@@ -319,7 +306,7 @@ def component_breakdown(
 
 
 @torch.no_grad()
-@single_thread()
+@torch_threads(1)
 def fvcore_count(model: nn.Module, idx: torch.Tensor) -> FvcoreCount:
     """fvcore's forward count of ``model(idx)`` in FLOPs, run in eval mode (dropless MoE).
 
@@ -387,7 +374,7 @@ class FlopCounterCount:
         return asdict(self)
 
 
-@single_thread()
+@torch_threads(1)
 def flop_counter_count(
     model: nn.Module, idx: torch.Tensor, *, backward: bool = False, cpu_sdpa: bool = False
 ) -> FlopCounterCount:
@@ -461,7 +448,7 @@ def cross_check(
     }
 
 
-@single_thread()
+@torch_threads(1)
 def unsupported_operators(model: nn.Module, idx: torch.Tensor) -> Counter:
     """Operators fvcore has no handle for when nothing is ignored (for the ignore-list test)."""
     was_training = model.training

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.check import cpu_threads
+from harness.threads import torch_threads
 
 
 @pytest.fixture(autouse=True)
@@ -16,5 +16,5 @@ def one_thread_when_not_timing(request):
     if not config.getoption("benchmark_disable", default=False) or config.getoption("benchmark_enable", default=False):
         yield
         return
-    with cpu_threads(1):
+    with torch_threads(1):
         yield

@@ -1,0 +1,160 @@
+"""Measuring: train an architecture from scratch and evaluate it (``harness.pipeline``), as flat metrics.
+
+Every run goes into a fresh temporary folder (results and caches, so no stale run, token
+array or probe file is reused) unless ``workdir`` is given, with ``CheckSettings.threads``
+torch threads; runs are always retrained. Derived metrics are left out
+(``token_perplexity`` = exp(nll), ``excess_*`` = loss - a fixed floor) so each metric is an
+independent fact. Throughput is a ratio to a reference matmul timed just before each run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from harness.check.settings import (DATA_KEYS, DERIVED_METRICS, EXACT_KEYS, PERF_KEY, REFERENCE_MATMUL,
+                                    CheckSettings)
+from harness.paths import temporary_environ
+from harness.threads import torch_threads
+
+
+class PartialRun(ValueError):
+    """A training run failed or was interrupted, or its evaluation left a metric out."""
+
+
+@contextlib.contextmanager
+def workspace(workdir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A folder for the check's runs and caches (fresh and temporary unless ``workdir``)."""
+    if workdir is not None:
+        root = Path(workdir)
+        root.mkdir(parents=True, exist_ok=True)
+        holder = contextlib.nullcontext(str(root))
+    else:
+        holder = tempfile.TemporaryDirectory(prefix="harness-check-")
+    with holder as folder:
+        root = Path(folder)
+        with temporary_environ(HARNESS_RESULTS_DIR=str(root / "results"), HARNESS_CACHE_DIR=str(root / "cache")):
+            yield root
+
+
+def reference_matmul_flops_per_s(device: str = "cpu", dtype: str = "fp32") -> float:
+    """A 1024² matmul in ``dtype`` timed now (best of 8 after warm-up), FLOP/s (2 per multiply-add)."""
+    from harness.device import measured_peak_flops_per_s
+
+    # refresh=True: measured in this process now, not read from a cache of another moment.
+    return measured_peak_flops_per_s(device, dtype, size=REFERENCE_MATMUL, refresh=True)
+
+
+def measure_run(
+    arch: str,
+    settings: CheckSettings,
+    seed: int,
+    results_dir: Path,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Train ``arch`` at ``seed`` (always from scratch), evaluate the probes; flat {metric: value}."""
+    from harness.pipeline import EvalOptions, run
+    from harness.spec import RunSpec
+    from harness.train import TrainingFailed
+
+    spec = RunSpec(
+        arch=arch, size=settings.size, data=settings.data, seed=seed, budget_flops=float(settings.budget_flops),
+        overrides=dict(overrides or {}), device=settings.device, dtype=settings.dtype, compile=False,
+    )
+    evaluation = EvalOptions(tasks=tuple(settings.task_names()), limit=settings.eval_limit, quiet=True)
+    reference = reference_matmul_flops_per_s(settings.device, settings.dtype)
+    try:
+        outcome = run(spec, evaluation, results_dir, force=True, progress=False)
+    except TrainingFailed as failure:
+        raise PartialRun(f"{arch} seed {seed}: {failure}") from None
+    record = outcome.record
+    if outcome.status != "ok":
+        raise PartialRun(
+            f"{arch} seed {seed}: training ended with status {outcome.status!r} "
+            f"({record.get('error') or 'no reason given'}), so there is nothing to compare."
+        )
+    what = f"{arch} seed {seed}"
+    metrics = {**_record_metrics(record, what), **_evaluation_metrics(outcome.evaluation or {}, settings, what)}
+    metrics[PERF_KEY] = record["tokens_per_s"] * record["train_flops_per_token"] / reference
+    metrics["_vocab_size"] = record["data"]["vocab_size"]
+    metrics["_seq_len"] = record["seq_len"]
+    if log:
+        log(
+            f"check: {what}: {record['steps']} steps in {outcome.train_s:.1f} s "
+            f"({record['tokens_per_s']:.0f} tokens/s), evaluated in {outcome.eval_s:.1f} s, "
+            f"val loss {record['final_val_loss']:.4f}"
+        )
+    return metrics
+
+
+def _record_metrics(record: dict[str, Any], what: str) -> dict[str, float]:
+    """The exact and data facts and the final validation loss, from the training record."""
+    metrics: dict[str, float] = {}
+    for key in EXACT_KEYS + DATA_KEYS + ("final_val_loss",):
+        if record.get(key) is None:
+            raise PartialRun(f"{what}: the run's record has no {key!r}; the run is incomplete.")
+        metrics[key] = record[key]
+    return metrics
+
+
+def _evaluation_metrics(evaluation: dict[str, Any], settings: CheckSettings, what: str) -> dict[str, float]:
+    """``{"<task>.<metric>": value}`` for every probe task, derived metrics left out."""
+    metrics: dict[str, float] = {}
+    for task in settings.task_names():
+        values = evaluation.get(task)
+        if not values:
+            raise PartialRun(f"{what}: the evaluation returned no metrics for {task}.")
+        for name, entry in values.items():
+            if name in DERIVED_METRICS:
+                continue
+            value = entry.get("value") if isinstance(entry, dict) else None
+            if value is None:
+                raise PartialRun(f"{what}: {task} metric {name} has no value.")
+            metrics[f"{task}.{name}"] = float(value)
+    return metrics
+
+
+def measure(
+    settings: CheckSettings,
+    seeds: list[int],
+    *,
+    archs: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    workdir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, dict[int, dict[str, float]]]:
+    """{arch: {seed: metrics}} for every arch and seed, in a fresh (or the given) workspace."""
+    from harness.device import configure_device
+
+    configure_device(settings.device, settings.dtype, compile=False)  # process-wide switches first
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    with workspace(workdir) as root, torch_threads(settings.threads):
+        for arch in archs or settings.archs:
+            out[arch] = {}
+            for seed in seeds:
+                out[arch][seed] = measure_run(arch, settings, seed, root / "results", overrides, log)
+    return out
+
+
+def static_metrics(arch: str, size: str, vocab_size: int, seq_len: int, overrides: dict | None = None) -> dict[str, float]:
+    """Parameter counts and FLOPs per token of ``arch`` at ``size``, built on the meta device (no memory, no time)."""
+    import torch
+
+    from architectures import build_from_config, get
+    from harness.flops import forward_flops_per_token, train_flops_per_token
+
+    config = get(arch).config(size, **{**(overrides or {}), "vocab_size": vocab_size})
+    with torch.device("meta"):
+        model = build_from_config(config)
+    counts = model.param_counts()
+    return {
+        "params": counts["params"],
+        "non_embedding_params": counts["non_embedding_params"],
+        "active_params": counts["active_params"],
+        "forward_flops_per_token": forward_flops_per_token(config, seq_len),
+        "train_flops_per_token": train_flops_per_token(config, seq_len),
+    }
