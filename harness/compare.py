@@ -290,3 +290,23 @@ def default_name(plan: SweepPlan) -> str:
         sizes += "-w" + "+".join(str(v.overrides["d_model"]) for v in plan.variants if "d_model" in v.overrides)
     budgets = "+".join(format_budget(b) for b in plan.budgets)
     return f"{'isoflop' if plan.mode == 'isoflop' else 'compare'}-{sizes}-{budgets}"
+
+
+def runs_payload(plan: SweepPlan, outcome: SweepOutcome, command: str, name: str, extra: dict | None = None) -> dict[str, Any]:
+    """What ``reports/<name>/runs.json`` holds: the sweep's run ids and how to make them again (+ ``extra``,
+    e.g. ``finetune``: the adaptation stage's run ids, see ``harness.adaptation``)."""
+    return {
+        "name": name,
+        "mode": plan.mode,
+        "archs": plan.archs,
+        "reference": plan.reference,
+        "variants": [{"size": v.size, "overrides": v.overrides, "label": v.label} for v in plan.variants],
+        "budgets": plan.budgets,
+        "seeds": plan.seeds,
+        "data": plan.specs[0].data if plan.specs else None,
+        "run_ids": outcome.run_ids,
+        "failed": outcome.failed,
+        "complete": outcome.interrupted is None and len(outcome.run_ids) == len(plan.specs),
+        "command": command,
+        **(extra or {}),
+    }

@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.io import write_json_atomic, write_text_atomic
 from harness.formatting import fmt_count, markdown_notes, markdown_table
+from harness.io import write_text_atomic
+from harness.runs_file import write_runs_file
 
 SECTION_TITLE = "Reference models (imported, not trained here)"
 
@@ -61,7 +62,7 @@ def reference_section(records: list[dict[str, Any]]) -> tuple[str, pd.DataFrame]
 
 
 def write_reference_report(out_dir: Path, name: str, records: list[dict[str, Any]], run_ids: list[str],
-                           notes: list[str], write_runs_file: bool = True) -> tuple[Path, pd.DataFrame]:
+                           notes: list[str], with_runs_file: bool = True) -> tuple[Path, pd.DataFrame]:
     """A report of imported runs only: the reference table, ``summary.csv`` and (unless it exists) ``runs.json``."""
     text, numbers = reference_section(records)
     parts = [f"# {name}: reference models", "", f"{len(records)} imported run(s); no run trained here is in this report.", ""]
@@ -69,6 +70,6 @@ def write_reference_report(out_dir: Path, name: str, records: list[dict[str, Any
     parts += [f"## {SECTION_TITLE}", "", text, ""]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "summary.csv", numbers.to_csv(index=False))
-    if write_runs_file:
-        write_json_atomic(out_dir / "runs.json", {"name": name, "mode": "runs", "run_ids": run_ids, "command": None})
+    if with_runs_file:
+        write_runs_file(out_dir, {"name": name, "mode": "runs", "run_ids": run_ids, "command": None})
     return write_text_atomic(out_dir / "report.md", "\n".join(parts)), numbers

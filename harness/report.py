@@ -28,8 +28,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from harness.formatting import fmt_sci, markdown_figure, markdown_notes
-from harness.runs_file import REFERENCE_ARCH, RUNS_NAME
-from harness.io import write_json_atomic, write_text_atomic
+from harness.runs_file import REFERENCE_ARCH, write_runs_file
+from harness.io import write_text_atomic
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
 from harness.report_adaptation import adaptation_section
@@ -182,7 +182,7 @@ def _write_data(scope: ReportScope, summary: pd.DataFrame, isoflop: pd.DataFrame
     if not isoflop.empty:
         write_text_atomic(out_dir / "isoflop.csv", isoflop.drop(columns=["cov"], errors="ignore").to_csv(index=False))
     if scope.inputs.meta is None:
-        write_json_atomic(out_dir / RUNS_NAME, {
+        write_runs_file(out_dir, {
             "name": scope.inputs.name, "mode": "runs", "archs": scope.archs, "reference": scope.reference,
             "budgets": sorted(set(numeric(runs["budget_flops"]))), "allow_mixed": scope.allow_mixed,
             "run_ids": scope.inputs.run_ids, "command": None})
@@ -207,7 +207,7 @@ def _reference_only_report(inputs: ReportInputs, references: list[dict], notes: 
     from harness.reference_models import write_reference_report
 
     path, numbers = write_reference_report(reports_root / inputs.name, inputs.name, references, inputs.run_ids,
-                                           notes, write_runs_file=inputs.meta is None)
+                                           notes, with_runs_file=inputs.meta is None)
     return Report(inputs.name, path, path.parent, [], inputs.run_ids, notes, numbers, pd.DataFrame(), pd.DataFrame())
 
 

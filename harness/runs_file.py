@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.io import read_json, write_json_atomic
-
-if TYPE_CHECKING:
-    from harness.compare import SweepOutcome, SweepPlan
 
 RUNS_NAME = "runs.json"
 DEFAULT_ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
@@ -31,25 +28,8 @@ def validate_name(name: str) -> str:
     return name
 
 
-def write_runs_file(report_dir: str | Path, plan: "SweepPlan", outcome: "SweepOutcome", command: str, name: str,
-                    extra: dict | None = None) -> Path:
-    """``reports/<name>/runs.json``: the sweep's run ids and how to make them again (+ ``extra``,
-    e.g. ``finetune``: the adaptation stage's run ids, see ``harness.adaptation``)."""
-    payload = {
-        "name": name,
-        "mode": plan.mode,
-        "archs": plan.archs,
-        "reference": plan.reference,
-        "variants": [{"size": v.size, "overrides": v.overrides, "label": v.label} for v in plan.variants],
-        "budgets": plan.budgets,
-        "seeds": plan.seeds,
-        "data": plan.specs[0].data if plan.specs else None,
-        "run_ids": outcome.run_ids,
-        "failed": outcome.failed,
-        "complete": outcome.interrupted is None and len(outcome.run_ids) == len(plan.specs),
-        "command": command,
-        **(extra or {}),
-    }
+def write_runs_file(report_dir: str | Path, payload: dict[str, Any]) -> Path:
+    """``reports/<name>/runs.json`` (atomic); ``payload`` from ``harness.compare.runs_payload``."""
     return write_json_atomic(Path(report_dir) / RUNS_NAME, payload)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from architectures import ModelConfig, get
 from harness.device import resolve_dtype
-from harness.validation import check_recipe, check_run_numbers
+from harness.validation import check_recipe, check_recipe_field, check_run_numbers
 
 # Per-size peak learning rates: GPT-3 Table 2.1 by shape; GPT-1's paper value; CPU sizes ours.
 DEFAULT_LR = {
@@ -108,6 +108,8 @@ class RunSpec:
         recipe = self.recipe = dataclasses.replace(self.recipe)
         if recipe.lr is None:
             recipe.lr = DEFAULT_LR.get(self.size, 3e-4)
+        if recipe.seq_len is not None:
+            check_recipe_field("seq_len", recipe.seq_len)
         recipe.seq_len = base.check_seq_len(recipe.seq_len)
         micro_default, tokens_default = DEFAULT_BATCH.get(self.size, (8, 0.5e6))
         if recipe.micro_batch_size is None:

@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 
 from harness.findings import Comparison
-from harness.io import write_json_atomic
-from harness.runs_file import RUNS_NAME
+from harness.runs_file import write_runs_file
 
 STUDY_MODE = "study"
 ROLES = ("synthetic", "text", "lr")
@@ -87,7 +86,7 @@ def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, 
     run_ids = list(dict.fromkeys(r for sweep in sweeps.values() for r in sweep["run_ids"]))
     payload = {"name": spec.name, "mode": STUDY_MODE, "reference": spec.reference, "source": spec.source,
                "description": spec.description, "sweeps": sweeps, "run_ids": run_ids}
-    return write_json_atomic(Path(report_dir) / RUNS_NAME, payload)
+    return write_runs_file(report_dir, payload)
 
 
 # ----------------------------------------------------------------------------- per-run measures

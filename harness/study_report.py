@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness import figures as fig
 from harness import study_figures as study_fig
-from harness.runs_file import read_runs_file, validate_name
+from harness.runs_file import RUNS_NAME, read_runs_file, validate_name
 from harness.evaluation.chance import at_chance, chance_level
 from harness.findings import assess, findings_markdown, findings_rows
 from harness.io import write_text_atomic
@@ -51,7 +51,7 @@ class Setting:
 
 
 def is_study(name: str, reports_root: Path | None = None) -> bool:
-    path = (reports_root or default_reports_dir()) / name / "runs.json"
+    path = (reports_root or default_reports_dir()) / name / RUNS_NAME
     try:
         return path.exists() and read_runs_file(path.parent).get("mode") == STUDY_MODE
     except ValueError:
@@ -335,7 +335,7 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
                      f"{data.get('vocab_size')}; {record.get('budget_flops'):.3g} training FLOPs per run, "
                      f"{recipe.get('batch_tokens')} tokens/step, peak lr {recipe.get('lr')}, "
                      f"{len(setting.records)} runs. Command: `{setting.command or 'n/a'}`")
-    lines.append(f"- **Recipe** (every architecture): GPT-3's AdamW (β 0.9/0.95, weight decay 0.1 on matrices), "
+    lines.append("- **Recipe** (every architecture): GPT-3's AdamW (β 0.9/0.95, weight decay 0.1 on matrices), "
                  "clip 1.0, warm-up then cosine to 10 %; seed i gives every architecture the same data order.")
     lines.append(f"- **FLOP convention**: {CONVENTION}.")
     lines.append("- **Statistics**: ± is the 95 % t-interval over seeds; comparisons are Welch's t-test with "

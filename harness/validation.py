@@ -44,6 +44,11 @@ def in_range(name: str, value: Any, low: float, high: float, *, high_open: bool 
         raise ValueError(f"{name} must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value!r}.")
 
 
+def check_recipe_field(field: str, value: Any) -> None:
+    """One whole-number recipe field given by the user (``seq_len`` …), named by its flag."""
+    positive_int(_name(field), value)
+
+
 def check_recipe(recipe) -> None:
     """A resolved ``harness.spec.Recipe``: every number in its valid range."""
     positive_number(_name("lr"), recipe.lr, "a positive finite learning rate, e.g. 1e-3")

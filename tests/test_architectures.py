@@ -382,7 +382,7 @@ def test_moe_capacity_drops_the_latest_tokens_first():
 
 def test_moe_balance_loss_is_alpha_under_uniform_routing():
     moe = _moe()
-    E, k, d = moe.n_experts, moe.top_k, moe.w_in.shape[1]
+    E, d = moe.n_experts, moe.w_in.shape[1]
     alpha, beta = moe.balance_weight, moe.z_weight
     assert (alpha, beta) == (0.01, 1e-3)
     # Exactly uniform in both factors: token n scores experts n mod E and n+1 mod E high,

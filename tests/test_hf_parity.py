@@ -22,7 +22,6 @@ if os.environ.get("CI") != "true":  # CI installs the dev extra: a missing trans
     pytest.importorskip("transformers")
 
 from architectures import build, build_from_config  # noqa: E402
-from architectures.config import ModelConfig  # noqa: E402
 from harness.data.tokenizer import ImportedTokenizer, load_tokenizer, train_bpe  # noqa: E402
 from harness.evaluation import HarnessLM, load_run_model  # noqa: E402
 from harness.hf import config_from_hf, export_run, import_checkpoint, resolve_checkpoint  # noqa: E402

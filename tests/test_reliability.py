@@ -24,7 +24,6 @@ import torch
 
 import harness.io
 from harness.cli import main as cli_main
-from harness.io import WriteFailed
 from harness.records import load_record
 from harness.results import STALE_STATUS, load_results
 from harness.run_lock import hold_run_lock, is_held

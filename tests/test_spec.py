@@ -44,7 +44,7 @@ def test_unknown_dtype_is_one_sentence():
 
 
 @pytest.mark.parametrize("seq_len, message", [(65, "seq_len 65 is longer than the context of 64"),
-                                              (0, "seq_len must be a positive whole number, got 0")])
+                                              (0, r"--seq-len \(seq_len\) must be a positive whole number, got 0")])
 def test_seq_len_is_checked_against_the_context(seq_len, message):
     with pytest.raises(ValueError, match=message):
         nano(recipe=Recipe(seq_len=seq_len))

@@ -126,7 +126,7 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.compare import default_name, plan_sweep, run_sweep
+    from harness.compare import default_name, plan_sweep, run_sweep, runs_payload
     from harness.distributed import is_main_process
     from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
@@ -164,7 +164,7 @@ def main(args: argparse.Namespace) -> int:
         extra["finetune"] = run_adaptation(outcome.run_ids, adaptation, root).to_dict()
         outcome.failed.update(extra["finetune"]["failed"])
     command = canonical_command(args, name)
-    write_runs_file(reports_dir() / name, plan, outcome, command, name, extra)
+    write_runs_file(reports_dir() / name, runs_payload(plan, outcome, command, name, extra))
     return _finish(plan, outcome, name, command)
 
 

@@ -32,7 +32,6 @@ from collections import defaultdict
 from typing import Any, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
