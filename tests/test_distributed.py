@@ -22,7 +22,8 @@ import torch
 from harness.cli import main as cli_main
 from harness.records import load_record
 from harness.spec import Recipe, RunSpec
-from harness.train import _micro_batch_per_rank, train
+from harness.placement import micro_batch_per_rank
+from harness.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--size", "nano", "--budget", "1.5e10", "--micro-batch", "8", "--dtype", "fp32", "--no-eval"]
@@ -174,15 +175,15 @@ def test_more_ranks_than_sequences_is_one_sentence_from_rank_0(results_tmp, caps
 
 
 def test_batch_split_over_ranks():
-    assert _micro_batch_per_rank(16, 8, 64, 1024, 2) == 8
-    assert _micro_batch_per_rank(16, 16, 64, 1024, 2) == 8  # a micro-batch above a rank's share shrinks to it
-    assert _micro_batch_per_rank(16, 4, 64, 1024, 2) == 4  # 2 micro-steps per rank
+    assert micro_batch_per_rank(16, 8, 64, 1024, 2) == 8
+    assert micro_batch_per_rank(16, 16, 64, 1024, 2) == 8  # a micro-batch above a rank's share shrinks to it
+    assert micro_batch_per_rank(16, 4, 64, 1024, 2) == 4  # 2 micro-steps per rank
     with pytest.raises(ValueError, match="does not split evenly over 2 ranks; choose --batch-tokens as a multiple of 128"):
-        _micro_batch_per_rank(3, 8, 64, 192, 2)
+        micro_batch_per_rank(3, 8, 64, 192, 2)
     with pytest.raises(ValueError, match="not a multiple of micro-batch 3 x 2 rank"):
-        _micro_batch_per_rank(16, 3, 64, 1024, 2)
+        micro_batch_per_rank(16, 3, 64, 1024, 2)
     with pytest.raises(ValueError, match="not a multiple of micro-batch 32 x 1 rank"):
-        _micro_batch_per_rank(16, 32, 64, 1024, 1)  # one process: unchanged rule
+        micro_batch_per_rank(16, 32, 64, 1024, 1)  # one process: unchanged rule
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

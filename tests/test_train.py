@@ -12,7 +12,8 @@ from harness.cli import main as cli_main
 from harness.flops import train_flops_per_token
 from harness.records import load_record
 from harness.spec import Recipe, RunSpec
-from harness.train import TrainingFailed, lr_at, train
+from harness.optim import lr_at
+from harness.train import TrainingFailed, train
 
 NANO_STEP_FLOPS = 16 * 64  # tokens per step at nano defaults (x FLOPs/token)
 
@@ -107,7 +108,7 @@ def test_non_finite_loss_marks_record_failed(results_tmp, monkeypatch):
 
 def test_lr_schedule_warms_up_then_decays_to_floor():
     spec = nano_spec(recipe=Recipe(lr=1e-3, warmup_fraction=0.1))
-    lrs = [lr_at(step, 100, spec) for step in range(100)]
+    lrs = [lr_at(step, 100, spec.recipe) for step in range(100)]
     assert lrs[0] < lrs[9] == pytest.approx(1e-3)
     assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))

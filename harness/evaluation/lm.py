@@ -73,7 +73,7 @@ class HarnessLM(TemplateLM):
     ):
         super().__init__()
         if run_dir is not None:
-            from harness.evaluation.run import load_run_model
+            from harness.run_dir import load_run_model
 
             model, tokenizer, _ = load_run_model(run_dir)
         if model is None or tokenizer is None:
