@@ -32,6 +32,7 @@ TIMEOUT_S = 240
 # A torchrun worker that injects one fault on one rank, then runs the CLI unchanged:
 # HARNESS_TEST_FAULT=raise:RANK:CALL raises in that rank's CALL-th training forward;
 # sigint:RANK:CALL sends that rank (only) a SIGINT, as a Ctrl-C reaching one process would.
+# After the CLI returns, each rank reports whether its process group is still initialised.
 WORKER = textwrap.dedent(
     """
     import os, signal, sys
@@ -51,7 +52,11 @@ WORKER = textwrap.dedent(
         return original(self, idx, targets=targets, **kwargs)
 
     model_module.GPT.forward = faulty
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    import torch.distributed as dist
+    print(f"rank {os.environ['RANK']}: process group initialised after the command: {dist.is_initialized()}",
+          file=sys.stderr)
+    sys.exit(code)
     """
 )
 
@@ -114,6 +119,8 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(two_ranks):
     assert record["status"] == "interrupted" and record["steps"] == 6, record["error"]
     assert record["error"] == "interrupted by a signal to another rank after step 6"  # rank 0 got none
     assert stopped["checkpoint_step"] == 6 and stopped["metrics_steps"] == list(range(1, 7))
+    for rank in (0, 1):  # every rank destroyed its process group before exiting
+        assert f"rank {rank}: process group initialised after the command: False" in stopped["stderr"]
 
 
 def test_two_ranks_resumed_equal_one_rank_with_the_same_global_batch(two_ranks, tmp_path, monkeypatch):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from harness.cli import main as cli_main
 from harness.flops import train_flops_per_token
+from harness.heldout import token_losses
+from harness.optim import lr_at
 from harness.records import load_record
 from harness.spec import Recipe, RunSpec
-from harness.optim import lr_at
 from harness.train import TrainingFailed, train
 
 NANO_STEP_FLOPS = 16 * 64  # tokens per step at nano defaults (x FLOPs/token)
@@ -104,6 +107,18 @@ def test_non_finite_loss_marks_record_failed(results_tmp, monkeypatch):
     record = load_record(results_tmp / spec.run_id())
     assert record["status"] == "failed" and "nan" in record["error"]
     assert record["steps"] == 3 and math.isfinite(record["last_metrics"]["train_loss"])
+
+
+def test_validation_restores_training_mode_when_the_forward_pass_raises():
+    class Failing(torch.nn.Module):
+        def forward(self, idx):
+            raise RuntimeError("out of memory")
+
+    model = Failing().train()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        token_losses(model, np.arange(100) % 7, seq_len=8, batch_size=2, device="cpu",
+                     autocast=contextlib.nullcontext, max_tokens=64)
+    assert model.training  # training goes on in train mode (dropout, MoE capacity) after a failed validation
 
 
 def test_lr_schedule_warms_up_then_decays_to_floor():
