@@ -194,10 +194,10 @@ class Trainer:
 
     # ---- the step and the loop ------------------------------------------------------------
 
-    def train_step(self, step: int, stop_requested: bool = False) -> StepResult:
+    def train_step(self, step: int, stop: StopSignal | None = None) -> StepResult:
         """Optimizer step ``step``: its micro-batches, one cross-rank agreement (mean loss and aux terms,
-        whether any rank wants to stop or checkpoint), then clip + AdamW + schedule unless the loss is
-        not finite."""
+        whether any rank wants to stop — ``stop``, read after the backward pass — or checkpoint), then
+        clip + AdamW + schedule unless the loss is not finite."""
         recipe, rank = self.spec.recipe, self.dist.rank
         batches = (
             tuple(t.to(self.device, non_blocking=True) for t in get_batch(
@@ -209,10 +209,11 @@ class Trainer:
         lm_loss, aux = accumulate_gradients(self.train_model, batches, self.layout.grad_accum, self.settings.autocast,
                                             no_sync=no_sync)
         checkpoint_due = (time.perf_counter() - self._last_checkpoint) > self.spec.checkpoint_minutes * 60
-        means, (stop, checkpoint_due) = distributed.consensus(
+        stop_requested = stop is not None and stop.requested
+        means, (stop_agreed, checkpoint_due) = distributed.consensus(
             [lm_loss, *aux.values()], [stop_requested, checkpoint_due], self.dist, self.device
         )
-        result = StepResult(means[0], dict(zip(aux, means[1:])), stop, checkpoint_due)
+        result = StepResult(means[0], dict(zip(aux, means[1:])), stop_agreed, checkpoint_due)
         if math.isfinite(result.loss):
             grad_norm = apply_gradients(self.model, self.optimizer, recipe.grad_clip, self.scheduler)
             result.grad_norm = float(grad_norm)
@@ -252,29 +253,30 @@ class Trainer:
                 outcome.status, outcome.error = "interrupted", f"interrupted by {by} after step {outcome.step}"
                 return
             t_step = time.perf_counter()
-            result = self.train_step(outcome.step, stop.requested)
+            result = self.train_step(outcome.step, stop)
             stop_agreed = result.stop
             if not math.isfinite(result.loss):
                 outcome.status, outcome.error = "failed", f"training loss became {result.loss} at step {outcome.step}"
                 return
             outcome.step += 1
             now = time.perf_counter()
-            outcome.last_metrics = self._log(outcome.step, result, now - t_step, metrics_file)
+            wall_s = self.wall_before + now - self._t_start
+            outcome.last_metrics = self._log(outcome.step, result, wall_s, now - t_step, metrics_file)
             bar.update(1)
             bar.set_postfix(loss=f"{result.loss:.3f}",
                             tok_s=f"{self.plan.tokens_per_step / max(now - t_step, 1e-9):.0f}")
             if outcome.step % self.checkpoint_interval == 0 or result.checkpoint_due:
-                self.save_checkpoint(outcome.step, self.wall_before + now - self._t_start)
+                self.save_checkpoint(outcome.step, wall_s)
                 self._last_checkpoint = now
 
-    def _log(self, step: int, result: StepResult, step_s: float, metrics_file) -> dict:
+    def _log(self, step: int, result: StepResult, wall_s: float, step_s: float, metrics_file) -> dict:
         """The step's metrics line (with a quick validation loss every ``eval_interval`` steps, rank 0)."""
         plan, recipe = self.plan, self.spec.recipe
         metrics = {
             "step": step,
             "tokens": step * plan.tokens_per_step,
             "flops": step * plan.flops_per_step,
-            "wall_s": round(self.wall_before + time.perf_counter() - self._t_start, 4),
+            "wall_s": round(wall_s, 4),
             "step_s": round(step_s, 4),
             "train_loss": result.loss,
             "lr": self.scheduler.get_last_lr()[0],
