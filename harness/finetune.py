@@ -242,8 +242,8 @@ def _loop(run: _Run, model, optimizer, scheduler, start: int, wall_before: float
                         "wall_s": round(wall_s, 4), "train_loss": loss, "lr": scheduler.get_last_lr()[0]}
                 if step % eval_interval == 0 or step == plan.steps:
                     last["val_loss"] = run.evaluate(model, max_tokens=EVAL_TOKENS // 4)["val_loss"]
-                metrics.append(last)
                 outcome.last_metrics = last
+                metrics.append(last)
                 bar.update(1)
                 if step % checkpoint_interval == 0 and step < plan.steps:
                     run.save(model, optimizer, scheduler, step, wall_s)

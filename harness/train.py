@@ -261,7 +261,9 @@ class Trainer:
             outcome.step += 1
             now = time.perf_counter()
             wall_s = self.wall_before + now - self._t_start
-            outcome.last_metrics = self._log(outcome.step, result, wall_s, now - t_step, metrics_file)
+            outcome.last_metrics = self._metrics(outcome.step, result, wall_s, now - t_step)
+            if metrics_file is not None:  # after last_metrics: a failed append still records the step
+                metrics_file.append(outcome.last_metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{result.loss:.3f}",
                             tok_s=f"{self.plan.tokens_per_step / max(now - t_step, 1e-9):.0f}")
@@ -269,7 +271,7 @@ class Trainer:
                 self.save_checkpoint(outcome.step, wall_s)
                 self._last_checkpoint = now
 
-    def _log(self, step: int, result: StepResult, wall_s: float, step_s: float, metrics_file) -> dict:
+    def _metrics(self, step: int, result: StepResult, wall_s: float, step_s: float) -> dict:
         """The step's metrics line (with a quick validation loss every ``eval_interval`` steps, rank 0)."""
         plan, recipe = self.plan, self.spec.recipe
         metrics = {
@@ -289,8 +291,6 @@ class Trainer:
                 self.model, self.data, seq_len, micro_bs, self.device, self.settings.autocast,
                 max_tokens=16 * seq_len * micro_bs,
             )["val_loss"]
-        if metrics_file is not None:
-            metrics_file.append(metrics)
         return metrics
 
     def _progress_bar(self, progress: bool | None):
