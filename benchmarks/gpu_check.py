@@ -277,8 +277,10 @@ def compare(out: Path, shapes: dict, device: str, timeout: float, dry_run: bool)
     result = {"command": " ".join(command[1:]), "returncode": done.returncode, "log": "compare.log", "runs": []}
     runs_file = out / "reports" / name / "runs.json"
     run_ids = json.loads(runs_file.read_text()).get("run_ids", []) if runs_file.exists() else []
+    from harness.records import record_path
+
     for run_id in run_ids:
-        record_file = out / "results" / run_id / "record.json"
+        record_file = record_path(out / "results" / run_id)
         if record_file.exists():
             record = json.loads(record_file.read_text())
             result["runs"].append({key: record.get(key) for key in (

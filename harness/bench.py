@@ -38,6 +38,8 @@ import torch
 from torch import nn
 
 from harness.device import DeviceSettings, configure_device
+from harness.optim import adamw_param_groups
+from harness.train_step import accumulate_gradients, apply_gradients
 
 DEFAULT_STEPS = 10
 DEFAULT_WARMUP = 3
@@ -50,19 +52,10 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(torch.device(device))
 
 
-def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """nanoGPT's grouping: weight decay on matrices and embeddings (≥ 2-D), none on biases and gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-
-
 def make_adamw(model: nn.Module, settings: DeviceSettings, lr: float = 6e-4) -> torch.optim.AdamW:
     """The benchmark's optimizer: AdamW(β=(0.9, 0.95), wd 0.1), fused when the settings say so."""
     extra = {"fused": True} if settings.fused_adamw else {}
-    return torch.optim.AdamW(adamw_param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95), **extra)
+    return torch.optim.AdamW(adamw_param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95), **extra)  # as Recipe()
 
 
 def ours_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -72,6 +65,7 @@ def ours_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 class TrainingStep:
     """One timed training step of a model: forward, backward, clip, optimizer step, zero grads.
 
+    The step is the trainer's own (``harness.train_step``) with one micro-batch.
     ``loss_of(model, x, y)`` returns the scalar loss (ours: ``model(x, targets=y).loss``), so
     the same loop times any model — the nanoGPT reference uses it too.
     """
@@ -111,17 +105,16 @@ class TrainingStep:
         self.model.train()
         synchronize(self.device)
         start = time.perf_counter()
-        with self.settings.autocast():
-            loss = self.loss_of(self.train_model, x, y)
-        loss.backward()
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        loss, _ = accumulate_gradients(self.train_model, [(x, y)], 1, self.settings.autocast, losses=self._losses)
+        apply_gradients(self.model, self.optimizer, self.grad_clip)
         synchronize(self.device)
         elapsed = time.perf_counter() - start
-        self.last_loss = float(loss.detach())
+        self.last_loss = float(loss)
         return elapsed
+
+    def _losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        loss = self.loss_of(model, x, y)
+        return loss, loss, {}
 
     @torch.inference_mode()
     def prefill(self) -> float:
@@ -159,10 +152,10 @@ def model_config(arch: str, size: str | None, overrides: dict | None = None):
 def run_model_config(run: str, overrides: dict | None = None):
     """The model config of a run directory (trained or imported), with field overrides."""
     from architectures.config import ModelConfig
-    from harness.evaluation.run import resolve_run_dir
     from harness.io import read_json
+    from harness.run_dir import CONFIG_NAME, resolve_run_dir
 
-    path = resolve_run_dir(run) / "config.json"
+    path = resolve_run_dir(run) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass a run directory made by `harness run` or `harness import`.")
     config = ModelConfig.from_dict(read_json(path)["model"])
@@ -195,54 +188,19 @@ def bench(
 ) -> dict:
     """Benchmark one architecture at one shape (or a run's shape, ``run``); returns a JSON-ready dict."""
     import architectures
-    from harness.flops import forward_flops_per_token, train_flops_per_token
 
-    if steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {steps}.")
-    if warmup < 0:
-        raise ValueError(f"--warmup must be 0 or more, got {warmup}.")
+    _check_counts(steps, warmup, batch_size)
     config = model_config(arch, size, overrides) if run is None else run_model_config(run, overrides)
     T = config.check_seq_len(seq_len)
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}.")
     settings = settings or configure_device(device, dtype, compile=compile)
-    choices = {
-        "batch_size": _Choice(
-            DEFAULT_BATCH_SIZE[settings.device_type] if batch_size is None else batch_size,
-            "default" if batch_size is None else "given",
-        ),
-        "seq_len": _Choice(T, "default (the context)" if seq_len is None else "given"),
-        "dtype": _Choice(settings.dtype, "given" if dtype else "default"),
-        "device": _Choice(settings.device, "given" if device else "default"),
-        "steps": _Choice(steps, "given"),
-        "warmup": _Choice(warmup, "given"),
-    }
-    B = int(choices["batch_size"].value)
-
+    choices = _choices(settings, batch_size, T, given_seq_len=seq_len is not None, given_dtype=bool(dtype),
+                       given_device=bool(device), steps=steps, warmup=warmup)
     torch.manual_seed(seed)
     model = architectures.get(config.arch).build(config).to(settings.device)
     if settings.device_type == "cuda":
         torch.cuda.reset_peak_memory_stats(torch.device(settings.device))
-    runner = TrainingStep(model, settings, B, T, config.vocab_size, seed=seed)
-    for _ in range(warmup):
-        runner.step()
-    train_times = [runner.step() for _ in range(steps)]
-    prefill_times: list[float] = []
-    if prefill:
-        for _ in range(min(warmup, 2)):
-            runner.prefill()
-        prefill_times = [runner.prefill() for _ in range(steps)]
-
-    train_s = statistics.median(train_times)
-    train_tokens_per_s = runner.tokens_per_step / train_s
-    prefill_tokens_per_s = runner.tokens_per_step / statistics.median(prefill_times) if prefill_times else None
-    train_fpt = train_flops_per_token(config, T)
-    achieved = train_fpt * train_tokens_per_s
-    peak = settings.peak_flops_per_s(refresh=refresh_peak)
-    if achieved > peak:  # the cached ceiling was measured on a busy machine: measure it again
-        peak = settings.peak_flops_per_s(refresh=True)
-    memory, memory_kind = peak_memory_bytes(settings.device)
-    counts = model.param_counts() if hasattr(model, "param_counts") else {}
+    runner = TrainingStep(model, settings, int(choices["batch_size"].value), T, config.vocab_size, seed=seed)
+    train_times, prefill_times = _time(runner, steps, warmup, prefill)
     return {
         "arch": config.arch,
         "size": config.size,
@@ -250,27 +208,13 @@ def bench(
         "device": settings.device,
         "device_name": settings.device_name,
         "dtype": settings.dtype,
-        "batch_size": B,
+        "batch_size": runner.batch_size,
         "seq_len": T,
         "tokens_per_step": runner.tokens_per_step,
         "steps": steps,
         "warmup": warmup,
-        "train_step_s_median": train_s,
-        "train_step_s": train_times,
-        "train_step_s_min": min(train_times),
-        "train_tokens_per_s": train_tokens_per_s,
-        "prefill_s_median": statistics.median(prefill_times) if prefill_times else None,
-        "prefill_tokens_per_s": prefill_tokens_per_s,
-        "forward_flops_per_token": forward_flops_per_token(config, T),
-        "train_flops_per_token": train_fpt,
-        "achieved_flops_per_s": achieved,
-        "peak_flops_per_s": peak,
-        "peak_flops_source": f"measured {settings.dtype} matmul on {settings.device_name}, cached",
-        "mfu": achieved / peak if peak > 0 else math.nan,
-        "peak_memory_bytes": memory,
-        "peak_memory_kind": memory_kind,
-        "params": counts.get("params"),
-        "active_params": counts.get("active_params"),
+        **_rates(config, runner, settings, train_times, prefill_times, refresh_peak),
+        **_memory_and_params(model, settings),
         "final_loss": runner.last_loss,
         "defaults": {name: {"value": c.value, "source": c.source} for name, c in choices.items()},
         "settings": settings.to_dict(),
@@ -280,3 +224,77 @@ def bench(
             "(3 x forward, 2 FLOPs per multiply-add) x train tokens/s; mfu = achieved / measured matmul peak"
         ),
     }
+
+
+def _choices(settings: DeviceSettings, batch_size: int | None, seq_len: int, *, given_seq_len: bool,
+             given_dtype: bool, given_device: bool, steps: int, warmup: int) -> dict[str, _Choice]:
+    """Each setting's value and whether the user gave it or a default chose it (reported with the result)."""
+    return {
+        "batch_size": _Choice(
+            DEFAULT_BATCH_SIZE[settings.device_type] if batch_size is None else batch_size,
+            "default" if batch_size is None else "given",
+        ),
+        "seq_len": _Choice(seq_len, "given" if given_seq_len else "default (the context)"),
+        "dtype": _Choice(settings.dtype, "given" if given_dtype else "default"),
+        "device": _Choice(settings.device, "given" if given_device else "default"),
+        "steps": _Choice(steps, "given"),
+        "warmup": _Choice(warmup, "given"),
+    }
+
+
+def _check_counts(steps: int, warmup: int, batch_size: int | None) -> None:
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}.")
+    if warmup < 0:
+        raise ValueError(f"--warmup must be 0 or more, got {warmup}.")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}.")
+
+
+def _time(runner: TrainingStep, steps: int, warmup: int, prefill: bool) -> tuple[list[float], list[float]]:
+    """Seconds per training step and per prefill (``steps`` each, after warm-up)."""
+    for _ in range(warmup):
+        runner.step()
+    train_times = [runner.step() for _ in range(steps)]
+    prefill_times: list[float] = []
+    if prefill:
+        for _ in range(min(warmup, 2)):
+            runner.prefill()
+        prefill_times = [runner.prefill() for _ in range(steps)]
+    return train_times, prefill_times
+
+
+def _rates(config, runner: TrainingStep, settings: DeviceSettings, train_times: list[float],
+           prefill_times: list[float], refresh_peak: bool) -> dict:
+    """Step times, tokens/s, FLOPs per token, achieved and peak FLOP/s, MFU."""
+    from harness.flops import forward_flops_per_token, train_flops_per_token
+
+    train_s = statistics.median(train_times)
+    train_tokens_per_s = runner.tokens_per_step / train_s
+    prefill_s = statistics.median(prefill_times) if prefill_times else None
+    train_fpt = train_flops_per_token(config, runner.seq_len)
+    achieved = train_fpt * train_tokens_per_s
+    peak = settings.peak_flops_per_s(refresh=refresh_peak)
+    if achieved > peak:  # the cached ceiling was measured on a busy machine: measure it again
+        peak = settings.peak_flops_per_s(refresh=True)
+    return {
+        "train_step_s_median": train_s,
+        "train_step_s": train_times,
+        "train_step_s_min": min(train_times),
+        "train_tokens_per_s": train_tokens_per_s,
+        "prefill_s_median": prefill_s,
+        "prefill_tokens_per_s": runner.tokens_per_step / prefill_s if prefill_s else None,
+        "forward_flops_per_token": forward_flops_per_token(config, runner.seq_len),
+        "train_flops_per_token": train_fpt,
+        "achieved_flops_per_s": achieved,
+        "peak_flops_per_s": peak,
+        "peak_flops_source": f"measured {settings.dtype} matmul on {settings.device_name}, cached",
+        "mfu": achieved / peak if peak > 0 else math.nan,
+    }
+
+
+def _memory_and_params(model: nn.Module, settings: DeviceSettings) -> dict:
+    memory, memory_kind = peak_memory_bytes(settings.device)
+    counts = model.param_counts() if hasattr(model, "param_counts") else {}
+    return {"peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
+            "params": counts.get("params"), "active_params": counts.get("active_params")}

@@ -196,6 +196,7 @@ def barrier(context: DistContext) -> None:
         dist.barrier()
 
 
-def shutdown(context: DistContext) -> None:
-    if context.enabled and dist.is_initialized():
+def shutdown() -> None:
+    """Destroy this process's process group, if it made one (under torchrun), so the rank exits cleanly."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

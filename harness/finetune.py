@@ -2,7 +2,7 @@
 
     result = finetune(FinetuneSpec(parent="results/<run_id>", data="task:reverse_recall", method="lora"))
 
-- The parent is loaded by ``harness.evaluation.run.load_run_model`` (one loader for trained and
+- The parent is loaded by ``harness.run_dir.load_run_model`` (one loader for trained and
   imported runs); the downstream data are tokenized with **its** tokenizer
   (``harness.data.downstream``): a corpus (loss on every token) or prompt/completion pairs
   (loss on the completion only).
@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,16 +35,18 @@ from typing import Any
 import torch
 
 from harness import lora
+from harness import run_dir as run_files
 from harness.device import configure_device
 from harness.flops import forward_flops_per_token, plan_budget
-from harness.io import torch_save_atomic, write_json_atomic, write_text_atomic
-from harness.records import git_commit, load_record, write_record
+from harness.io import JsonlAppender, write_json_atomic
+from harness.optim import make_optimizer, make_scheduler
+from harness.records import closing_fields, load_record, progress_fields, provenance, write_record
 from harness.spec import DEFAULT_BATCH, DEFAULT_LR, Recipe
+from harness.train_step import Outcome, StopSignal, accumulate_gradients, apply_gradients
 
 METHODS = ("full", "lora")
 DEFAULT_FINETUNE_BUDGET = {"nano": 2e10, "micro": 2e12}  # a tenth of the default pre-training budgets
 LR_SCALE = {"full": 1.0, "lora": 3.0}  # default peak lr = scale × the size's pre-training lr (nano: 3e-3, 9e-3)
-CHECKPOINT_NAME, METRICS_NAME, ADAPTER_DIR = "checkpoint.pt", "metrics.jsonl", "adapter"
 EVAL_TOKENS = 32768  # validation tokens (corpus) evaluated before and after; pairs: every example
 
 
@@ -147,31 +148,6 @@ def flops_per_token(config, spec: FinetuneSpec) -> dict[str, float]:
     return lora.lora_flops_per_token(config, seq_len, spec.rank, tokens_per_forward)
 
 
-class _Stop:
-    """SIGINT/SIGTERM ask the loop to stop at the next step boundary (checkpoint kept)."""
-
-    def __init__(self) -> None:
-        self.requested, self.previous = "", {}
-
-    def __enter__(self) -> "_Stop":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.previous[sig] = signal.signal(sig, lambda signum, frame: setattr(self, "requested", signal.Signals(signum).name))
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def _trim_metrics(path: Path, last_step: int) -> None:
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-        write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
 def _checkpoint_payload(model, optimizer, scheduler, step: int, wall_s: float, config, run_id: str) -> dict:
     plain = lora.merged_copy(model)
     payload = {
@@ -180,7 +156,7 @@ def _checkpoint_payload(model, optimizer, scheduler, step: int, wall_s: float, c
         "scheduler": scheduler.state_dict(),
         "step": step,
         "wall_s": wall_s,
-        "rng": {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})},
+        "rng": run_files.rng_state("cuda" if torch.cuda.is_available() else "cpu"),
         "config": config.to_dict(),
         "run_id": run_id,
     }
@@ -191,36 +167,26 @@ def _checkpoint_payload(model, optimizer, scheduler, step: int, wall_s: float, c
 
 def _restore(run_dir: Path, model, optimizer, scheduler) -> tuple[int, float]:
     """Load a checkpoint into the (already adapted) model and the optimizer; returns (step, wall_s)."""
-    from harness.train import load_checkpoint
-
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    checkpoint = run_files.load_checkpoint(run_files.checkpoint_path(run_dir))
     if lora.is_adapted(model):
         lora.load_adapter_state(model, checkpoint["adapter"])
     else:
         model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
-    torch.set_rng_state(checkpoint["rng"]["torch"])
-    if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
+    run_files.set_rng_state(checkpoint["rng"], "cuda" if torch.cuda.is_available() else "cpu")
     return int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
 
 
 def _train_step(model, optimizer, scheduler, data, spec: FinetuneSpec, step: int, grad_accum: int, device, autocast) -> float:
-    """One optimizer step (gradient accumulation over micro-batches); returns the mean LM loss."""
-    recipe, loss_total = spec.recipe, 0.0
-    for micro in range(grad_accum):
-        x, y = data.train_batch(step, micro, recipe.micro_batch_size, recipe.seq_len, spec.seed)
-        with autocast():
-            out = model(x.to(device), targets=y.to(device))
-        (out.loss / grad_accum).backward()
-        loss_total += float(out.lm_loss.detach()) / grad_accum
-    if math.isfinite(loss_total):
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.grad_clip)
-        optimizer.step()
-        scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_total
+    """One optimizer step (``harness.train_step``; gradient accumulation over micro-batches); the mean LM loss."""
+    recipe = spec.recipe
+    batches = (tuple(t.to(device) for t in data.train_batch(step, micro, recipe.micro_batch_size, recipe.seq_len, spec.seed))
+               for micro in range(grad_accum))
+    loss = float(accumulate_gradients(model, batches, grad_accum, autocast)[0])
+    if math.isfinite(loss):
+        apply_gradients(model, optimizer, recipe.grad_clip, scheduler)
+    return loss
 
 
 @dataclass
@@ -242,48 +208,52 @@ class _Run:
                                   max_tokens)
 
     def save(self, model, optimizer, scheduler, step: int, wall_s: float) -> None:
-        payload = _checkpoint_payload(model, optimizer, scheduler, step, wall_s, self.config, self.run_id)
-        torch_save_atomic(self.run_dir / CHECKPOINT_NAME, payload)
+        run_files.save_checkpoint(self.run_dir, _checkpoint_payload(model, optimizer, scheduler, step, wall_s,
+                                                                    self.config, self.run_id))
 
 
-def _loop(run: _Run, model, optimizer, scheduler, start: int, wall_before: float, stop_after_steps, progress) -> dict:
-    """Steps ``start`` → ``plan.steps``; returns status, error, step, wall_s and the last metrics."""
+def _loop(run: _Run, model, optimizer, scheduler, start: int, wall_before: float, stop_after_steps, progress) -> Outcome:
+    """Steps ``start`` → ``plan.steps``, or until interrupted or the loss is not finite; checkpoints on the way."""
     from tqdm.auto import tqdm
 
     spec, plan = run.spec, run.plan
     grad_accum = spec.recipe.batch_tokens // spec.recipe.seq_len // spec.recipe.micro_batch_size
     eval_interval = spec.eval_interval or max(1, plan.steps // 5)
     checkpoint_interval = spec.checkpoint_interval or max(1, plan.steps // 4)
-    step, status, error, last = start, "ok", None, {}
-    t_start = time.perf_counter()
+    outcome, t_start = Outcome(step=start), time.perf_counter()
     bar = tqdm(total=plan.steps, initial=start, disable=not (sys.stderr.isatty() if progress is None else progress),
                unit="step", dynamic_ncols=True)
-    with _Stop() as stop, open(run.run_dir / METRICS_NAME, "a") as metrics:
-        while step < plan.steps:
-            if stop.requested or (stop_after_steps is not None and step - start >= stop_after_steps):
-                status, error = "interrupted", f"interrupted by {stop.requested or 'request'} after step {step}"
-                break
-            loss = _train_step(model, optimizer, scheduler, run.data, spec, step, grad_accum, run.device,
-                               run.settings.autocast)
-            if not math.isfinite(loss):
-                status, error = "failed", f"training loss became {loss} at step {step}"
-                break
-            step += 1
-            wall_s = wall_before + time.perf_counter() - t_start
-            last = {"step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
-                    "wall_s": round(wall_s, 4), "train_loss": loss, "lr": scheduler.get_last_lr()[0]}
-            if step % eval_interval == 0 or step == plan.steps:
-                last["val_loss"] = run.evaluate(model, max_tokens=EVAL_TOKENS // 4)["val_loss"]
-            metrics.write(json.dumps(last) + "\n")
-            metrics.flush()
-            bar.update(1)
-            if step % checkpoint_interval == 0 and step < plan.steps:
-                run.save(model, optimizer, scheduler, step, wall_s)
-    bar.close()
-    wall_s = wall_before + time.perf_counter() - t_start
-    if status != "failed":
-        run.save(model, optimizer, scheduler, step, wall_s)
-    return {"status": status, "error": error, "step": step, "wall_s": wall_s, "last_metrics": last}
+    metrics = JsonlAppender(run.run_dir / run_files.METRICS_NAME)
+    try:
+        with StopSignal() as stop:
+            while outcome.step < plan.steps:
+                if stop.requested or (stop_after_steps is not None and outcome.step - start >= stop_after_steps):
+                    outcome.status = "interrupted"
+                    outcome.error = f"interrupted by {stop.signal_name or 'request'} after step {outcome.step}"
+                    break
+                loss = _train_step(model, optimizer, scheduler, run.data, spec, outcome.step, grad_accum, run.device,
+                                   run.settings.autocast)
+                if not math.isfinite(loss):
+                    outcome.status, outcome.error = "failed", f"training loss became {loss} at step {outcome.step}"
+                    break
+                step = outcome.step = outcome.step + 1
+                wall_s = wall_before + time.perf_counter() - t_start
+                last = {"step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
+                        "wall_s": round(wall_s, 4), "train_loss": loss, "lr": scheduler.get_last_lr()[0]}
+                if step % eval_interval == 0 or step == plan.steps:
+                    last["val_loss"] = run.evaluate(model, max_tokens=EVAL_TOKENS // 4)["val_loss"]
+                outcome.last_metrics = last
+                metrics.append(last)
+                bar.update(1)
+                if step % checkpoint_interval == 0 and step < plan.steps:
+                    run.save(model, optimizer, scheduler, step, wall_s)
+    finally:
+        bar.close()
+        metrics.close()
+    outcome.wall_s = wall_before + time.perf_counter() - t_start
+    if outcome.status != "failed":
+        run.save(model, optimizer, scheduler, outcome.step, outcome.wall_s)
+    return outcome
 
 
 def _prefixed(metrics: dict, suffix: str) -> dict:
@@ -291,7 +261,8 @@ def _prefixed(metrics: dict, suffix: str) -> dict:
     return {f"{key}_{suffix}": value for key, value in metrics.items() if isinstance(value, (int, float))}
 
 
-def _initial_record(run: _Run, parent_record: dict, parent_dir: Path, counts: dict, parts: dict, before: dict) -> dict:
+def _initial_record(run: _Run, parent_record: dict, parent_dir: Path, counts: dict, parts: dict, before: dict,
+                    start: int) -> dict:
     spec, plan, config = run.spec, run.plan, run.config
     import peft
 
@@ -312,11 +283,10 @@ def _initial_record(run: _Run, parent_record: dict, parent_dir: Path, counts: di
         "train_flops_per_token_parts": parts,
         "flop_convention": lora.FLOP_CONVENTION,
         "budget_flops": spec.budget_flops, "planned_steps": plan.steps, "tokens_per_step": plan.tokens_per_step,
-        "flops_used": 0.0, "tokens": 0, "steps": 0, "seed": spec.seed,
+        **progress_fields(start, plan), "seed": spec.seed,
         "data": run.data.describe(), "recipe": dataclasses.asdict(spec.recipe),
         "device": run.settings.device_name, "dtype": run.settings.dtype_name,
-        "torch_version": torch.__version__, "peft_version": peft.__version__, "git_commit": git_commit(),
-        "command": " ".join(sys.argv),
+        **provenance(), "peft_version": peft.__version__,
         **_prefixed(before, "before"),
     }
 
@@ -326,6 +296,27 @@ def _existing_record(run_dir: Path) -> dict:
         return load_record(run_dir)
     except (OSError, ValueError):
         return {}
+
+
+def _trainable(base, spec: FinetuneSpec):
+    """The model to train: LoRA adapters on a frozen ``base``, or ``base`` with every parameter trainable."""
+    torch.manual_seed(spec.seed)
+    model = lora.apply_lora(base, spec.lora_settings) if spec.method == "lora" else base
+    model.train()
+    if spec.method == "full":
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+    return model
+
+
+def _write_setup(run: _Run, record: dict, tokenizer, parent_dir: Path, resumed_step: int | None) -> None:
+    """config.json, the tokenizer, metrics.jsonl trimmed (resume) or removed, and the ``running`` record."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    run_files.start_metrics(run.run_dir, resumed_step)
+    write_json_atomic(run.run_dir / run_files.CONFIG_NAME, {"finetune": run.spec.to_dict(), "parent_run": parent_dir.name,
+                                                            "model": run.config.to_dict(), "run_id": run.run_id})
+    tokenizer.save(run.run_dir / run_files.TOKENIZER_DIR)
+    write_record(run.run_dir, record)
 
 
 def finetune(
@@ -342,52 +333,34 @@ def finetune(
     its checkpoint. ``stop_after_steps`` simulates an interruption (tests).
     """
     from harness.data.downstream import prepare_downstream
-    from harness.evaluation.run import load_run_model, resolve_run_dir
     from harness.paths import results_dir as default_results_dir
-    from harness.train import lr_at, make_optimizer
 
-    parent_dir = resolve_run_dir(spec.parent)
-    base, tokenizer, parent_record = load_run_model(parent_dir)
+    parent_dir = run_files.resolve_run_dir(spec.parent)
+    base, tokenizer, parent_record = run_files.load_run_model(parent_dir)
     if parent_record.get("status") != "ok":
         raise ValueError(f"parent run {parent_dir.name} is {parent_record.get('status')}; finish it before fine-tuning.")
     spec.resolve(parent_record, base.config)
     run_id = spec.run_id(parent_dir.name)
-    run_dir = Path(results_dir) if results_dir is not None else default_results_dir()
-    run_dir = run_dir / run_id
+    run_dir = Path(results_dir if results_dir is not None else default_results_dir()) / run_id
     existing = _existing_record(run_dir)
     if existing.get("status") == "ok" and not force:
         return FinetuneResult(run_dir, existing, reused=True)
-    resume = bool(existing) and not force and (run_dir / CHECKPOINT_NAME).exists()
+    resume = bool(existing) and not force and run_files.checkpoint_path(run_dir).exists()
 
     settings = configure_device(spec.device, spec.dtype, compile=False)
-    device = torch.device(settings.device)
     recipe = spec.recipe
     data = prepare_downstream(spec.data, tokenizer, recipe.seq_len, spec.seed)
     parts = flops_per_token(base.config, spec)
     plan = plan_budget(spec.budget_flops, parts["total"], recipe.batch_tokens // recipe.seq_len * recipe.seq_len)
-    run = _Run(spec, run_id, run_dir, base.config, data, plan, device, settings)
-    base = base.to(device)
+    run = _Run(spec, run_id, run_dir, base.config, data, plan, torch.device(settings.device), settings)
+    base = base.to(run.device)
     before = run.evaluate(base)
-    torch.manual_seed(spec.seed)
-    model = lora.apply_lora(base, spec.lora_settings) if spec.method == "lora" else base
-    model.train()
-    if spec.method == "full":
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-    optimizer = make_optimizer(model, spec, fused=settings.fused_adamw)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, plan.steps, spec) / recipe.lr)
+    model = _trainable(base, spec)
+    optimizer = make_optimizer(model, recipe, fused=settings.fused_adamw)
+    scheduler = make_scheduler(optimizer, plan.steps, recipe)
     start, wall_before = _restore(run_dir, model, optimizer, scheduler) if resume else (0, 0.0)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        _trim_metrics(run_dir / METRICS_NAME, start)
-    elif (run_dir / METRICS_NAME).exists():
-        (run_dir / METRICS_NAME).unlink()
-    record = _initial_record(run, parent_record, parent_dir, lora.parameter_counts(model), parts, before)
-    record.update(steps=start, tokens=start * plan.tokens_per_step, flops_used=start * plan.flops_per_step)
-    write_json_atomic(run_dir / "config.json", {"finetune": spec.to_dict(), "parent_run": parent_dir.name,
-                                                "model": base.config.to_dict(), "run_id": run_id})
-    tokenizer.save(run_dir / "tokenizer")
-    write_record(run_dir, record)
+    record = _initial_record(run, parent_record, parent_dir, lora.parameter_counts(model), parts, before, start)
+    _write_setup(run, record, tokenizer, parent_dir, start if resume else None)
     try:
         outcome = _loop(run, model, optimizer, scheduler, start, wall_before, stop_after_steps, progress)
     except Exception as exc:
@@ -397,20 +370,19 @@ def finetune(
     return _finish(run, model, record, outcome, start, wall_before)
 
 
-def _finish(run: _Run, model, record: dict, outcome: dict, start: int, wall_before: float) -> FinetuneResult:
+def _finish(run: _Run, model, record: dict, outcome: Outcome, start: int, wall_before: float) -> FinetuneResult:
     """Final validation, the adapter folder, and the record."""
-    plan, step = run.plan, outcome["step"]
-    record.update(status=outcome["status"], error=outcome["error"], steps=step, tokens=step * plan.tokens_per_step,
-                  flops_used=step * plan.flops_per_step, wall_s=outcome["wall_s"], last_metrics=outcome["last_metrics"],
-                  tokens_per_s=(step - start) * plan.tokens_per_step / max(outcome["wall_s"] - wall_before, 1e-9))
-    if outcome["status"] == "ok":
+    record.update(closing_fields(status=outcome.status, error=outcome.error, step=outcome.step, start_step=start,
+                                 plan=run.plan, wall_s=outcome.wall_s, wall_before=wall_before,
+                                 last_metrics=outcome.last_metrics))
+    if outcome.status == "ok":
         after = run.evaluate(model)
         record.update(_prefixed(after, "after"))
         record["final_val_loss"] = after["val_loss"]
         record.update({key: after[key] for key in ("val_bpb", "excess_loss") if key in after})  # as in pre-training records
         if lora.is_adapted(model):
-            model.save_pretrained(str(run.run_dir / ADAPTER_DIR))
+            model.save_pretrained(str(run.run_dir / run_files.ADAPTER_DIR))
     write_record(run.run_dir, record)
-    if outcome["status"] == "failed":
-        raise FinetuneFailed(f"fine-tune {run.run_id} failed: {outcome['error']}; the record in {run.run_dir} keeps its metrics.")
+    if outcome.status == "failed":
+        raise FinetuneFailed(f"fine-tune {run.run_id} failed: {outcome.error}; the record in {run.run_dir} keeps its metrics.")
     return FinetuneResult(run.run_dir, record)

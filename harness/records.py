@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from harness.io import read_json, write_json_atomic
+from harness.io import WriteFailed, read_json, write_json_atomic
+from harness.machine import machine_load
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "ok", "failed", "interrupted")
 RECORD_NAME = "record.json"
+FLOP_CONVENTION = "FLOPs = 2 per multiply-add; training = 3 x forward; see harness.flops.CONVENTION"
 
 
 def record_path(run_dir: str | os.PathLike) -> Path:
@@ -67,6 +70,17 @@ def update_record(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     return record
 
 
+def write_final_record(run_dir: Path, record: dict) -> dict:
+    """Write the closing record; if that fails, try once more as ``failed`` (naming why) and return it."""
+    try:
+        write_record(run_dir, record)
+        return record
+    except WriteFailed as exc:
+        failed = {**record, "status": "failed", "error": f"{exc}" + (f"; {record['error']}" if record.get("error") else "")}
+        write_record(run_dir, failed)  # a second failure propagates: one line, and `results` shows it as stale
+        return failed
+
+
 def git_commit() -> str | None:
     """The harness checkout's commit (with ``-dirty`` when modified), or None outside git."""
     here = Path(__file__).resolve().parent
@@ -80,3 +94,71 @@ def git_commit() -> str | None:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def provenance() -> dict[str, Any]:
+    """What produced a record: torch version, harness commit, the command line."""
+    import torch
+
+    return {"torch_version": torch.__version__, "git_commit": git_commit(), "command": " ".join(sys.argv)}
+
+
+def progress_fields(steps: int, plan) -> dict[str, Any]:
+    """steps, tokens and FLOPs used after ``steps`` optimizer steps of a ``harness.flops.BudgetPlan``."""
+    return {"steps": steps, "tokens": steps * plan.tokens_per_step, "flops_used": steps * plan.flops_per_step}
+
+
+def training_record(spec, *, counts: dict, config_flops: dict, plan, start_step: int, data: dict, layout: dict,
+                    settings, kernels: dict) -> dict[str, Any]:
+    """A pre-training run's ``running`` record (see the module docstring for the fields).
+
+    ``config_flops``: {forward_flops_per_token, train_flops_per_token} at the run's seq_len;
+    ``layout``: {grad_accum, world_size, micro_batch_per_rank}; ``settings``: the
+    ``harness.device.DeviceSettings`` in use.
+    """
+    return {
+        "run_id": spec.run_id(),
+        "status": "running",
+        "error": None,
+        "arch": spec.arch,
+        "size": spec.size,
+        **counts,
+        "seq_len": spec.recipe.seq_len,
+        **config_flops,
+        "flop_convention": FLOP_CONVENTION,
+        "budget_flops": spec.budget_flops,
+        "planned_steps": plan.steps,
+        "tokens_per_step": plan.tokens_per_step,
+        **progress_fields(start_step, plan),
+        "seed": spec.seed,
+        "data": data,
+        "recipe": {**vars(spec.recipe), **layout},
+        "world_size": layout["world_size"],
+        "device": settings.device_name,
+        "dtype": settings.dtype_name,
+        "device_settings": settings.to_dict(),
+        "kernels": kernels,
+        **provenance(),
+        "machine_load": {"start": machine_load()},
+    }
+
+
+def closing_fields(*, status: str, error: str | None, step: int, start_step: int, plan, wall_s: float,
+                   wall_before: float, last_metrics: dict) -> dict[str, Any]:
+    """The fields a run's loop settles: status, progress, wall time (s) and tokens/s of this session."""
+    return {
+        "status": status,
+        "error": error,
+        **progress_fields(step, plan),
+        "wall_s": wall_s,
+        "tokens_per_s": (step - start_step) * plan.tokens_per_step / max(wall_s - wall_before, 1e-9),
+        "last_metrics": last_metrics,
+    }
+
+
+def utilization_fields(tokens_per_s: float, train_flops_per_token: float, peak_flops_per_s: float | None,
+                       world_size: int) -> dict[str, Any]:
+    """Achieved FLOP/s (all ranks' tokens) and MFU against all ranks' peak (None without a peak)."""
+    achieved = tokens_per_s * train_flops_per_token
+    mfu = achieved / (peak_flops_per_s * world_size) if peak_flops_per_s else None
+    return {"achieved_flops_per_s": achieved, "peak_flops_per_s": peak_flops_per_s, "mfu": mfu}

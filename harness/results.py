@@ -31,11 +31,10 @@ import pandas as pd
 from harness.io import read_json
 from harness.paths import results_dir as default_results_dir
 from harness.records import RECORD_NAME, load_record
+from harness.run_dir import CONFIG_NAME, METRICS_NAME
 from harness.run_lock import is_held
 
-METRICS_NAME = "metrics.jsonl"
 STALE_STATUS = "interrupted (stale)"  # a `running` record that no live process holds
-CONFIG_NAME = "config.json"
 
 # Columns that lead the frame when present, in this order.
 LEADING_COLUMNS = (

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from harness.io import as_write_failed, make_dirs, remove_stale_temp_files
+from harness.run_dir import LOCK_NAME
 
-LOCK_NAME = "run.lock"
 RETRY_S = 2.0  # a busy lock is retried this long before giving up (rides over `results` probing it)
 _held: dict[str, int] = {}  # lock paths this process holds -> nesting depth
 

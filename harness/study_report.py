@@ -28,6 +28,7 @@ from harness.machine import is_contended
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
 from harness.formatting import fmt_count, fmt_interval, fmt_sci, markdown_figure, markdown_notes, markdown_table
+from harness.records import record_path
 from harness.report import FIGURES_DIR, RUNS_CSV_COLUMNS
 from harness.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.stats import t_interval
@@ -59,7 +60,7 @@ def is_study(name: str, reports_root: Path | None = None) -> bool:
 
 
 def _load_setting(name: str, sweep: dict, results_root: Path, notes: list[str]) -> Setting | None:
-    present = [r for r in sweep["run_ids"] if (results_root / r / "record.json").exists()]
+    present = [r for r in sweep["run_ids"] if record_path(results_root / r).exists()]
     if len(present) < len(sweep["run_ids"]):
         notes.append(f"{name}: {len(sweep['run_ids']) - len(present)} planned run(s) have no record (sweep unfinished?).")
     with warnings.catch_warnings(record=True) as caught:

@@ -156,14 +156,14 @@ def test_parsers():
 @pytest.fixture
 def quick_validation(monkeypatch):
     """Validate on 4096 held-out tokens instead of up to 131072: this test checks the plumbing, not the losses."""
-    import harness.train as train_module
+    import harness.heldout as heldout
 
-    original = train_module.validation_metrics
+    original = heldout.validation_metrics
 
-    def capped(*args, max_tokens=train_module.MAX_EVAL_TOKENS, **kwargs):
+    def capped(*args, max_tokens=heldout.MAX_EVAL_TOKENS, **kwargs):
         return original(*args, max_tokens=min(max_tokens, 4096), **kwargs)
 
-    monkeypatch.setattr(train_module, "validation_metrics", capped)
+    monkeypatch.setattr(heldout, "validation_metrics", capped)
 
 
 FIGURES = ("loss_vs_flops", "loss_vs_wall", "pareto", "throughput", "flops_breakdown", "evaluation", "segments")

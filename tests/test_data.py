@@ -22,7 +22,6 @@ from harness.data import (
     SyntheticTokenizer,
     get_batch,
     get_tokenizer,
-    iter_eval_batches,
     load_tokenizer,
     prepare_data,
     train_bpe,
@@ -442,16 +441,3 @@ def test_get_batch_is_pure_and_rank_invariant():
         get_batch(tokens, 0, 4, 16, seed=0, rank=2, world_size=2)
     with pytest.raises(ValueError, match="too few"):
         get_batch(tokens[:10], 0, 4, 16, seed=0)
-
-
-def test_iter_eval_batches_covers_every_target_once():
-    tokens = np.arange(103, dtype=np.uint16) % 50
-    batches = list(iter_eval_batches(tokens, batch_size=4, seq_len=10))
-    assert [b.x.shape[0] for b in batches] == [4, 4, 3]
-    positions = torch.cat([b.positions[b.y != -100] for b in batches])
-    assert torch.equal(positions, torch.arange(1, 103))
-    for b in batches:
-        mask = b.y != -100
-        assert torch.equal(b.y[mask], torch.from_numpy(tokens[b.positions[mask].numpy()].astype(np.int64)))
-        assert torch.equal(b.x[:, 1:][mask[:, :-1]], b.y[:, :-1][mask[:, :-1]])
-    assert len(list(iter_eval_batches(tokens, 4, 10, max_batches=1))) == 1

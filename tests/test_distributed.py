@@ -22,8 +22,9 @@ import torch
 from harness.cli import main as cli_main
 from harness.records import load_record
 from harness.spec import Recipe, RunSpec
+from harness.placement import micro_batch_per_rank
 from harness.threads import torch_threads
-from harness.train import _micro_batch_per_rank, train
+from harness.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--size", "nano", "--budget", "1.5e10", "--micro-batch", "8", "--dtype", "fp32", "--no-eval"]
@@ -32,6 +33,7 @@ TIMEOUT_S = 240
 # A torchrun worker that injects one fault on one rank, then runs the CLI unchanged:
 # HARNESS_TEST_FAULT=raise:RANK:CALL raises in that rank's CALL-th training forward;
 # sigint:RANK:CALL sends that rank (only) a SIGINT, as a Ctrl-C reaching one process would.
+# After the CLI returns, each rank reports whether its process group is still initialised.
 WORKER = textwrap.dedent(
     """
     import os, signal, sys
@@ -51,7 +53,11 @@ WORKER = textwrap.dedent(
         return original(self, idx, targets=targets, **kwargs)
 
     model_module.GPT.forward = faulty
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    import torch.distributed as dist
+    print(f"rank {os.environ['RANK']}: process group initialised after the command: {dist.is_initialized()}",
+          file=sys.stderr)
+    sys.exit(code)
     """
 )
 
@@ -114,6 +120,8 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(two_ranks):
     assert record["status"] == "interrupted" and record["steps"] == 6, record["error"]
     assert record["error"] == "interrupted by a signal to another rank after step 6"  # rank 0 got none
     assert stopped["checkpoint_step"] == 6 and stopped["metrics_steps"] == list(range(1, 7))
+    for rank in (0, 1):  # every rank destroyed its process group before exiting
+        assert f"rank {rank}: process group initialised after the command: False" in stopped["stderr"]
 
 
 def test_two_ranks_resumed_equal_one_rank_with_the_same_global_batch(two_ranks, tmp_path, monkeypatch):
@@ -190,15 +198,15 @@ def test_the_rank_whose_own_error_ended_the_run_reports_it(results_tmp, capsys, 
 
 
 def test_batch_split_over_ranks():
-    assert _micro_batch_per_rank(16, 8, 64, 1024, 2) == 8
-    assert _micro_batch_per_rank(16, 16, 64, 1024, 2) == 8  # a micro-batch above a rank's share shrinks to it
-    assert _micro_batch_per_rank(16, 4, 64, 1024, 2) == 4  # 2 micro-steps per rank
+    assert micro_batch_per_rank(16, 8, 64, 1024, 2) == 8
+    assert micro_batch_per_rank(16, 16, 64, 1024, 2) == 8  # a micro-batch above a rank's share shrinks to it
+    assert micro_batch_per_rank(16, 4, 64, 1024, 2) == 4  # 2 micro-steps per rank
     with pytest.raises(ValueError, match="does not split evenly over 2 ranks; choose --batch-tokens as a multiple of 128"):
-        _micro_batch_per_rank(3, 8, 64, 192, 2)
+        micro_batch_per_rank(3, 8, 64, 192, 2)
     with pytest.raises(ValueError, match="not a multiple of micro-batch 3 x 2 rank"):
-        _micro_batch_per_rank(16, 3, 64, 1024, 2)
+        micro_batch_per_rank(16, 3, 64, 1024, 2)
     with pytest.raises(ValueError, match="not a multiple of micro-batch 32 x 1 rank"):
-        _micro_batch_per_rank(16, 32, 64, 1024, 1)  # one process: unchanged rule
+        micro_batch_per_rank(16, 32, 64, 1024, 1)  # one process: unchanged rule
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

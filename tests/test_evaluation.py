@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from architectures import build
-from harness.evaluation import HarnessLM, default_tasks, evaluate, evaluate_run, load_run_model
+from harness.evaluation import HarnessLM, default_tasks, evaluate, evaluate_run
 from harness.evaluation.tasks import parse_task_names
 from harness.records import load_record, write_record
+from harness.run_dir import load_run_model
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
 

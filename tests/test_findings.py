@@ -167,11 +167,11 @@ def test_study_command_end_to_end_and_report_regenerates(results_tmp, monkeypatc
     import warnings
     from contextlib import redirect_stderr, redirect_stdout
 
-    import harness.train as train_module
+    import harness.heldout as heldout
     from harness.cli import main as cli_main
 
-    original = train_module.validation_metrics
-    monkeypatch.setattr(train_module, "validation_metrics",
+    original = heldout.validation_metrics
+    monkeypatch.setattr(heldout, "validation_metrics",
                         lambda *a, max_tokens=4096, **k: original(*a, max_tokens=min(max_tokens, 4096), **k))
 
     def cli(argv):

@@ -17,11 +17,11 @@ import torch
 
 from harness.data.pairs import encode_pairs, load_pairs
 from harness.data.tokenizer import SyntheticTokenizer
-from harness.evaluation.run import load_run_model
 from harness.finetune import FinetuneSpec, finetune, flops_per_token
 from harness.lora import LoraSettings, adapter_param_count, apply_lora, load_adapter_state, lora_flops_per_token
 from harness.spec import RunSpec
-from harness.train import load_checkpoint, train
+from harness.run_dir import load_checkpoint, load_run_model
+from harness.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "synthetic?n_train=200000&n_val=20000"

@@ -23,7 +23,8 @@ if os.environ.get("CI") != "true":  # CI installs the dev extra: a missing trans
 
 from architectures import build, build_from_config  # noqa: E402
 from harness.data.tokenizer import ImportedTokenizer, load_tokenizer, train_bpe  # noqa: E402
-from harness.evaluation import HarnessLM, load_run_model  # noqa: E402
+from harness.evaluation import HarnessLM  # noqa: E402
+from harness.run_dir import load_run_model  # noqa: E402
 from harness.hf import config_from_hf, export_run, import_checkpoint, resolve_checkpoint  # noqa: E402
 from harness.hf.parity import load_hf_model, logits_max_difference, random_ids  # noqa: E402
 from harness.hf.source import sha256_file  # noqa: E402

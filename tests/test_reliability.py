@@ -284,6 +284,25 @@ def test_disk_full_at_each_write_site_fails_cleanly_and_resumes(reference, tmp_p
     assert_equals_reference(run_dir, reference)
 
 
+def test_metrics_file_that_cannot_be_opened_fails_the_record_and_restores_signal_handlers(tmp_path, monkeypatch):
+    """The loop's set-up (signal handlers, metrics.jsonl) is inside its failure handling: the record says why."""
+    real_open_file = harness.io._open_file
+
+    def opener(path, mode, buffering=-1):
+        if "metrics.jsonl" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open_file(path, mode, buffering)
+
+    monkeypatch.setattr(harness.io, "_open_file", opener)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingFailed, match="metrics.jsonl"):
+        train(spec(), tmp_path / "results", progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # the trainer's handler is gone again
+    record = load_record(tmp_path / "results" / spec().run_id())
+    assert record["status"] == "failed" and record["steps"] == 0
+    assert "metrics.jsonl" in record["error"] and "no space left on device" in record["error"]
+
+
 def test_disk_full_in_the_token_cache_is_one_line_and_leaves_no_debris(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(cache))

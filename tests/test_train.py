@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from harness.cli import main as cli_main
 from harness.flops import train_flops_per_token
+from harness.heldout import token_losses
+from harness.optim import lr_at
 from harness.records import load_record
 from harness.spec import Recipe, RunSpec
-from harness.train import TrainingFailed, lr_at, train
+from harness.train import TrainingFailed, train
 
 def nano_spec(arch: str = "gpt2", budget: float = 3e10, **kwargs) -> RunSpec:
     return RunSpec(arch=arch, size="nano", budget_flops=budget, **kwargs)
@@ -105,9 +109,21 @@ def test_non_finite_loss_marks_record_failed(results_tmp, monkeypatch):
     assert record["steps"] == 3 and math.isfinite(record["last_metrics"]["train_loss"])
 
 
+def test_validation_restores_training_mode_when_the_forward_pass_raises():
+    class Failing(torch.nn.Module):
+        def forward(self, idx):
+            raise RuntimeError("out of memory")
+
+    model = Failing().train()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        token_losses(model, np.arange(100) % 7, seq_len=8, batch_size=2, device="cpu",
+                     autocast=contextlib.nullcontext, max_tokens=64)
+    assert model.training  # training goes on in train mode (dropout, MoE capacity) after a failed validation
+
+
 def test_lr_schedule_warms_up_then_decays_to_floor():
     spec = nano_spec(recipe=Recipe(lr=1e-3, warmup_fraction=0.1))
-    lrs = [lr_at(step, 100, spec) for step in range(100)]
+    lrs = [lr_at(step, 100, spec.recipe) for step in range(100)]
     assert lrs[0] < lrs[9] == pytest.approx(1e-3)
     assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))

@@ -91,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under torchrun: destroy the process group the command made (on every rank, however it ended)."""
+    if "torch.distributed" in sys.modules:  # never imported: no group to end, and no torch to pay for
+        from harness.distributed import shutdown
+
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.evaluation.run import check_limit, evaluate_run, resolve_run_dir, results_name
+    from harness.evaluation.run import check_limit, evaluate_run
+    from harness.records import record_path
+    from harness.run_dir import resolve_run_dir, results_name
 
     check_limit(args.limit)  # before paying for the imports and the model
     if args.num_fewshot < 0:
@@ -63,5 +65,5 @@ def main(args: argparse.Namespace) -> int:
             stderr = f" ± {entry['stderr']:.4g}" if entry["stderr"] is not None else ""
             value = f"{entry['value']:.4g}" if entry["value"] is not None else "n/a"
             print(f"{task:24s} {metric:24s} {value}{stderr}  (n={entry['n']})")
-    print(f"→ {run_dir / results_name(args.num_fewshot)}, evaluation merged into {run_dir / 'record.json'}")
+    print(f"→ {run_dir / results_name(args.num_fewshot)}, evaluation merged into {record_path(run_dir)}")
     return 0

@@ -4,7 +4,7 @@ See ``prepare.py`` for the data spec syntax and ``docs/design.md`` ("Data contra
 """
 
 from harness.data.baselines import unigram_cross_entropy
-from harness.data.batches import IGNORE_INDEX, EvalBatch, get_batch, iter_eval_batches
+from harness.data.batches import IGNORE_INDEX, get_batch
 from harness.data.prepare import VAL_SEED, PreparedData, prepare_data
 from harness.data.synthetic import SEGMENT_NAMES, Probe, SyntheticConfig, SyntheticGenerator
 from harness.data.tokenizer import (
@@ -19,7 +19,6 @@ from harness.data.tokenizer import (
 
 __all__ = [
     "BPETokenizer",
-    "EvalBatch",
     "IGNORE_INDEX",
     "PreparedData",
     "Probe",
@@ -32,7 +31,6 @@ __all__ = [
     "VAL_SEED",
     "get_batch",
     "get_tokenizer",
-    "iter_eval_batches",
     "load_tokenizer",
     "prepare_data",
     "train_bpe",

@@ -1,4 +1,4 @@
-"""Training batches as a pure function of (seed, step, ...), and fixed validation windows.
+"""Training batches as a pure function of (seed, step, ...).
 
 Training rows are windows of ``seq_len + 1`` tokens at pseudo-random starts. Each row of
 a step has a *global index*::
@@ -12,8 +12,6 @@ twice the batch all see the same rows. Resuming needs no saved iterator state.
 """
 
 from __future__ import annotations
-
-from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -62,43 +60,3 @@ def _hash_rows(seed: int, step: int, rows: np.ndarray) -> np.ndarray:
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(31)
     return x
-
-
-class EvalBatch(NamedTuple):
-    """Validation windows: ``x``, ``y`` ``[rows, seq_len]`` and ``positions`` of ``y`` in the token array.
-
-    Padding at the end of the last window has ``y == -100`` and ``positions == -1``;
-    elsewhere ``tokens[positions] == y``, so ``val_segments[positions[mask]]`` and
-    ``val_entropy[positions[mask]]`` (``mask = y != -100``) line up with per-token losses.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    positions: torch.Tensor
-
-
-def iter_eval_batches(
-    tokens: np.ndarray, batch_size: int, seq_len: int, *, max_batches: int | None = None
-) -> Iterator[EvalBatch]:
-    """Cover ``tokens`` with non-overlapping windows, in order: every token after the first is a target once.
-
-    Window ``w`` reads ``x = tokens[w*T : w*T+T]`` and predicts ``tokens[w*T+1 : w*T+T+1]``;
-    the last window is padded. ``max_batches`` keeps only the first batches (a fixed subset).
-    """
-    if batch_size < 1 or seq_len < 1:
-        raise ValueError("batch_size and seq_len must be positive")
-    n = len(tokens)
-    if n < 2:
-        raise ValueError(f"need at least 2 tokens to evaluate, got {n}")
-    window_starts = np.arange(0, n - 1, seq_len)
-    offsets = np.arange(seq_len + 1)
-    for b, first in enumerate(range(0, len(window_starts), batch_size)):
-        if max_batches is not None and b >= max_batches:
-            return
-        idx = window_starts[first : first + batch_size, None] + offsets  # [rows, T+1]
-        valid = idx < n
-        data = np.where(valid, np.asarray(tokens[np.minimum(idx, n - 1)], dtype=np.int64), 0)
-        x = torch.from_numpy(data[:, :-1].copy())
-        y = torch.from_numpy(np.where(valid[:, 1:], data[:, 1:], IGNORE_INDEX))
-        positions = torch.from_numpy(np.where(valid[:, 1:], idx[:, 1:], -1))
-        yield EvalBatch(x, y, positions)

@@ -1,9 +1,10 @@
 """Evaluation: the lm-eval model over trained weights, the harness probes, and run evaluation.
 
-    from harness.evaluation import HarnessLM, evaluate, evaluate_run, default_tasks, load_run_model
+    from harness.evaluation import HarnessLM, evaluate, evaluate_run, default_tasks
 
 See ``lm.py`` (the lm-eval model, registered as ``harness``), ``tasks.py`` (task names →
-lm-eval tasks, offline data), ``probes.py`` (the synthetic probes) and ``run.py``.
+lm-eval tasks, offline data), ``probes.py`` (the synthetic probes) and ``run.py``; a run's
+model is read by ``harness.run_dir.load_run_model``.
 Importing this package imports lm-eval; the CLI imports it only when ``eval`` runs.
 """
 
@@ -13,7 +14,6 @@ from harness.evaluation.run import (
     default_tasks,
     evaluate,
     evaluate_run,
-    load_run_model,
     summarize,
 )
 from harness.evaluation.tasks import STANDARD_TASKS
@@ -25,7 +25,6 @@ __all__ = [
     "default_tasks",
     "evaluate",
     "evaluate_run",
-    "load_run_model",
     "probe_task_names",
     "summarize",
 ]

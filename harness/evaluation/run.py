@@ -6,7 +6,7 @@
         at k shots) and merges the metrics into record.json under ``evaluation``, keyed by
         ``evaluation_key``: the task name at 0 shots, ``<task>@<k>shot`` at k > 0, so one
         record keeps a task's zero- and few-shot results side by side
-    load_run_model(run_dir)                       → (model, tokenizer, record)
+    (a run's model is read by ``harness.run_dir.load_run_model``, its file names live there too)
     default_tasks(data_kind)                      → probes (synthetic) or wikitext + lambada_openai (text)
 """
 
@@ -21,16 +21,14 @@ from typing import Any
 
 import torch
 
-from harness import paths
-from harness.evaluation import probes
+import harness.evaluation.probes as probes
 from harness.evaluation.lm import DEFAULT_BATCH_SIZE, HarnessLM, parse_batch_size
 from harness.evaluation.tasks import parse_task_names, task_manager, write_task_yamls
 from harness.io import write_text_atomic
 from harness.paths import temporary_environ
 from harness.records import load_record, update_record
+from harness.run_dir import checkpoint_step, load_run_model, resolve_run_dir, results_name
 
-RESULTS_NAME = "lm_eval_results.json"
-CHECKPOINT_NAME = "checkpoint.pt"
 TEXT_TASKS = ("wikitext", "lambada_openai")
 BOOTSTRAP_ITERS = 1000  # lm-eval's default (100000) takes minutes for perplexity metrics on a CPU
 
@@ -44,50 +42,9 @@ def default_tasks(data_kind: str) -> list[str]:
     raise ValueError(f"data kind must be 'synthetic' or 'text', got {data_kind!r}.")
 
 
-def resolve_run_dir(run: str | os.PathLike) -> Path:
-    """A run directory, given as a path or as a run id under ``harness.paths.results_dir()``."""
-    path = Path(run)
-    if path.is_dir():
-        return path
-    candidate = paths.results_dir() / str(run)
-    if candidate.is_dir():
-        return candidate
-    raise FileNotFoundError(f"run directory {run} does not exist; pass results/<run_id> of a run made by `harness run`.")
-
-
-def load_run_model(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, Any, dict]:
-    """The trained model (eval mode, CPU), its tokenizer and its record."""
-    from architectures import build_from_config
-    from harness.data import load_tokenizer
-
-    run_dir = resolve_run_dir(run_dir)
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    if not checkpoint_path.is_file():
-        raise FileNotFoundError(
-            f"{run_dir} has no {CHECKPOINT_NAME}; train it first with `python -m harness run` (or finish it with --resume)."
-        )
-    record = load_record(run_dir)
-    try:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        model = build_from_config(checkpoint["config"])
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError, EOFError, OSError) as error:
-        raise ValueError(
-            f"{checkpoint_path} cannot be loaded as a harness checkpoint ({type(error).__name__}: {error}); re-run the training."
-        ) from None
-    model.eval()
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    return model, tokenizer, record
-
-
 def evaluation_key(task: str, num_fewshot: int) -> str:
     """Record key of a task's metrics: ``task`` at 0 shots, ``task@<k>shot`` at k > 0 shots."""
     return task if not num_fewshot else f"{task}@{int(num_fewshot)}shot"
-
-
-def results_name(num_fewshot: int = 0) -> str:
-    """lm-eval's output file in a run: ``lm_eval_results.json``, or ``lm_eval_results_<k>shot.json``."""
-    return RESULTS_NAME if not num_fewshot else RESULTS_NAME.replace(".json", f"_{int(num_fewshot)}shot.json")
 
 
 def check_limit(limit: int | None) -> None:
@@ -251,7 +208,6 @@ def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, 
     summary = summarize(results, num_fewshot)
     extra = {}
     if record.get("status") != "ok":  # scored with --allow-partial: say what was scored
-        checkpoint = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-        extra["evaluation_step"] = int(checkpoint.get("step", -1))
+        extra["evaluation_step"] = checkpoint_step(run_dir)
     update_record(run_dir, evaluation=summary, **extra)
     return summary

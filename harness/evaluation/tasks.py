@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from harness import paths
-from harness.evaluation import probes
+import harness.evaluation.probes as probes
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 

@@ -1,7 +1,7 @@
 """Import a Hugging Face checkpoint as a harness run directory.
 
 ``import_checkpoint(source, out)`` writes an ordinary run directory, loadable by
-``harness.evaluation.load_run_model`` like a trained one:
+``harness.run_dir.load_run_model`` like a trained one:
 
 - ``checkpoint.pt``: ``{"model": state dict (fp32), "config": ModelConfig dict, "run_id", "step": 0}``
 - ``config.json``: ``{"run": None, "model": ..., "run_id", "imported": provenance}``
@@ -27,10 +27,9 @@ import torch
 from harness.hf.families import HF_CLASSES, config_from_hf
 from harness.hf.source import HFCheckpoint, resolve_checkpoint
 from harness.hf.weights import IGNORED, state_from_hf
-from harness.io import torch_save_atomic, write_json_atomic
+from harness.io import write_json_atomic
 from harness.records import git_commit, write_record
-
-CHECKPOINT_NAME = "checkpoint.pt"
+from harness.run_dir import CONFIG_NAME, TOKENIZER_DIR, save_checkpoint
 
 
 def source_label(checkpoint: HFCheckpoint) -> str:
@@ -143,12 +142,12 @@ def import_checkpoint(
                                             name=f"hf:{source_label(checkpoint)}")
         if tokenizer.vocab_size > config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size} embeddings.")
-        tokenizer.save(tmp / "tokenizer")
+        tokenizer.save(tmp / TOKENIZER_DIR)
         shutil.rmtree(tmp / "converted-tokenizer", ignore_errors=True)
-        torch_save_atomic(tmp / CHECKPOINT_NAME, {"model": model.state_dict(), "config": config.to_dict(),
-                                                  "run_id": run_id, "step": 0, "imported_from": checkpoint.source})
+        save_checkpoint(tmp, {"model": model.state_dict(), "config": config.to_dict(),
+                              "run_id": run_id, "step": 0, "imported_from": checkpoint.source})
         record = _record(run_id, checkpoint, model, tokenizer, source_params)
-        write_json_atomic(tmp / "config.json", {"run": None, "model": config.to_dict(), "run_id": run_id,
+        write_json_atomic(tmp / CONFIG_NAME, {"run": None, "model": config.to_dict(), "run_id": run_id,
                                                 "imported": {k: record["imported"][k] for k in ("source", "hub", "weights")}})
         write_record(tmp, record)
         if out.exists():
