@@ -159,7 +159,7 @@ def test_baseline_missing_an_architecture(tmp_path, capsys):
     data = _committed()
     del data["metrics"]["gpt3"]
     (tmp_path / "b.json").write_text(json.dumps(data))
-    assert "no metrics for it" in _cli_error(capsys, "--baseline", str(tmp_path / "b.json"))
+    assert "has no metrics for gpt3" in _cli_error(capsys, "--baseline", str(tmp_path / "b.json"))
 
 
 def test_bad_arguments(capsys):
@@ -221,3 +221,69 @@ def test_diff_names_what_moved():
     assert "gpt2 final_val_loss" in diff and "settings.budget_flops" in diff
     assert check_update.baseline_diff(old, old) == "no metric changed"
     assert json.loads(check_baseline.dumps_baseline(old)) == old
+
+
+# ---- speed ratios (harness.speed_ratios) ------------------------------------------------------
+
+
+def _with_speed(path: Path, tmp_path: Path, value: float) -> Path:
+    data = json.loads(path.read_text())
+    data["metrics"][check_settings.SPEED_GROUP] = {
+        name: check_baseline.speed_entry([value]) for name in check_settings.SPEED_RATIOS}
+    out = tmp_path / "with-speed.json"
+    out.write_text(check_baseline.dumps_baseline(data))
+    return out
+
+
+def test_speed_ratios_are_judged_like_throughput(tiny_baseline, tmp_path, monkeypatch):
+    path = _with_speed(tiny_baseline, tmp_path, 2.0)
+    assert check.load_baseline(path)["metrics"]["speed"]["packed_eval_vs_one_per_forward"]["kind"] == "perf"
+    halved = {name: [0.9] for name in check_settings.SPEED_RATIOS}  # below (1 - 0.5) x 2.0
+    monkeypatch.setattr(check_compare, "measure_speed", lambda **kwargs: halved)
+    result = check.run_check(path, speed=True)
+    speed_rows = [row for row in result.rows if row.arch == check_settings.SPEED_GROUP]
+    assert {row.metric for row in speed_rows} == set(check_settings.SPEED_RATIOS)
+    assert all(row.warning and not row.failed for row in speed_rows) and result.passed
+    strict = check_compare.compare(check.load_baseline(path), {"speed": {n: v[0] for n, v in halved.items()}},
+                                   strict_perf=True)
+    assert all(row.failed and row.direction is check.Direction.WORSE for row in strict)
+    fine = check_compare.compare(check.load_baseline(path), {"speed": {n: 1.5 for n in halved}}, strict_perf=True)
+    assert all(row.verdict == "ok" for row in fine)
+
+
+def test_strict_perf_times_the_speed_ratios_and_a_plain_check_does_not(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(check, "run_check", lambda *args, **kwargs: calls.append(kwargs) or check.CheckResult([], 1.0))
+    for argv in (["check"], ["check", "--speed"], ["check", "--strict-perf"]):
+        assert cli_main(argv) == 0
+    assert [(c["speed"], c["strict_perf"]) for c in calls] == [(False, False), (True, False), (True, True)]
+
+
+def test_update_without_speed_keeps_the_baselines_speed_ratios(tmp_path, monkeypatch):
+    fake = {"gpt2": {seed: {"final_val_loss": 3.0 + seed / 100, "_vocab_size": 64, "_seq_len": 16} for seed in (0, 1, 2)}}
+    monkeypatch.setattr(check_update, "measure", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(check_update, "measure_speed", lambda *args: {n: [2.0, 3.0, 2.5] for n in check_settings.SPEED_RATIOS})
+    path = tmp_path / "b.json"
+    made, _ = check.update_baseline(path, TINY, speed=True)
+    assert made["metrics"]["speed"]["banded_vs_dense_fp32"]["value"] == 2.5  # the median of the measurements
+    monkeypatch.setattr(check_update, "measure_speed", lambda *args: pytest.fail("speed measured without speed=True"))
+    again, diff = check.update_baseline(path, TINY)
+    assert again["metrics"]["speed"] == made["metrics"]["speed"] and "speed" not in diff
+    data = json.loads(path.read_text())
+    del data["metrics"]["speed"]["banded_vs_dense_bf16"]["tolerance"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="speed metric banded_vs_dense_bf16 has no numeric tolerance"):
+        check.load_baseline(path)
+
+
+def test_speed_ratio_functions_run_on_small_shapes():
+    """The timing plumbing on shapes small enough for a test (the ratios themselves are not asserted:
+    timings belong to benchmarks)."""
+    import torch
+
+    from harness import speed_ratios
+
+    assert speed_ratios.banded_core_speedup(torch.float32, repeats=1, T=256, window=32) > 0
+    moe = speed_ratios.moe_per_active_flop(repeats=1, size="nano", batch_size=2, seq_len=32)
+    assert set(moe["step_cpu_s"]) == {"gpt3", "gpt4"} and moe["speedup"] > 0
+    assert speed_ratios.packed_eval_speedup(repeats=1, size="nano") > 0

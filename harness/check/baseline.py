@@ -2,7 +2,8 @@
 
 An entry holds the check seed's value and, for quality metrics, the tolerance
 ``max(TOLERANCE_K x sample std over the seeds, floor)`` and which way is better; for
-throughput, the median of every run and the fixed ``PERF_TOLERANCE``.
+throughput and the speed ratios (under ``SPEED_GROUP``), the median of every run or measurement
+and the fixed ``PERF_TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.check.settings import (BASELINE_KIND, BASELINE_SCHEMA, DATA_RTOL, FRACTION_FLOOR_DOCS, LOSS_FLOOR_NATS,
-                                    PERF_TOLERANCE, TOLERANCE_K, CheckSettings, lower_is_better, metric_kind)
+                                    PERF_TOLERANCE, SPEED_GROUP, TOLERANCE_K, CheckSettings, lower_is_better,
+                                    metric_kind)
 
 
 def _floor(name: str, settings: CheckSettings) -> float:
@@ -63,14 +65,22 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def speed_entry(values: list[float]) -> dict[str, Any]:
+    """A speed ratio's baseline entry: the median of its measurements, the fixed ``PERF_TOLERANCE``."""
+    return {"kind": "perf", "value": statistics.median(values), "tolerance": PERF_TOLERANCE,
+            "tolerance_unit": "relative, one-sided (slower)", "measurements": values}
+
+
 def build_baseline(
     settings: CheckSettings,
     measured: dict[str, dict[int, dict[str, float]]],
     *,
     command: str,
     wall_s: float,
+    speed: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """The baseline document from {arch: {seed: metrics}} (seed ``settings.seed`` plus the spread seeds)."""
+    """The baseline document from {arch: {seed: metrics}} (seed ``settings.seed`` plus the spread
+    seeds) and, when measured, {speed ratio: [measurements]} (kept under ``SPEED_GROUP``)."""
     import torch
 
     from harness.device import device_name
@@ -85,6 +95,8 @@ def build_baseline(
             for name in names
         }
         shapes[arch] = {"vocab_size": by_seed[settings.seed]["_vocab_size"], "seq_len": by_seed[settings.seed]["_seq_len"]}
+    if speed:
+        metrics[SPEED_GROUP] = {name: speed_entry(values) for name, values in speed.items()}
     return {
         "kind": BASELINE_KIND,
         "schema_version": BASELINE_SCHEMA,
@@ -173,10 +185,11 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
         settings = CheckSettings.from_dict(baseline["settings"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"baseline {path} has invalid settings ({error}); {create}.") from None
-    for arch in settings.archs:
+    groups = [*settings.archs, *([SPEED_GROUP] if SPEED_GROUP in baseline["metrics"] else [])]
+    for arch in groups:
         entries = baseline["metrics"].get(arch)
         if not isinstance(entries, dict) or not entries:
-            raise ValueError(f"baseline {path} lists {arch} in its settings but has no metrics for it; {create}.")
+            raise ValueError(f"baseline {path} has no metrics for {arch}; {create}.")
         for name, entry in entries.items():
             if not isinstance(entry, dict) or not isinstance(entry.get("value"), (int, float)):
                 raise ValueError(f"baseline {path}: {arch} metric {name} has no numeric value; {create}.")

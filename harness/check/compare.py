@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.check.baseline import library_versions, load_baseline
-from harness.check.measure import PartialRun, measure_run, workspace
-from harness.check.settings import DATA_RTOL, DEFAULT_BASELINE, CheckSettings, lower_is_better, metric_kind
+from harness.check.measure import PartialRun, measure_run, measure_speed, workspace
+from harness.check.settings import (DATA_RTOL, DEFAULT_BASELINE, SPEED_GROUP, CheckSettings, lower_is_better,
+                                    metric_kind)
 from harness.formatting import fmt_precise
 from harness.threads import torch_threads
 
@@ -159,10 +160,15 @@ def run_check(
     archs: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
     strict_perf: bool = False,
+    speed: bool = False,
     workdir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Retrain and evaluate with the baseline's settings, compare; ``result.passed`` is the verdict.
+
+    ``speed``: also time the speed ratios of ``harness.speed_ratios`` (about 30 s) and judge them
+    like throughput (a warning below ``1 - PERF_TOLERANCE`` x the baseline; a failure with
+    ``strict_perf``).
 
     ``archs``: a subset of the baseline's architectures. ``overrides``: model config fields
     set on every architecture (``{"init_std": 0.2}``, ``{"n_layer": 1}``): a deliberately
@@ -197,6 +203,8 @@ def run_check(
             except PartialRun as error:
                 kept = "" if workdir is not None else " (the check's temporary folder is removed: pass workdir / --workdir DIR to keep it)"
                 errors[arch] = f"{error}{kept}"
+    if speed:
+        measured[SPEED_GROUP] = {name: values[0] for name, values in measure_speed(log=log).items()}
     rows = compare(baseline, measured, strict_perf=strict_perf)
     return CheckResult(rows, time.perf_counter() - started, notes, errors)
 

@@ -5,6 +5,7 @@ array or probe file is reused) unless ``workdir`` is given, with ``CheckSettings
 torch threads; runs are always retrained. Derived metrics are left out
 (``token_perplexity`` = exp(nll), ``excess_*`` = loss - a fixed floor) so each metric is an
 independent fact. Throughput is a ratio to a reference matmul timed just before each run.
+The speed ratios (``measure_speed``) are timed on one thread after the runs.
 """
 
 from __future__ import annotations
@@ -138,6 +139,21 @@ def measure(
             for seed in seeds:
                 out[arch][seed] = measure_run(arch, settings, seed, root / "results", overrides, log)
     return out
+
+
+def measure_speed(measurements: int = 1, log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """{ratio: [value per measurement]} for ``harness.speed_ratios.SPEED_RATIOS``, one torch thread
+    (process CPU time then barely moves with other work on the machine)."""
+    from harness.speed_ratios import measure_speed_ratios
+
+    values: dict[str, list[float]] = {}
+    with torch_threads(1):
+        for index in range(measurements):
+            if log:
+                log(f"speed ratios: measurement {index + 1} of {measurements}")
+            for name, value in measure_speed_ratios().items():
+                values.setdefault(name, []).append(value)
+    return values
 
 
 def static_metrics(arch: str, size: str, vocab_size: int, seq_len: int, overrides: dict | None = None) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Metric kinds: ``exact`` (parameter counts, FLOPs per token, planned steps and tokens: equal),
 ``data`` (entropy floor, unigram loss: relative ``DATA_RTOL``), ``perf`` (throughput against a
-reference matmul: one-sided, ``PERF_TOLERANCE``), ``quality`` (every other metric: within
+reference matmul, and the speed ratios of ``harness.speed_ratios`` under ``SPEED_GROUP``:
+one-sided, ``PERF_TOLERANCE``), ``quality`` (every other metric: within
 ``max(TOLERANCE_K x seed std, floor)``, floors in nats for losses and documents for fractions).
 """
 
@@ -12,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.speed_ratios import SPEED_RATIOS
 
 BASELINE_KIND = "harness-check-baseline"
 BASELINE_SCHEMA = 1
@@ -41,6 +44,11 @@ EXACT_KEYS = ("params", "non_embedding_params", "active_params", "forward_flops_
 DATA_KEYS = ("entropy_floor", "unigram_val_loss")
 DERIVED_METRICS = ("token_perplexity", "excess_nll_per_token")
 PERF_KEY = "throughput_vs_matmul"
+# The speed ratios (harness.speed_ratios.SPEED_RATIOS) sit in the baseline's metrics under this
+# key, beside the architectures: measured with --speed (and --strict-perf), one thread, the
+# median of SPEED_MEASUREMENTS measurements when the baseline is made.
+SPEED_GROUP = "speed"
+SPEED_MEASUREMENTS = 3
 
 
 @dataclass
@@ -107,7 +115,7 @@ def metric_kind(name: str) -> str:
         return "exact"
     if name in DATA_KEYS:
         return "data"
-    if name == PERF_KEY:
+    if name == PERF_KEY or name in SPEED_RATIOS:
         return "perf"
     return "quality"
 

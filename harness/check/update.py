@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.check.baseline import build_baseline, dumps_baseline
+from harness.check.measure import measure, measure_speed
+from harness.check.settings import (BASELINE_KIND, BASELINE_SCHEMA, DEFAULT_BASELINE, SPEED_GROUP, SPEED_MEASUREMENTS,
+                                    CheckSettings)
 from harness.formatting import fmt_precise
-from harness.check.measure import measure
-from harness.check.settings import BASELINE_KIND, BASELINE_SCHEMA, DEFAULT_BASELINE, CheckSettings
 
 
 def baseline_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
@@ -67,12 +68,15 @@ def update_baseline(
     archs: list[str] | None = None,
     workdir: str | os.PathLike | None = None,
     command: str | None = None,
+    speed: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Measure seed ``settings.seed`` and the spread seeds, write the baseline atomically; (baseline, diff).
 
     ``archs``: measure only these; when the existing baseline has the same settings, its
-    other architectures are kept, else the new file holds only these.
+    other architectures are kept, else the new file holds only these. ``speed``: also measure
+    the speed ratios (``SPEED_MEASUREMENTS`` times, the median kept); without it the previous
+    baseline's speed ratios are kept.
     """
     from harness.io import write_text_atomic
 
@@ -90,13 +94,16 @@ def update_baseline(
     measured = measure(settings, seeds, archs=measured_archs, workdir=workdir, log=log)
     if command is None:
         command = f"harness.check.update_baseline({str(path)!r}, {settings!r})"
+    speed_values = measure_speed(SPEED_MEASUREMENTS, log) if speed else None
     new = build_baseline(settings if not archs else replace(settings, archs=tuple(measured_archs)), measured,
-                         command=command, wall_s=time.perf_counter() - started)
+                         command=command, wall_s=time.perf_counter() - started, speed=speed_values)
     if archs and _same_settings(old, new):
         # keep the previous baseline's other architectures (same settings, so still comparable)
         merged = list(old["settings"]["archs"]) + [a for a in measured_archs if a not in old["settings"]["archs"]]
         new["settings"]["archs"] = merged
         new["metrics"] = {a: new["metrics"][a] if a in measured_archs else old["metrics"][a] for a in merged}
         new["shapes"] = {a: new["shapes"][a] if a in measured_archs else old["shapes"][a] for a in merged}
+    if not speed and isinstance(old, dict) and isinstance(old.get("metrics"), dict) and SPEED_GROUP in old["metrics"]:
+        new["metrics"][SPEED_GROUP] = old["metrics"][SPEED_GROUP]
     write_text_atomic(path, dumps_baseline(new))
     return new, baseline_diff(old if isinstance(old, dict) else None, new)

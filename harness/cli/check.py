@@ -3,13 +3,17 @@
     python -m harness check                                  # against results/baselines/ci-cpu.json
     python -m harness check --archs gpt2 --set init_std=0.2  # a deliberately changed model: must FAIL
     python -m harness check --update                         # re-measure (seed 0 + 3 spread seeds), rewrite, print the diff
+    python -m harness check --strict-perf                    # quiet machine: slower throughput or speed ratios FAIL
 
 Each architecture is trained from scratch in a fresh temporary folder (fp32 on the CPU,
 seed 0, the baseline's FLOP budget), evaluated on the harness probes (the baseline's
 --limit), and compared: parameter counts and FLOPs per token exactly; validation loss and
 probe metrics within the tolerance the baseline stores per metric (3 x the seed-to-seed
 std measured by --update, or a small floor); throughput, as a ratio to a reference matmul
-timed in the same process, only warns unless --strict-perf. Exit status: 0 pass,
+timed in the same process, only warns unless --strict-perf. With --speed (implied by
+--strict-perf) the speed ratios of harness/speed_ratios.py (banded vs dense attention, MoE
+per active FLOP, packed evaluation vs one request per forward; one thread, about 30 s) are
+judged the same way. Exit status: 0 pass,
 1 regression or incomplete run, 2 bad input (missing, malformed or incompatible baseline).
 """
 
@@ -27,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--update", action="store_true",
                         help="re-measure and rewrite the baseline atomically, print what changed")
     parser.add_argument("--strict-perf", action="store_true",
-                        help="a throughput regression fails the check (default: a warning)")
+                        help="a throughput or speed-ratio regression fails the check (default: a warning); "
+                             "implies --speed")
+    parser.add_argument("--speed", action="store_true",
+                        help="also time the speed ratios of harness/speed_ratios.py (about 30 s); with --update, "
+                             "re-measure them (else the baseline keeps its old ones)")
     parser.add_argument("--archs", help="comma-separated subset of the baseline's architectures")
     add_set_argument(parser, help="override a model config field on every architecture (to test the gate)")
     parser.add_argument("--workdir", help="keep runs and caches here (default: a fresh temporary folder)")
@@ -68,7 +76,8 @@ def main(args: argparse.Namespace) -> int:
             spread_seeds=tuple(range(1, 1 + args.spread_seeds)) if args.spread_seeds else defaults.spread_seeds,
         )
         command = "python -m harness " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["check"] else "python -m harness check --update"
-        new, diff = check.update_baseline(baseline, settings, archs=archs, workdir=args.workdir, command=command, log=_log)
+        new, diff = check.update_baseline(baseline, settings, archs=archs, workdir=args.workdir, command=command,
+                                          speed=args.speed, log=_log)
         print(f"wrote {baseline} ({new['produced']['wall_s']:.0f} s); changes:")
         print(diff)
         return 0
@@ -76,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         if value is not None:
             raise ValueError(f"{flag} only applies with --update; a check repeats the baseline's own settings.")
     result = check.run_check(baseline, archs=archs, overrides=overrides, strict_perf=args.strict_perf,
-                             workdir=args.workdir, log=_log)
+                             speed=args.speed or args.strict_perf, workdir=args.workdir, log=_log)
     if result.rows:
         print(result.table())
     for note in result.notes:
