@@ -68,7 +68,7 @@ def test_lora_flops_match_torch_flop_counter(arch):
     (2.5 x forward, flash recompute; the convention says 2 x), the same surplus as in a full fine-tune."""
     from architectures import build
     from harness.flops import forward_flops_per_token
-    from harness.flops.counters import flop_counter_count
+    from harness.flops.cross_checks import flop_counter_count
 
     torch.manual_seed(0)
     model = build(arch, size="nano")

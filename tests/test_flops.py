@@ -12,14 +12,9 @@ import torch
 import architectures
 from harness.cli import main as cli_main
 from harness.flops import BREAKDOWN_KEYS, forward_breakdown, forward_flops_per_token, six_n_d
-from harness.flops.counters import (
-    IGNORED_OPS,
-    MATRIX_OPS,
-    flop_counter_count,
-    fvcore_count,
-    relative_difference,
-    unsupported_operators,
-)
+from harness.flops.cross_checks import flop_counter_count, relative_difference
+from harness.flops.fvcore_counts import fvcore_count, unsupported_operators
+from harness.flops.fvcore_handles import IGNORED_OPS, MATRIX_OPS
 
 ARCHS = ["gpt1", "gpt2", "gpt3", "gpt4"]
 

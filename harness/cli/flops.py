@@ -103,7 +103,7 @@ def flops_summary(
 def cross_check_summary(arch: str, size: str | None, seq_len: int | None, overrides: dict | None) -> dict:
     """Build the model for real (CPU) and compare analytic, fvcore and FlopCounterMode counts."""
     import architectures
-    from harness.flops.counters import cross_check
+    from harness.flops.cross_checks import cross_check
 
     spec = architectures.get(arch)
     config = spec.config(size, **(overrides or {}))

@@ -1,4 +1,8 @@
-"""FLOP accounting: analytic counts, budget planning, and measured cross-checks (counters.py).
+"""FLOP accounting: analytic counts, budget planning, and measured cross-checks.
+
+Modules: ``analytic`` (counts from the config), ``planner`` (budget → steps),
+``fvcore_handles`` (which traced operators count, and how), ``fvcore_counts`` (fvcore's count
+and its breakdown), ``cross_checks`` (FlopCounterMode's count; all three side by side).
 
 FLOPs = 2 per multiply-add everywhere; see ``analytic.CONVENTION``.
 """
@@ -12,15 +16,9 @@ from harness.flops.analytic import (
     six_n_d,
     train_flops_per_token,
 )
-from harness.flops.counters import (
-    IGNORED_OPS,
-    MATRIX_OPS,
-    FlopCounterCount,
-    FvcoreCount,
-    cross_check,
-    flop_counter_count,
-    fvcore_count,
-)
+from harness.flops.cross_checks import FlopCounterCount, cross_check, flop_counter_count
+from harness.flops.fvcore_counts import FvcoreCount, fvcore_count
+from harness.flops.fvcore_handles import IGNORED_OPS, MATRIX_OPS
 from harness.flops.planner import BudgetPlan, plan_budget
 
 __all__ = [
