@@ -14,41 +14,28 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
 from harness import figures as fig
 from harness import study_figures as study_fig
 from harness.runs_file import RUNS_NAME, read_runs_file, validate_name
-from harness.evaluation.chance import at_chance, chance_level
+from harness.evaluation.chance import chance_level
 from harness.findings import assess, findings_markdown, findings_rows
 from harness.io import write_text_atomic
-from harness.machine import is_contended
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
-from harness.formatting import fmt_count, fmt_interval, fmt_sci, markdown_figure, markdown_notes, markdown_table
+from harness.formatting import fmt_sci, markdown_figure, markdown_notes
 from harness.records import record_path
 from harness.report import FIGURES_DIR, RUNS_CSV_COLUMNS
 from harness.results import RecordSkipped, load_curves, load_records, records_frame
-from harness.stats import t_interval
 from harness.study import STUDY_MODE, add_curve_measures, gpt_family_comparisons, lr_base
+from harness.study_tables import (Setting, band_window, evaluation_table, first_value, moe_table, ordered_archs,
+                                  quality_table, segment_table, stability_table, throughput_table)
 
-ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
-SHOWN_METRICS = ("acc", "acc_norm", "bits_per_byte", "exact_match", "token_acc", "excess_nll_per_token")
-LOWER_IS_BETTER = ("bits_per_byte", "excess_nll_per_token")
 PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_128", "harness_facts", "harness_copy",
                "harness_heldout")
-
-
-@dataclass
-class Setting:
-    name: str
-    role: str
-    command: str
-    runs: pd.DataFrame
-    curves: pd.DataFrame
-    records: list[dict[str, Any]]
 
 
 def is_study(name: str, reports_root: Path | None = None) -> bool:
@@ -77,147 +64,6 @@ def _load_setting(name: str, sweep: dict, results_root: Path, notes: list[str]) 
     curves = load_curves(runs)
     runs = add_curve_measures(runs, curves)
     return Setting(name, sweep["role"], sweep.get("command") or "", runs, curves, records)
-
-
-def _archs(runs: pd.DataFrame) -> list[str]:
-    present = set(runs["arch"])
-    return [a for a in ARCHS if a in present] + sorted(present - set(ARCHS))
-
-
-def _values(runs: pd.DataFrame, arch: str, column: str) -> pd.Series:
-    if column not in runs.columns:
-        return pd.Series(dtype=float)
-    return pd.to_numeric(runs.loc[runs["arch"] == arch, column], errors="coerce").dropna()
-
-
-def _cell(runs: pd.DataFrame, arch: str, column: str, digits: int = 3, scale: float = 1.0) -> str:
-    return fmt_interval(t_interval(_values(runs, arch, column) * scale), digits)
-
-
-def band_window(setting: Setting) -> int | None:
-    """GPT-3's band width (tokens) in this setting's runs, or None without a gpt3 run."""
-    window = _first(setting.runs[setting.runs["arch"] == "gpt3"], "model/window")
-    return int(window) if window is not None else None
-
-
-def _first(runs: pd.DataFrame, column: str) -> Any:
-    values = runs[column].dropna() if column in runs.columns else []
-    return values.iloc[0] if len(values) else None
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def quality_table(setting: Setting) -> str:
-    """Per architecture: size, tokens, validation loss and quality against the unigram baseline."""
-    runs, text = setting.runs, setting.role == "text"
-    quality, unigram = ("val_bpb", "unigram_val_bpb") if text else ("excess_loss", "unigram_excess_loss")
-    unit = "bits/byte" if text else "excess nats/token"
-    headers = ["arch", "seeds", "params total / active", "tokens seen", "val loss (nats/token)",
-               f"val {unit}", f"unigram {unit}", "below unigram?"]
-    rows = []
-    for arch in _archs(runs):
-        mine = runs[runs["arch"] == arch]
-        model, baseline = t_interval(_values(runs, arch, quality)), _values(runs, arch, unigram).mean()
-        below = "yes" if model.n and (model.high if model.n > 1 else model.mean) < baseline else "**no**"
-        rows.append([arch, len(mine), f"{fmt_count(_first(mine, 'params'))} / {fmt_count(_first(mine, 'active_params'))}",
-                     fmt_count(_values(runs, arch, "tokens").mean()), _cell(runs, arch, "final_val_loss", 4),
-                     fmt_interval(model, 4), _cell(runs, arch, unigram, 4), below])
-    return markdown_table(headers, rows)
-
-
-def segment_table(setting: Setting) -> str:
-    runs = setting.runs
-    segments = list((setting.records[0].get("data") or {}).get("segment_names") or [])
-    headers = ["arch"] + [f"{s} (excess nats/token)" for s in segments]
-    rows = [[arch] + [_cell(runs, arch, f"segment/{s}/excess_loss", 3) for s in segments] for arch in _archs(runs)]
-    floors = [f"{_values(runs, _archs(runs)[0], f'segment/{s}/entropy_floor').mean():.3f}" for s in segments]
-    rows.append(["*entropy floor (nats/token)*"] + floors)
-    return markdown_table(headers, rows)
-
-
-def _eval_columns(runs: pd.DataFrame, order: Sequence[str] = ()) -> list[tuple[str, str]]:
-    pairs = [tuple(c.split("/")[1:]) for c in runs.columns if c.startswith("eval/") and c.count("/") == 2]
-    pairs = [(t, m) for t, m in pairs if m in SHOWN_METRICS]
-    rank = {task: i for i, task in enumerate(order)}
-    return sorted(pairs, key=lambda p: (rank.get(p[0], len(rank)), p[0], p[1]))
-
-
-def evaluation_table(setting: Setting, order: Sequence[str] = ()) -> str:
-    """lm-eval scores (mean ± 95 % CI over seeds) with the chance level and an *at chance* mark."""
-    runs = setting.runs
-    config = (setting.records[0].get("data") or {}).get("synthetic_config")
-    pairs = _eval_columns(runs, order)
-    if not pairs:
-        return "n/a: these runs hold no lm-eval results."
-    headers = ["arch"] + [f"{task} {metric}" for task, metric in pairs]
-    rows = []
-    for arch in _archs(runs):
-        row = [arch]
-        for task, metric in pairs:
-            column = f"eval/{task}/{metric}"
-            cell = _cell(runs, arch, column, 3)
-            chance = chance_level(task, metric, config)
-            flag = at_chance(list(_values(runs, arch, column)), list(_values(runs, arch, f"{column}/stderr")), chance,
-                             metric not in LOWER_IS_BETTER)
-            row.append(cell + (" *(at chance)*" if flag else ""))
-        rows.append(row)
-    chances = [chance_level(t, m, config) for t, m in pairs]
-    rows.append(["*chance*"] + [f"{c:.3g}" if c is not None else "—" for c in chances])
-    return markdown_table(headers, rows)
-
-
-def moe_table(setting: Setting) -> str:
-    runs = setting.runs
-    moe = [a for a in _archs(runs) if _values(runs, a, "moe_dropped_mean").size]
-    if not moe:
-        return ""
-    headers = ["arch", "balance term, last 20 % (1 = uniform)", "dropped %, last 20 %", "dropped %, whole run"]
-    rows = [[a, _cell(runs, a, "moe_balance_tail", 3), _cell(runs, a, "moe_dropped_tail", 2, 100),
-             _cell(runs, a, "moe_dropped_mean", 2, 100)] for a in moe]
-    return markdown_table(headers, rows)
-
-
-def stability_table(base: Setting, other: Setting | None) -> str:
-    """GPT-1 vs GPT-2: loss at each learning rate, the per-seed change, gradient-norm variability."""
-    from harness.study import lr_degradation
-
-    base_lr = _first(base.runs, "recipe/lr")
-    headers = ["arch", f"val loss at lr {base_lr:g}"]
-    if other is not None:
-        headers += [f"val loss at lr {_first(other.runs, 'recipe/lr'):g}", "change (nats/token)"]
-    headers += ["std of ln ‖g‖ after warm-up", "max / median ‖g‖"]
-    rows = []
-    for arch in ("gpt1", "gpt2"):
-        if not _values(base.runs, arch, "final_val_loss").size:
-            continue
-        row = [arch, _cell(base.runs, arch, "final_val_loss", 4)]
-        if other is not None:
-            row += [_cell(other.runs, arch, "final_val_loss", 4),
-                    fmt_interval(t_interval(lr_degradation(base.runs, other.runs, arch)), 4)]
-        row += [_cell(base.runs, arch, "grad_norm_log_std", 3), _cell(base.runs, arch, "grad_norm_max_ratio", 2)]
-        rows.append(row)
-    return markdown_table(headers, rows)
-
-
-def throughput_table(settings: Sequence[Setting]) -> tuple[str, int]:
-    """tokens/s per setting and arch, with the machine load: contended runs are discounted."""
-    headers = ["setting", "arch", "train tokens/s (mean, min–max)", "5-min load at end (mean)", "runs on a contended CPU"]
-    rows, contended_total = [], 0
-    for setting in settings:
-        by_id = {r["run_id"]: r for r in setting.records}
-        for arch in _archs(setting.runs):
-            ids = setting.runs.loc[setting.runs["arch"] == arch, "run_id"]
-            loads = [(by_id[i].get("machine_load") or {}).get("end") for i in ids]
-            flags = [is_contended(load) for load in loads]
-            contended = sum(1 for f in flags if f)
-            contended_total += contended
-            speeds = _values(setting.runs, arch, "tokens_per_s")
-            load_values = [load["loadavg_5m"] for load in loads if load and load.get("loadavg_5m") is not None]
-            rows.append([setting.name, arch, f"{speeds.mean():.0f} ({speeds.min():.0f}–{speeds.max():.0f})",
-                         f"{sum(load_values) / len(load_values):.1f}" if load_values else "n/a",
-                         f"{contended} of {len(ids)}" if any(f is not None for f in flags) else "unknown"])
-    return markdown_table(headers, rows), contended_total
 
 
 # ----------------------------------------------------------------------------- assembling
@@ -260,7 +106,7 @@ def _figures(settings: dict[str, Setting], figures_dir: Path) -> list[tuple[str,
     drawn = []
     for setting in (syn, text):
         if setting is not None:
-            figure = fig.loss_curves(setting.runs, setting.curves, _archs(setting.runs), "flops")
+            figure = fig.loss_curves(setting.runs, setting.curves, ordered_archs(setting.runs), "flops")
             drawn.append((f"loss_{setting.role}", f"{setting.name}: validation loss vs training FLOPs", figure))
     if syn is not None:
         window = band_window(syn)
@@ -268,7 +114,7 @@ def _figures(settings: dict[str, Setting], figures_dir: Path) -> list[tuple[str,
         distances = [int(c.split("_")[-1].split("/")[0]) for c in syn.runs.columns
                      if c.startswith("eval/harness_recall_") and c.endswith("/acc")]
         drawn.append(("recall_by_distance", "Recall accuracy by distance, with GPT-3's band edge",
-                      study_fig.recall_by_distance(syn.runs, _archs(syn.runs), sorted(distances), window,
+                      study_fig.recall_by_distance(syn.runs, ordered_archs(syn.runs), sorted(distances), window,
                                                    chance_level("harness_recall_16", "acc", config))))
         drawn.append(("moe_routing", "GPT-4-style MoE: load balance and dropped assignments over training",
                       study_fig.moe_routing(syn.runs, syn.curves)))
@@ -370,7 +216,7 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     base = _lr_base_setting(settings)
     comparisons = gpt_family_comparisons(
         {role: s.runs for role, s in settings.items()}, window,
-        _first(base.runs, "recipe/lr") if base else None, _first(lr.runs, "recipe/lr") if lr else None)
+        first_value(base.runs, "recipe/lr") if base else None, first_value(lr.runs, "recipe/lr") if lr else None)
     findings = assess(comparisons)
     provenance, provenance_notes = _provenance(list(settings.values()))
     notes = provenance_notes + notes

@@ -30,7 +30,7 @@ from harness.data import (
 from harness.data import tokenizer as tokenizer_module
 from harness.data.hf import iter_hf_documents, parse_hf_target
 from harness.data.prepare import split_documents
-from harness.data.synthetic import (
+from harness.data.synthetic_config import (
     COPY_TOKEN,
     DEF_TOKEN,
     EOT,
@@ -38,9 +38,8 @@ from harness.data.synthetic import (
     MARKOV_TOKEN,
     QUERY_TOKEN,
     SPAN_TOKEN,
-    binary_entropy,
-    entropy,
 )
+from harness.data.synthetic_generator import binary_entropy, entropy
 from harness.data.text import read_text_documents
 
 SMALL_SYNTHETIC = "synthetic?n_train=20000&n_val=5000"

@@ -6,7 +6,8 @@ See ``prepare.py`` for the data spec syntax and ``docs/design.md`` ("Data contra
 from harness.data.baselines import unigram_cross_entropy
 from harness.data.batches import IGNORE_INDEX, get_batch
 from harness.data.prepare import VAL_SEED, PreparedData, prepare_data
-from harness.data.synthetic import SEGMENT_NAMES, Probe, SyntheticConfig, SyntheticGenerator
+from harness.data.synthetic_config import SEGMENT_NAMES, SyntheticConfig
+from harness.data.synthetic_generator import Probe, SyntheticGenerator
 from harness.data.tokenizer import (
     BPETokenizer,
     SyntheticTokenizer,

@@ -7,7 +7,7 @@ Specs (``is_pairs_spec``):
 - ``task:recall`` and ``task:reverse_recall``: **generated, offline tasks with a known
   answer**, written in the synthetic vocabulary's words (``w12 w300``; any tokenizer
   encodes them, the synthetic one as one token per word). A prompt is a definition block
-  of ``pairs`` random key/value pairs followed by a query, as in ``harness.data.synthetic``:
+  of ``pairs`` random key/value pairs followed by a query, as in ``harness.data.synthetic_config``:
   ``DEF k1 v1 ... kP vP QUERY q``. In ``recall`` q is a defined key and the completion its
   value — the skill the synthetic corpus pre-trains. In ``reverse_recall`` q is a defined
   *value* and the completion its key: a lookup in the other direction, which pre-training
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.spec import parse_spec, take_options
-from harness.data.synthetic import DEF_TOKEN, FACT_TOKEN, QUERY_TOKEN, SyntheticConfig, SyntheticGenerator
+from harness.data.synthetic_config import DEF_TOKEN, FACT_TOKEN, QUERY_TOKEN, SyntheticConfig
+from harness.data.synthetic_generator import SyntheticGenerator
 
 TASKS = ("facts", "recall", "reverse_recall")
 FACTS_TABLE_SEED = 99  # task:facts default: a fact table the synthetic corpus (table_seed 1234) never shows

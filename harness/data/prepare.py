@@ -28,7 +28,8 @@ from harness import paths
 from harness.data.cache import cache_key, cached_arrays, token_dtype
 from harness.data.hf import HF_MAX_CHARS, iter_hf_documents, parse_hf_target
 from harness.data.spec import DataSpec, parse_spec, take_options
-from harness.data.synthetic import SEGMENT_NAMES, SyntheticConfig, SyntheticGenerator
+from harness.data.synthetic_config import SEGMENT_NAMES, SyntheticConfig
+from harness.data.synthetic_generator import SyntheticGenerator
 from harness.data.text import DOC_CHARS, hash_documents, read_text_documents
 from harness.data.tokenizer import SyntheticTokenizer, Tokenizer, get_tokenizer, tokenizer_fingerprint, train_bpe
 
