@@ -36,13 +36,14 @@ import torch
 
 from harness import lora
 from harness import run_dir as run_files
-from harness.device import configure_device
+from harness.device import configure_device, resolve_dtype
 from harness.flops import forward_flops_per_token, plan_budget
 from harness.io import JsonlAppender, write_json_atomic
 from harness.optim import make_optimizer, make_scheduler
 from harness.records import closing_fields, load_record, progress_fields, provenance, write_record
 from harness.spec import DEFAULT_BATCH, DEFAULT_LR, Recipe
 from harness.train_step import Outcome, StopSignal, accumulate_gradients, apply_gradients
+from harness.validation import check_recipe_field
 
 METHODS = ("full", "lora")
 DEFAULT_FINETUNE_BUDGET = {"nano": 2e10, "micro": 2e12}  # a tenth of the default pre-training budgets
@@ -85,8 +86,10 @@ class FinetuneSpec:
         return lora.LoraSettings(self.rank, self.alpha) if self.method == "lora" else None
 
     def resolve(self, parent_record: dict, config) -> "FinetuneSpec":
-        """Fill rank, lr, batch, seq_len and budget from the parent (its size and config)."""
-        size, recipe, context = parent_record.get("size"), self.recipe, config.context
+        """Fill rank, lr, batch, seq_len, budget and the compute dtype (for this machine, as
+        ``RunSpec.resolve`` does) from the parent's size and config; the caller's ``Recipe`` is copied."""
+        size, recipe = parent_record.get("size"), dataclasses.replace(self.recipe)
+        self.recipe = recipe
         if self.method == "lora":
             self.rank = self.rank or max(1, config.d_model // 32)
             self.alpha = self.alpha or 2.0 * self.rank
@@ -94,10 +97,9 @@ class FinetuneSpec:
         parent_recipe = parent_record.get("recipe") or {}
         if recipe.lr is None:
             recipe.lr = DEFAULT_LR.get(size, 3e-4) * LR_SCALE[self.method]
-        if recipe.seq_len is None:
-            recipe.seq_len = int(parent_record.get("seq_len") or context)
-        if recipe.seq_len > context:
-            raise ValueError(f"--seq-len {recipe.seq_len} is longer than the parent's context of {context}.")
+        if recipe.seq_len is not None:
+            check_recipe_field("seq_len", recipe.seq_len)
+        recipe.seq_len = config.check_seq_len(recipe.seq_len or parent_record.get("seq_len"))
         micro, tokens = DEFAULT_BATCH.get(size, (8, 8 * recipe.seq_len))
         if recipe.micro_batch_size is None:
             recipe.micro_batch_size = int(parent_recipe.get("micro_batch_size") or micro)
@@ -114,6 +116,7 @@ class FinetuneSpec:
             self.budget_flops = DEFAULT_FINETUNE_BUDGET[size]
         if not (math.isfinite(self.budget_flops) and self.budget_flops > 0):
             raise ValueError(f"--budget must be a positive number of FLOPs, got {self.budget_flops}.")
+        self.dtype = resolve_dtype(self.device, self.dtype)
         return self
 
     def to_dict(self) -> dict[str, Any]:

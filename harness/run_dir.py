@@ -84,6 +84,17 @@ def checkpoint_step(run_dir: str | os.PathLike) -> int:
     return int(load_checkpoint(checkpoint_path(run_dir)).get("step", -1))
 
 
+def planned_action(run_dir: str | os.PathLike) -> str:
+    """What ``harness.train.train`` would do with this run directory: ``reuse`` a finished run,
+    ``resume`` one with a checkpoint, else ``train`` (from scratch). For dry runs."""
+    try:
+        if load_record(run_dir).get("status") == "ok":
+            return "reuse"
+    except (FileNotFoundError, ValueError):
+        pass
+    return "resume" if checkpoint_path(run_dir).exists() else "train"
+
+
 def load_run_model(run: str | os.PathLike) -> tuple[Any, Any, dict]:
     """The run's model (eval mode, CPU), its tokenizer and its record; ``run`` is a folder or a run id."""
     from architectures import build_from_config

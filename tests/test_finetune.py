@@ -230,3 +230,24 @@ def test_text_is_tokenized_with_the_parent_tokenizer_not_a_new_one(tmp_path):
     assert "fellow citizens" in parent_tokenizer.decode(text_ids)
     with pytest.raises(ValueError, match="synthetic data .* cannot encode the text"):
         prepare_downstream(str(corpus), SyntheticTokenizer(512), seq_len=32)
+
+
+def test_resolving_copies_the_recipe_and_hashes_the_dtype_this_machine_would_use(monkeypatch):
+    """As for pre-training runs: the caller's Recipe is left alone, and a default-dtype fine-tune on
+    a CPU with native bf16 and one without are different runs."""
+    from architectures import build
+    from harness import device as device_module
+    from harness.spec import Recipe
+
+    config = build("gpt2", size="nano").config
+    parent = {"size": "nano", "seq_len": 64, "recipe": {"micro_batch_size": 8, "batch_tokens": 1024}}
+    recipe = Recipe()
+    ids = {}
+    for native_bf16 in (True, False):
+        monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda native_bf16=native_bf16: native_bf16)
+        spec = FinetuneSpec(parent="p", data="task:facts", recipe=recipe, device="cpu").resolve(parent, config)
+        assert spec.dtype == ("bf16" if native_bf16 else "fp32") and spec.recipe.seq_len == 64
+        ids[native_bf16] = spec.run_id("parent-run")
+    assert recipe == Recipe() and ids[True] != ids[False]
+    with pytest.raises(ValueError, match="seq_len 65 is longer than the context of 64"):
+        FinetuneSpec(parent="p", data="task:facts", recipe=Recipe(seq_len=65)).resolve(parent, config)

@@ -434,3 +434,21 @@ def test_quality_warning_when_the_final_loss_is_above_unigram():
     record["warnings"] = warnings
     assert warning_lines(record) == [f"warning: {warnings[0]}"]
     assert warning_notes([record]) == [f"Run `r`: warning: {warnings[0]}."]
+
+
+def test_dry_runs_say_what_training_would_do_with_each_run_directory(tmp_path):
+    from harness.run_dir import planned_action
+
+    def run(name: str, status: str | None, checkpoint: bool) -> Path:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        if status:
+            (run_dir / "record.json").write_text(json.dumps({"schema_version": 1, "status": status}))
+        if checkpoint:
+            (run_dir / "checkpoint.pt").write_bytes(b"")
+        return run_dir
+
+    assert planned_action(tmp_path / "absent") == "train"
+    assert planned_action(run("done", "ok", True)) == "reuse"
+    assert planned_action(run("killed", "interrupted", True)) == "resume"
+    assert planned_action(run("failed-early", "failed", False)) == "train"

@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
     from harness.distributed import is_main_process
     from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
-    from harness.records import record_path
+    from harness.run_dir import planned_action
     from harness.runs_file import validate_name, write_runs_file
 
     options = sweep_options_from_args(args)
@@ -141,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         for spec in plan.specs:
             run_id = spec.run_id()
-            state = "reuse" if record_path(root / run_id).exists() else "train"
+            state = planned_action(root / run_id)
             print(f"{state}\t{run_id}\tbudget {spec.budget_flops:.3g} FLOPs")
         print(f"{len(plan.specs)} runs; report → {reports_dir() / name}", file=sys.stderr)
         return 0

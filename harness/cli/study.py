@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
     from harness.cli.compare import canonical_command, provenance_ok, sweep_options_from_args
     from harness.compare import plan_sweep, run_sweep
     from harness.paths import reports_dir, results_dir
-    from harness.records import record_path
+    from harness.run_dir import planned_action
     from harness.study import load_study, run_study, write_study_file
     from harness.study_report import build_study_report
 
@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         for name, plan in plans.items():
             for run_spec in plan.specs:
                 run_id = run_spec.run_id()
-                state = "reuse" if record_path(root / run_id).exists() else "train"
+                state = planned_action(root / run_id)
                 print(f"{name}\t{state}\t{run_id}")
         return 0
     if not provenance_ok(args.require_clean):
