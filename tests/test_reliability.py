@@ -335,6 +335,20 @@ def test_compare_checks_the_report_folder_before_training(tmp_path, monkeypatch,
     assert not any((tmp_path / "results").glob("*/record.json"))  # nothing trained
 
 
+def test_study_checks_the_report_folder_before_training(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "reports"
+    blocker.write_text("a file where the reports folder should be")
+    monkeypatch.setenv("HARNESS_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("HARNESS_REPORTS_DIR", str(blocker))
+    study = tmp_path / "tiny.yaml"
+    study.write_text("name: tiny\nsweeps:\n  - name: syn\n    role: synthetic\n    args: >-\n"
+                     "      --archs gpt2 --size nano --budget 2e10 --no-eval\n")
+    assert cli_main(["study", str(study)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write" in err and str(blocker) in err
+    assert not any((tmp_path / "results").glob("*/record.json"))  # nothing trained
+
+
 # ---- corrupt or foreign checkpoints, partial runs --------------------------------------------
 
 

@@ -38,6 +38,7 @@ def _sweep_args(sweep) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> int:
     from harness.cli.compare import canonical_command, provenance_ok, sweep_options_from_args
     from harness.compare import plan_sweep, run_sweep
+    from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
     from harness.run_dir import planned_action
     from harness.study import load_study, run_study, write_study_file
@@ -57,6 +58,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not provenance_ok(args.require_clean):
         return 2
+    check_writable(root)  # fail now, not after every sweep has trained, if the outputs cannot be written
+    check_writable(reports_dir() / spec.name)
 
     def one_sweep(sweep):
         plan = plans[sweep.name]
