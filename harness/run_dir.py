@@ -86,12 +86,13 @@ def checkpoint_step(run_dir: str | os.PathLike) -> int:
 
 def planned_action(run_dir: str | os.PathLike) -> str:
     """What ``harness.train.train`` would do with this run directory: ``reuse`` a finished run,
-    ``resume`` one with a checkpoint, else ``train`` (from scratch). For dry runs."""
+    ``resume`` an unfinished one from its checkpoint, else ``train`` from scratch. For dry runs."""
     try:
-        if load_record(run_dir).get("status") == "ok":
-            return "reuse"
+        status = load_record(run_dir).get("status")
     except (FileNotFoundError, ValueError):
-        pass
+        return "train"
+    if status == "ok":
+        return "reuse"
     return "resume" if checkpoint_path(run_dir).exists() else "train"
 
 

@@ -466,3 +466,4 @@ def test_dry_runs_say_what_training_would_do_with_each_run_directory(tmp_path):
     assert planned_action(run("done", "ok", True)) == "reuse"
     assert planned_action(run("killed", "interrupted", True)) == "resume"
     assert planned_action(run("failed-early", "failed", False)) == "train"
+    assert planned_action(run("no-record", None, True)) == "train"  # train() starts over without a record
