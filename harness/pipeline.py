@@ -161,14 +161,3 @@ def _evaluate(outcome: RunOutcome, options: EvalOptions, eval_errors: EvalErrors
         raise
     finally:
         outcome.eval_s = time.perf_counter() - started
-
-
-def raised_on_this_rank(failure: BaseException) -> bool:
-    """Whether this process's own exception ended a failed run.
-
-    ``harness.train.train`` raises ``TrainingFailed`` *from* the exception a rank hit itself,
-    and without a cause when the run failed for a reason every rank shares (a non-finite
-    loss) or another rank's failure stopped it. Under torchrun that rank reports its own
-    error besides rank 0, which reports every failure.
-    """
-    return failure.__cause__ is not None

@@ -50,7 +50,16 @@ from harness.validation import check_plan_steps, quality_warnings
 
 
 class TrainingFailed(RuntimeError):
-    """Raised after the record has been marked ``failed``; the message says why."""
+    """Raised after the record has been marked ``failed``; the message says why.
+
+    ``raised_here``: this process's own exception ended the run (under torchrun that rank
+    reports it besides rank 0); False when the run failed for a reason every rank shares (a
+    non-finite loss) or another rank's failure stopped it.
+    """
+
+    def __init__(self, message: str, *, raised_here: bool = False):
+        super().__init__(message)
+        self.raised_here = raised_here
 
 
 @dataclass
@@ -191,7 +200,7 @@ class Trainer:
             write_record(self.run_dir, self.record)
         except WriteFailed as exc:
             write_final_record(self.run_dir, {**self.record, "status": "failed", "error": str(exc)})
-            raise TrainingFailed(f"run {spec.run_id()} failed: {exc}") from None
+            raise TrainingFailed(f"run {spec.run_id()} failed: {exc}", raised_here=True) from None
 
     # ---- the step and the loop ------------------------------------------------------------
 
@@ -348,7 +357,8 @@ class Trainer:
             distributed.barrier(self.dist)
         if outcome.raised is not None or record["status"] == "failed":
             raise TrainingFailed(f"run {self.spec.run_id()} failed: {record['error']}; "
-                                 f"the record in {self.run_dir} keeps its metrics.") from outcome.raised
+                                 f"the record in {self.run_dir} keeps its metrics.",
+                                 raised_here=outcome.raised is not None) from outcome.raised
         return TrainResult(self.run_dir, record)
 
     def _closing_record(self, outcome: Outcome) -> dict:

@@ -180,14 +180,15 @@ def test_more_ranks_than_sequences_is_one_sentence_from_rank_0(results_tmp, caps
 
 @pytest.mark.parametrize("rank, own_error, printed", [("1", True, True), ("1", False, False), ("0", False, True)])
 def test_the_rank_whose_own_error_ended_the_run_reports_it(results_tmp, capsys, monkeypatch, rank, own_error, printed):
-    # train() raises TrainingFailed *from* the exception this rank hit itself; rank 0 reports every failure.
-    # The messages carry no "rank N of" label: who prints is decided by that typed signal, not by the text.
+    # train() raises TrainingFailed(raised_here=True) when this rank's own exception ended the run; rank 0
+    # reports every failure. The messages carry no "rank N of" label: who prints is decided by that typed
+    # signal, not by the text.
     import harness.train
     from harness.train import TrainingFailed
 
     def failing_train(*args, **kwargs):
         if own_error:
-            raise TrainingFailed("run x failed: injected failure") from RuntimeError("injected failure")
+            raise TrainingFailed("run x failed: injected failure", raised_here=True)
         raise TrainingFailed("run x failed: training loss became nan at step 3")
 
     for name, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": "2"}.items():

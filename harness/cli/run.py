@@ -127,7 +127,7 @@ def warning_lines(record: dict) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from harness.distributed import is_main_process
     from harness.io import WriteFailed
-    from harness.pipeline import raised_on_this_rank, run
+    from harness.pipeline import run
     from harness.records import load_record
     from harness.run_lock import RunLocked
     from harness.train import TrainingFailed
@@ -139,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
                       wait=args.wait)
     except TrainingFailed as failure:
         # under torchrun: rank 0 reports; another rank only when its own error ended the run
-        if is_main_process() or raised_on_this_rank(failure):
+        if is_main_process() or failure.raised_here:
             print(f"error: {failure}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, KeyError, RunLocked, WriteFailed):
