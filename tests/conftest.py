@@ -12,18 +12,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    """``HARNESS_DATA_DIR`` (default ../shared/data); missing data skips locally and fails in CI."""
+def _shared_path(relative: str) -> Path:
+    """``relative`` under ``HARNESS_DATA_DIR`` (default ../shared/data); missing, it skips the
+    test locally and fails it in CI (``CI=true``)."""
     from harness.paths import data_dir
 
-    path = data_dir()
-    if not (path / "corpora").is_dir():
-        message = f"shared data not found at {path.resolve()} (set HARNESS_DATA_DIR)"
+    path = data_dir() / relative
+    if not path.exists():
+        message = f"shared data {path.resolve()} not found (set HARNESS_DATA_DIR)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_file():
+    """``shared_file("lm_eval/piqa_validation.jsonl")``: a path under the shared data (see ``_shared_path``)."""
+    return _shared_path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared data folder (its ``corpora/`` must exist; see ``_shared_path``)."""
+    return _shared_path("corpora").parent
 
 
 @pytest.fixture

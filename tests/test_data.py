@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from harness import paths
 from harness.data import (
     SEGMENT_NAMES,
     SyntheticConfig,
@@ -49,17 +48,6 @@ SMALL_SYNTHETIC = "synthetic?n_train=20000&n_val=5000"
 def _private_cache(tmp_path, monkeypatch):
     """Nothing a test prepares lands in the checkout's cache."""
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "default-cache"))
-
-
-def shared_file(relative: str):
-    """A file under the shared offline data; skipped when absent (a failure in CI)."""
-    path = paths.data_dir() / relative
-    if not path.exists():
-        message = f"shared data file {path} is missing (set HARNESS_DATA_DIR)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +290,7 @@ def test_unigram_baseline_is_above_the_synthetic_floor(tmp_path):
 
 # --------------------------------------------------------------------------- tokenizers and text
 @pytest.fixture(scope="module")
-def shakespeare():
+def shakespeare(shared_file):
     return shared_file("corpora/tinyshakespeare.txt")
 
 

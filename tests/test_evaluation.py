@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -320,16 +319,8 @@ def test_misspelt_model_args_are_refused_and_lm_eval_own_args_accepted():
 
 # ---- standard tasks ------------------------------------------------------------------------------
 @pytest.fixture
-def lm_eval_data() -> Path:
-    from harness.paths import data_dir
-
-    path = data_dir() / "lm_eval"
-    if not (path / "piqa_validation.jsonl").is_file():
-        message = f"lm-eval data not found at {path.resolve()} (set HARNESS_DATA_DIR)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+def lm_eval_data(shared_file) -> Path:
+    return shared_file("lm_eval/piqa_validation.jsonl").parent
 
 
 def text_run(tmp_path: Path) -> Path:
