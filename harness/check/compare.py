@@ -166,7 +166,7 @@ def run_check(
 ) -> CheckResult:
     """Retrain and evaluate with the baseline's settings, compare; ``result.passed`` is the verdict.
 
-    ``speed``: also time the speed ratios of ``harness.speed_ratios`` (about 30 s) and judge them
+    ``speed``: also time the speed ratios of ``harness.speed_ratios`` (about 25 s) and judge them
     like throughput (a warning below ``1 - PERF_TOLERANCE`` x the baseline; a failure with
     ``strict_perf``).
 

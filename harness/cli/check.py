@@ -12,7 +12,7 @@ probe metrics within the tolerance the baseline stores per metric (3 x the seed-
 std measured by --update, or a small floor); throughput, as a ratio to a reference matmul
 timed in the same process, only warns unless --strict-perf. With --speed (implied by
 --strict-perf) the speed ratios of harness/speed_ratios.py (banded vs dense attention, MoE
-per active FLOP, packed evaluation vs one request per forward; one thread, about 30 s) are
+per active FLOP, packed evaluation vs one request per forward; one thread, about 25 s) are
 judged the same way. Exit status: 0 pass,
 1 regression or incomplete run, 2 bad input (missing, malformed or incompatible baseline).
 """
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a throughput or speed-ratio regression fails the check (default: a warning); "
                              "implies --speed")
     parser.add_argument("--speed", action="store_true",
-                        help="also time the speed ratios of harness/speed_ratios.py (about 30 s); with --update, "
+                        help="also time the speed ratios of harness/speed_ratios.py (about 25 s); with --update, "
                              "re-measure them (else the baseline keeps its old ones)")
     parser.add_argument("--archs", help="comma-separated subset of the baseline's architectures")
     add_set_argument(parser, help="override a model config field on every architecture (to test the gate)")
