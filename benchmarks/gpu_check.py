@@ -259,7 +259,7 @@ def moe_vs_dense(device: str, shapes: dict, dense_twin: dict | None) -> dict:
 
 
 def compare(out: Path, shapes: dict, device: str, timeout: float, dry_run: bool) -> dict:
-    if importlib.util.find_spec("harness.cli.compare") is None or importlib.util.find_spec("harness.compare") is None:
+    if importlib.util.find_spec("harness.cli.compare") is None or importlib.util.find_spec("harness.sweeps.compare") is None:
         return {"status": "skipped", "note": "`harness compare` is not in this checkout (harness/cli/compare.py missing)."}
     name = "gpu-check-compare"
     command = [sys.executable, "-m", "harness", "compare", *shapes["compare"], "--no-eval", "--device", device,
@@ -277,7 +277,7 @@ def compare(out: Path, shapes: dict, device: str, timeout: float, dry_run: bool)
     result = {"command": " ".join(command[1:]), "returncode": done.returncode, "log": "compare.log", "runs": []}
     runs_file = out / "reports" / name / "runs.json"
     run_ids = json.loads(runs_file.read_text()).get("run_ids", []) if runs_file.exists() else []
-    from harness.records import record_path
+    from harness.runs.records import record_path
 
     for run_id in run_ids:
         record_file = record_path(out / "results" / run_id)

@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from harness.device import DeviceSettings, configure_device
-from harness.optim import adamw_param_groups
-from harness.train_step import accumulate_gradients, apply_gradients
+from harness.training.optim import adamw_param_groups
+from harness.training.step import accumulate_gradients, apply_gradients
 
 DEFAULT_STEPS = 10
 DEFAULT_WARMUP = 3
@@ -65,7 +65,7 @@ def ours_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 class TrainingStep:
     """One timed training step of a model: forward, backward, clip, optimizer step, zero grads.
 
-    The step is the trainer's own (``harness.train_step``) with one micro-batch.
+    The step is the trainer's own (``harness.training.step``) with one micro-batch.
     ``loss_of(model, x, y)`` returns the scalar loss (ours: ``model(x, targets=y).loss``), so
     the same loop times any model — the nanoGPT reference uses it too.
     """
@@ -153,7 +153,7 @@ def run_model_config(run: str, overrides: dict | None = None):
     """The model config of a run directory (trained or imported), with field overrides."""
     from architectures.config import ModelConfig
     from harness.io import read_json
-    from harness.run_dir import CONFIG_NAME, resolve_run_dir
+    from harness.runs.run_dir import CONFIG_NAME, resolve_run_dir
 
     path = resolve_run_dir(run) / CONFIG_NAME
     if not path.is_file():

@@ -35,7 +35,7 @@ TINY = check.CheckSettings(
 
 def test_committed_baseline_matches_current_counts_and_flops():
     from harness.flops import plan_budget
-    from harness.spec import RunSpec
+    from harness.runs.spec import RunSpec
 
     baseline = check.load_baseline(COMMITTED)  # parses, right schema and torch major version
     settings = check.CheckSettings.from_dict(baseline["settings"])
@@ -101,13 +101,13 @@ def test_removed_layer_fails_on_exact_counts(tiny_baseline):
 
 
 def test_partial_run_is_an_error_not_a_pass(tiny_baseline, monkeypatch, capsys):
-    import harness.train
-    from harness.train import TrainingFailed
+    import harness.training.trainer
+    from harness.training.trainer import TrainingFailed
 
     def failing_train(*args, **kwargs):
         raise TrainingFailed("run gpt2-nano-x-s0 failed: training loss became nan at step 3")
 
-    monkeypatch.setattr(harness.train, "train", failing_train)
+    monkeypatch.setattr(harness.training.trainer, "train", failing_train)
     monkeypatch.setattr(check_measure, "reference_matmul_flops_per_s", lambda *a: 1e9)
     result = check.run_check(tiny_baseline)
     assert not result.passed and "gpt2" in result.errors

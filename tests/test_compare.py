@@ -15,9 +15,9 @@ from matplotlib.image import imread
 from scipy import stats as scipy_stats
 
 from harness.cli import main as cli_main
-from harness.compare import parse_archs, parse_budgets, plan_sweep
-from harness.formatting import fmt_interval
-from harness.stats import compare_optima, fit_isoflop, t_interval, welch_test
+from harness.sweeps.compare import parse_archs, parse_budgets, plan_sweep
+from harness.reporting.formatting import fmt_interval
+from harness.reporting.stats import compare_optima, fit_isoflop, t_interval, welch_test
 
 
 def _cli(argv):
@@ -103,8 +103,8 @@ def test_plan_orders_seeds_outermost_and_shares_the_recipe():
 
 
 def test_typed_options_plan_the_command_lines_runs_each_with_its_own_recipe():
-    from harness.compare import SweepOptions
-    from harness.spec import Recipe
+    from harness.sweeps.compare import SweepOptions
+    from harness.runs.spec import Recipe
 
     recipe = Recipe(lr=1e-3)
     typed = plan_sweep(SweepOptions(archs=("gpt1", "gpt2"), seeds=2, sizes=("nano",), widths=(32, 64),
@@ -156,7 +156,7 @@ def test_parsers():
 @pytest.fixture
 def quick_validation(monkeypatch):
     """Validate on 4096 held-out tokens instead of up to 131072: this test checks the plumbing, not the losses."""
-    import harness.heldout as heldout
+    import harness.training.heldout as heldout
 
     original = heldout.validation_metrics
 

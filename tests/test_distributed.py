@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from harness.cli import main as cli_main
-from harness.records import load_record
-from harness.spec import Recipe, RunSpec
-from harness.placement import micro_batch_per_rank
+from harness.runs.records import load_record
+from harness.runs.spec import Recipe, RunSpec
+from harness.training.placement import micro_batch_per_rank
 from harness.threads import torch_threads
-from harness.train import train
+from harness.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--size", "nano", "--budget", "1.5e10", "--micro-batch", "8", "--dtype", "fp32", "--no-eval"]
@@ -183,8 +183,8 @@ def test_the_rank_whose_own_error_ended_the_run_reports_it(results_tmp, capsys, 
     # train() raises TrainingFailed(raised_here=True) when this rank's own exception ended the run; rank 0
     # reports every failure. The messages carry no "rank N of" label: who prints is decided by that typed
     # signal, not by the text.
-    import harness.train
-    from harness.train import TrainingFailed
+    import harness.training.trainer
+    from harness.training.trainer import TrainingFailed
 
     def failing_train(*args, **kwargs):
         if own_error:
@@ -193,7 +193,7 @@ def test_the_rank_whose_own_error_ended_the_run_reports_it(results_tmp, capsys, 
 
     for name, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(harness.train, "train", failing_train)
+    monkeypatch.setattr(harness.training.trainer, "train", failing_train)
     assert cli_main(["run", "--arch", "gpt2", *ARGS]) == 1
     assert capsys.readouterr().err.startswith("error: run x failed") == printed
 

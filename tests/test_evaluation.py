@@ -12,8 +12,8 @@ import torch
 from architectures import build
 from harness.evaluation import HarnessLM, default_tasks, evaluate, evaluate_run
 from harness.evaluation.tasks import parse_task_names
-from harness.records import load_record, write_record
-from harness.run_dir import load_run_model
+from harness.runs.records import load_record, write_record
+from harness.runs.run_dir import load_run_model
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from harness.evaluation.chance import at_chance, chance_level
-from harness.findings import Comparison, assess, findings_markdown
-from harness.stats import holm_adjust, welch_test
+from harness.reporting.findings import Comparison, assess, findings_markdown
+from harness.reporting.stats import holm_adjust, welch_test
 
 
 def comparison(key, a, b, higher=False, expected=None, rationale="a reason"):
@@ -107,8 +107,8 @@ def write_run(root, run_id, arch, seed, lr, *, loss, recall48, facts):
 
 
 def test_study_report_from_fabricated_records(tmp_path):
-    from harness.study import StudySpec, StudySweep, write_study_file
-    from harness.study_report import build_study_report
+    from harness.sweeps.study import StudySpec, StudySweep, write_study_file
+    from harness.reporting.study_report import build_study_report
 
     results, reports = tmp_path / "results", tmp_path / "reports"
     synthetic, lr = [], []
@@ -153,7 +153,7 @@ def test_study_report_from_fabricated_records(tmp_path):
     ],
 )
 def test_bad_study_files_are_one_sentence(tmp_path, body, message):
-    from harness.study import load_study
+    from harness.sweeps.study import load_study
 
     path = tmp_path / "study.yaml"
     path.write_text(body)
@@ -167,7 +167,7 @@ def test_study_command_end_to_end_and_report_regenerates(results_tmp, monkeypatc
     import warnings
     from contextlib import redirect_stderr, redirect_stdout
 
-    import harness.heldout as heldout
+    import harness.training.heldout as heldout
     from harness.cli import main as cli_main
 
     original = heldout.validation_metrics

@@ -17,11 +17,11 @@ import torch
 
 from harness.data.pairs import encode_pairs, load_pairs
 from harness.data.tokenizer import SyntheticTokenizer
-from harness.finetune import FinetuneSpec, finetune, flops_per_token
-from harness.lora import LoraSettings, adapter_param_count, apply_lora, load_adapter_state, lora_flops_per_token
-from harness.spec import RunSpec
-from harness.run_dir import load_checkpoint, load_run_model
-from harness.train import train
+from harness.training.finetune import FinetuneSpec, finetune, flops_per_token
+from harness.training.lora import LoraSettings, adapter_param_count, apply_lora, load_adapter_state, lora_flops_per_token
+from harness.runs.spec import RunSpec
+from harness.runs.run_dir import load_checkpoint, load_run_model
+from harness.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "synthetic?n_train=200000&n_val=20000"
@@ -237,7 +237,7 @@ def test_resolving_copies_the_recipe_and_hashes_the_dtype_this_machine_would_use
     a CPU with native bf16 and one without are different runs."""
     from architectures import build
     from harness import device as device_module
-    from harness.spec import Recipe
+    from harness.runs.spec import Recipe
 
     config = build("gpt2", size="nano").config
     parent = {"size": "nano", "seq_len": 64, "recipe": {"micro_batch_size": 8, "batch_tokens": 1024}}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from harness.formatting import (fmt_count, fmt_interval, fmt_p, fmt_precise, fmt_range, fmt_sci, fmt_si,
+from harness.reporting.formatting import (fmt_count, fmt_interval, fmt_p, fmt_precise, fmt_range, fmt_sci, fmt_si,
                                 markdown_figure, markdown_notes, markdown_table)
-from harness.stats import t_interval
+from harness.reporting.stats import t_interval
 
 
 def test_markdown_table_escapes_pipes():

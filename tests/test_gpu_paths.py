@@ -254,8 +254,8 @@ def test_compiled_model_matches_eager_on_cuda():
 @pytest.mark.cuda
 @cuda
 def test_trainer_on_cuda_chooses_the_fast_paths_and_records_them(tmp_path):
-    from harness.spec import RunSpec
-    from harness.train import train
+    from harness.runs.spec import RunSpec
+    from harness.training.trainer import train
 
     spec = RunSpec(arch="gpt3", size="nano", budget_flops=5e9, compile=False)
     record = train(spec, tmp_path, progress=False).record

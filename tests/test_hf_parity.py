@@ -24,13 +24,13 @@ if os.environ.get("CI") != "true":  # CI installs the dev extra: a missing trans
 from architectures import build, build_from_config  # noqa: E402
 from harness.data.tokenizer import ImportedTokenizer, load_tokenizer, train_bpe  # noqa: E402
 from harness.evaluation import HarnessLM  # noqa: E402
-from harness.run_dir import load_run_model  # noqa: E402
+from harness.runs.run_dir import load_run_model  # noqa: E402
 from harness.hf import config_from_hf, export_run, import_checkpoint, resolve_checkpoint  # noqa: E402
 from harness.hf.parity import load_hf_model, logits_max_difference, random_ids  # noqa: E402
 from harness.hf.source import sha256_file  # noqa: E402
 from harness.hf.weights import state_from_hf  # noqa: E402
 from harness.io import torch_save_atomic, write_json_atomic  # noqa: E402
-from harness.records import load_record, write_record  # noqa: E402
+from harness.runs.records import load_record, write_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("gpt2", "openai-gpt", "gpt-neo")
@@ -324,8 +324,8 @@ def _eval_entry(value: float) -> dict:
 
 
 def test_report_shows_imported_runs_as_reference_rows(tiny, results_tmp):
-    from harness.records import update_record
-    from harness.report import build_report
+    from harness.runs.records import update_record
+    from harness.reporting.report import build_report
     from test_results import make_run
 
     shutil.copytree(tiny["gpt2"][1], results_tmp / "tiny-gpt2")

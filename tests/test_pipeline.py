@@ -1,13 +1,13 @@
-"""The train-then-evaluate pipeline (harness/pipeline.py): which runs it evaluates, and what a failed evaluation leaves."""
+"""The train-then-evaluate pipeline (harness/runs/pipeline.py): which runs it evaluates, and what a failed evaluation leaves."""
 
 from __future__ import annotations
 
 import pytest
 
 import harness.evaluation
-from harness.pipeline import EvalOptions, run
-from harness.records import load_record
-from harness.spec import RunSpec
+from harness.runs.pipeline import EvalOptions, run
+from harness.runs.records import load_record
+from harness.runs.spec import RunSpec
 from harness.threads import torch_threads
 
 SPEC = dict(arch="gpt2", size="nano", budget_flops=1e10, dtype="fp32", device="cpu")

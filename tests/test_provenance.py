@@ -16,8 +16,8 @@ def test_contended_means_more_runnable_processes_than_cores():
 
 
 def test_every_run_records_the_machine_load_at_start_and_end(results_tmp):
-    from harness.spec import RunSpec
-    from harness.train import train
+    from harness.runs.spec import RunSpec
+    from harness.training.trainer import train
 
     record = train(RunSpec(arch="gpt2", size="nano", budget_flops=1e10), results_tmp).record
     for moment in ("start", "end"):
@@ -29,11 +29,11 @@ def test_every_run_records_the_machine_load_at_start_and_end(results_tmp):
 @pytest.mark.parametrize("require_clean, ok, said", [(True, False, "error: the checkout has uncommitted changes"),
                                                      (False, True, "WARNING: the checkout has uncommitted changes")])
 def test_a_dirty_checkout_is_refused_or_warned_about(monkeypatch, capsys, require_clean, ok, said):
-    import harness.records
+    import harness.runs.records
     from harness.cli.compare import provenance_ok
 
-    monkeypatch.setattr(harness.records, "git_commit", lambda: "0123abc-dirty")
+    monkeypatch.setattr(harness.runs.records, "git_commit", lambda: "0123abc-dirty")
     assert provenance_ok(require_clean) is ok
     assert said in capsys.readouterr().err
-    monkeypatch.setattr(harness.records, "git_commit", lambda: "0123abc")
+    monkeypatch.setattr(harness.runs.records, "git_commit", lambda: "0123abc")
     assert provenance_ok(True) is True and capsys.readouterr().err == ""

@@ -24,12 +24,12 @@ import torch
 
 import harness.io
 from harness.cli import main as cli_main
-from harness.records import load_record
-from harness.results import STALE_STATUS, load_results
-from harness.run_lock import hold_run_lock, is_held
-from harness.spec import RunSpec
+from harness.runs.records import load_record
+from harness.reporting.results import STALE_STATUS, load_results
+from harness.runs.lock import hold_run_lock, is_held
+from harness.runs.spec import RunSpec
 from harness.threads import torch_threads
-from harness.train import TrainingFailed, train
+from harness.training.trainer import TrainingFailed, train
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET = 1.1e10  # gpt2 nano: 12 steps of 16 x 64 tokens
@@ -426,7 +426,7 @@ def test_bad_numbers_are_one_line_and_exit_2(results_tmp, capsys, extra, message
 
 
 def test_a_diverged_run_is_ok_with_a_warning(reference, tmp_path):
-    from harness.spec import Recipe
+    from harness.runs.spec import Recipe
 
     assert reference["warnings"] == []
     diverged = RunSpec(arch="gpt2", size="nano", budget_flops=BUDGET, dtype="fp32", recipe=Recipe(lr=30.0))
@@ -438,8 +438,8 @@ def test_a_diverged_run_is_ok_with_a_warning(reference, tmp_path):
 
 def test_quality_warning_when_the_final_loss_is_above_unigram():
     from harness.cli.run import warning_lines
-    from harness.report_inputs import warning_notes
-    from harness.validation import quality_warnings
+    from harness.reporting.inputs import warning_notes
+    from harness.runs.validation import quality_warnings
 
     record = {"run_id": "r", "final_val_loss": 6.5, "unigram_val_loss": 5.9}
     warnings = quality_warnings(record)
@@ -451,7 +451,7 @@ def test_quality_warning_when_the_final_loss_is_above_unigram():
 
 
 def test_dry_runs_say_what_training_would_do_with_each_run_directory(tmp_path):
-    from harness.run_dir import planned_action
+    from harness.runs.run_dir import planned_action
 
     def run(name: str, status: str | None, checkpoint: bool) -> Path:
         run_dir = tmp_path / name

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from harness.cli import main as cli_main
-from harness.report import build_report
+from harness.reporting.report import build_report
 from test_results import make_run, probe_eval
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")

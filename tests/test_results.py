@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main as cli_main
-from harness.results import RecordSkipped, eval_columns, flatten_record, load_curves, load_records, load_results
+from harness.reporting.results import RecordSkipped, eval_columns, flatten_record, load_curves, load_records, load_results
 
 SEGMENTS = ("markov", "recall", "copy", "facts")
 

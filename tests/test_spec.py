@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness import device as device_module
-from harness.spec import Recipe, RunSpec
+from harness.runs.spec import Recipe, RunSpec
 
 
 def nano(**kwargs) -> RunSpec:

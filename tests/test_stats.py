@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.stats import IsoFlopFit, fit_isoflop
+from harness.reporting.stats import IsoFlopFit, fit_isoflop
 
 T_975_2DOF = 4.302652729749464  # Student's t, 97.5 % quantile, 2 degrees of freedom (tables: 4.303)
 

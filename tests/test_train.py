@@ -12,11 +12,11 @@ import torch
 
 from harness.cli import main as cli_main
 from harness.flops import train_flops_per_token
-from harness.heldout import token_losses
-from harness.optim import lr_at
-from harness.records import load_record
-from harness.spec import Recipe, RunSpec
-from harness.train import TrainingFailed, train
+from harness.training.heldout import token_losses
+from harness.training.optim import lr_at
+from harness.runs.records import load_record
+from harness.runs.spec import Recipe, RunSpec
+from harness.training.trainer import TrainingFailed, train
 
 def nano_spec(arch: str = "gpt2", budget: float = 3e10, **kwargs) -> RunSpec:
     return RunSpec(arch=arch, size="nano", budget_flops=budget, **kwargs)

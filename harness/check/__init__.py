@@ -27,7 +27,7 @@ Runs use one torch thread (``CheckSettings.threads``): the numbers then do not d
 the core count, and other work on the machine does not stall the check.
 
 The modules, one job each: ``settings`` (what is trained, the tolerances, the metric kinds),
-``measure`` (train and evaluate through ``harness.pipeline``, as flat metrics), ``baseline``
+``measure`` (train and evaluate through ``harness.runs.pipeline``, as flat metrics), ``baseline``
 (build, write and read the baseline file), ``compare`` (judge each metric, ``run_check``),
 ``update`` (``update_baseline`` and the diff it prints). This package's namespace holds the
 entry points below.

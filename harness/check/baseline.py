@@ -84,7 +84,7 @@ def build_baseline(
     import torch
 
     from harness.device import device_name
-    from harness.records import git_commit
+    from harness.runs.records import git_commit
 
     metrics: dict[str, dict[str, Any]] = {}
     shapes: dict[str, dict[str, int]] = {}

@@ -14,7 +14,7 @@ from harness.check.baseline import library_versions, load_baseline
 from harness.check.measure import PartialRun, measure_run, measure_speed, workspace
 from harness.check.settings import (DATA_RTOL, DEFAULT_BASELINE, SPEED_GROUP, CheckSettings, lower_is_better,
                                     metric_kind)
-from harness.formatting import fmt_precise
+from harness.reporting.formatting import fmt_precise
 from harness.threads import torch_threads
 
 

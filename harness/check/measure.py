@@ -1,4 +1,4 @@
-"""Measuring: train an architecture from scratch and evaluate it (``harness.pipeline``), as flat metrics.
+"""Measuring: train an architecture from scratch and evaluate it (``harness.runs.pipeline``), as flat metrics.
 
 Every run goes into a fresh temporary folder (results and caches, so no stale run, token
 array or probe file is reused) unless ``workdir`` is given, with ``CheckSettings.threads``
@@ -58,9 +58,9 @@ def measure_run(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Train ``arch`` at ``seed`` (always from scratch), evaluate the probes; flat {metric: value}."""
-    from harness.pipeline import EvalOptions, run
-    from harness.spec import RunSpec
-    from harness.train import TrainingFailed
+    from harness.runs.pipeline import EvalOptions, run
+    from harness.runs.spec import RunSpec
+    from harness.training.trainer import TrainingFailed
 
     spec = RunSpec(
         arch=arch, size=settings.size, data=settings.data, seed=seed, budget_flops=float(settings.budget_flops),

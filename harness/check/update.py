@@ -13,7 +13,7 @@ from harness.check.baseline import build_baseline, dumps_baseline
 from harness.check.measure import measure, measure_speed
 from harness.check.settings import (BASELINE_KIND, BASELINE_SCHEMA, DEFAULT_BASELINE, SPEED_GROUP, SPEED_MEASUREMENTS,
                                     CheckSettings)
-from harness.formatting import fmt_precise
+from harness.reporting.formatting import fmt_precise
 
 
 def baseline_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:

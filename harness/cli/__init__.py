@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {as_write_failed(error.filename or '?', error)}", file=sys.stderr)
         return 1
     except RuntimeError as error:
-        from harness.run_lock import RunLocked
+        from harness.runs.lock import RunLocked
 
         if not isinstance(error, RunLocked):
             raise
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 def _end_process_group() -> None:
     """Under torchrun: destroy the process group the command made (on every rank, however it ended)."""
     if "torch.distributed" in sys.modules:  # never imported: no group to end, and no torch to pay for
-        from harness.distributed import shutdown
+        from harness.training.distributed import shutdown
 
         shutdown()
 

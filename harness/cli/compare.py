@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def provenance_ok(require_clean: bool) -> bool:
     """Warn loudly (or refuse with ``--require-clean``) when the checkout has uncommitted changes."""
-    from harness.records import git_commit
+    from harness.runs.records import git_commit
 
     commit = git_commit() or ""
     if not commit.endswith("-dirty"):
@@ -65,9 +65,9 @@ def provenance_ok(require_clean: bool) -> bool:
 
 
 def sweep_options_from_args(args: argparse.Namespace):
-    """The command line as ``harness.compare.SweepOptions`` (lists parsed and checked)."""
+    """The command line as ``harness.sweeps.compare.SweepOptions`` (lists parsed and checked)."""
     from architectures.config import parse_overrides
-    from harness.compare import SweepOptions, parse_archs, parse_budgets, parse_sizes, parse_widths
+    from harness.sweeps.compare import SweepOptions, parse_archs, parse_budgets, parse_sizes, parse_widths
 
     archs = parse_archs(args.archs)
     sizes = parse_sizes(args.sizes) if args.sizes else [args.size]
@@ -83,8 +83,8 @@ def sweep_options_from_args(args: argparse.Namespace):
 
 
 def adaptation_options_from_args(args: argparse.Namespace):
-    """The ``--finetune-*`` options as ``harness.adaptation.AdaptationOptions``, None without --finetune-data."""
-    from harness.adaptation import AdaptationOptions, parse_methods
+    """The ``--finetune-*`` options as ``harness.sweeps.adaptation.AdaptationOptions``, None without --finetune-data."""
+    from harness.sweeps.adaptation import AdaptationOptions, parse_methods
 
     if not args.finetune_data:
         extra = [name for name in ("finetune_budget", "finetune_rank") if getattr(args, name) is not None]
@@ -126,12 +126,12 @@ def canonical_command(args: argparse.Namespace, name: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.compare import default_name, plan_sweep, run_sweep, runs_payload
-    from harness.distributed import is_main_process
+    from harness.sweeps.compare import default_name, plan_sweep, run_sweep, runs_payload
+    from harness.training.distributed import is_main_process
     from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
-    from harness.run_dir import planned_action
-    from harness.runs_file import validate_name, write_runs_file
+    from harness.runs.run_dir import planned_action
+    from harness.sweeps.runs_file import validate_name, write_runs_file
 
     options = sweep_options_from_args(args)
     plan = plan_sweep(options)
@@ -160,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     extra = {}
     if adaptation is not None and not outcome.interrupted:
-        from harness.adaptation import run_adaptation
+        from harness.sweeps.adaptation import run_adaptation
 
         extra["finetune"] = run_adaptation(outcome.run_ids, adaptation, root).to_dict()
         outcome.failed.update(extra["finetune"]["failed"])
@@ -179,7 +179,7 @@ def _finish(plan, outcome, name: str, command: str) -> int:
     if outcome.interrupted:
         print(f"interrupted at {outcome.interrupted}; run the same command again to resume: {command}", file=sys.stderr)
         return 130
-    from harness.report import build_report
+    from harness.reporting.report import build_report
 
     report = build_report([name], reference=plan.reference)
     for note in report.notes:

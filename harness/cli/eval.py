@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.evaluation.run import check_limit, evaluate_run
-    from harness.records import record_path
-    from harness.run_dir import resolve_run_dir, results_name
+    from harness.runs.records import record_path
+    from harness.runs.run_dir import resolve_run_dir, results_name
 
     check_limit(args.limit)  # before paying for the imports and the model
     if args.num_fewshot < 0:

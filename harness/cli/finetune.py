@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from harness.finetune import FinetuneSpec
-    from harness.spec import Recipe
+    from harness.training.finetune import FinetuneSpec
+    from harness.runs.spec import Recipe
 
     recipe = Recipe(lr=args.lr, batch_tokens=args.batch_tokens, micro_batch_size=args.micro_batch, seq_len=args.seq_len)
     return FinetuneSpec(parent=args.run, data=args.data, method=args.method, rank=args.rank, alpha=args.alpha,
@@ -55,7 +55,7 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.finetune import finetune
+    from harness.training.finetune import finetune
 
     result = finetune(spec_from_args(args), force=args.force)
     r = result.record

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.hf import import_checkpoint
-    from harness.records import load_record
+    from harness.runs.records import load_record
 
     run_dir = import_checkpoint(args.source, args.out, force=args.force)
     record = load_record(run_dir)

@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.report import build_report
-    from harness.results import RecordSkipped
-    from harness.study_report import build_study_report, is_study
+    from harness.reporting.report import build_report
+    from harness.reporting.results import RecordSkipped
+    from harness.reporting.study_report import build_study_report, is_study
 
     if len(args.targets) == 1 and is_study(args.targets[0]):  # a study's report (harness study)
         study = build_study_report(args.targets[0])

@@ -44,8 +44,8 @@ def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from harness.paths import results_dir
-    from harness.formatting import markdown_table
-    from harness.results import RecordSkipped, eval_columns, load_curves, load_results
+    from harness.reporting.formatting import markdown_table
+    from harness.reporting.results import RecordSkipped, eval_columns, load_curves, load_results
 
     statuses = [s.strip() for s in args.status.split(",")] if args.status else None
     with warnings.catch_warnings(record=True) as caught:

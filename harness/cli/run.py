@@ -69,14 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args: argparse.Namespace):
     """The recipe fields the command line sets (the rest: defaults, resolved per run)."""
-    from harness.spec import Recipe
+    from harness.runs.spec import Recipe
 
     return Recipe(lr=args.lr, batch_tokens=args.batch_tokens, micro_batch_size=args.micro_batch, seq_len=args.seq_len)
 
 
 def eval_options_from_args(args: argparse.Namespace, *, redo_done: bool):
     """``--tasks``, ``--eval-limit``, ``--task-data``, ``--no-eval`` as ``EvalOptions`` (checked now, not after training)."""
-    from harness.pipeline import EvalOptions
+    from harness.runs.pipeline import EvalOptions
 
     return EvalOptions(tasks=tuple(args.tasks.split(",")) if args.tasks else None, limit=args.eval_limit,
                        task_data=args.task_data, enabled=not args.no_eval, redo_done=redo_done)
@@ -84,7 +84,7 @@ def eval_options_from_args(args: argparse.Namespace, *, redo_done: bool):
 
 def spec_from_args(args: argparse.Namespace):
     """The command line as a resolved ``RunSpec`` (a bad value is one ``ValueError`` sentence)."""
-    from harness.spec import RunSpec
+    from harness.runs.spec import RunSpec
 
     return RunSpec(
         arch=args.arch,
@@ -125,12 +125,12 @@ def warning_lines(record: dict) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.distributed import is_main_process
+    from harness.training.distributed import is_main_process
     from harness.io import WriteFailed
-    from harness.pipeline import run
-    from harness.records import load_record
-    from harness.run_lock import RunLocked
-    from harness.train import TrainingFailed
+    from harness.runs.pipeline import run
+    from harness.runs.records import load_record
+    from harness.runs.lock import RunLocked
+    from harness.training.trainer import TrainingFailed
 
     try:
         # a re-run with --tasks evaluates a reused run again (e.g. at another --eval-limit)

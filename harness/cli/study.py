@@ -4,7 +4,7 @@
     python -m harness study studies/gpt-family-cpu.yaml --dry-run  # list the runs: to train or reused
 
 A study file names the study and lists its sweeps, each a `harness compare` argument string
-with a role (synthetic, text, lr); see harness/study.py. Runs are reused by id, so running
+with a role (synthetic, text, lr); see harness/sweeps/study.py. Runs are reused by id, so running
 the same study again resumes it. The report goes to reports/<name>/ (report.md with a
 Findings section generated from Welch tests with Holm's correction, figures, CSVs);
 `python -m harness report <name>` regenerates it from the records.
@@ -37,12 +37,12 @@ def _sweep_args(sweep) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     from harness.cli.compare import canonical_command, provenance_ok, sweep_options_from_args
-    from harness.compare import plan_sweep, run_sweep
+    from harness.sweeps.compare import plan_sweep, run_sweep
     from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
-    from harness.run_dir import planned_action
-    from harness.study import load_study, run_study, write_study_file
-    from harness.study_report import build_study_report
+    from harness.runs.run_dir import planned_action
+    from harness.sweeps.study import load_study, run_study, write_study_file
+    from harness.reporting.study_report import build_study_report
 
     spec = load_study(args.study)
     parsed = {sweep.name: _sweep_args(sweep) for sweep in spec.sweeps}

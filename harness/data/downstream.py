@@ -41,7 +41,7 @@ class CorpusData:
         return get_batch(self.data.train_tokens, step, batch_size, seq_len, seed=seed, micro_step=micro)
 
     def evaluate(self, model, seq_len: int, batch_size: int, device, autocast, max_tokens: int) -> dict:
-        from harness.heldout import validation_metrics
+        from harness.training.heldout import validation_metrics
 
         return validation_metrics(model, self.data, seq_len, batch_size, device, autocast, max_tokens=max_tokens)
 

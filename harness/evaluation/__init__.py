@@ -4,7 +4,7 @@
 
 See ``lm.py`` (the lm-eval model, registered as ``harness``), ``tasks.py`` (task names →
 lm-eval tasks, offline data), ``probes.py`` (the synthetic probes) and ``run.py``; a run's
-model is read by ``harness.run_dir.load_run_model``.
+model is read by ``harness.runs.run_dir.load_run_model``.
 Importing this package imports lm-eval; the CLI imports it only when ``eval`` runs.
 """
 

@@ -81,7 +81,7 @@ class HarnessLM(TemplateLM):
             accepted = [name for name in inspect.signature(HarnessLM.__init__).parameters if name not in ("self", "lm_eval_args")]
             raise ValueError(f"unknown HarnessLM argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}.")
         if run_dir is not None:
-            from harness.run_dir import load_run_model
+            from harness.runs.run_dir import load_run_model
 
             model, tokenizer, _ = load_run_model(run_dir)
         if model is None or tokenizer is None:

@@ -6,7 +6,7 @@
         at k shots) and merges the metrics into record.json under ``evaluation``, keyed by
         ``evaluation_key``: the task name at 0 shots, ``<task>@<k>shot`` at k > 0, so one
         record keeps a task's zero- and few-shot results side by side
-    (a run's model is read by ``harness.run_dir.load_run_model``, its file names live there too)
+    (a run's model is read by ``harness.runs.run_dir.load_run_model``, its file names live there too)
     default_tasks(data_kind)                      → probes (synthetic) or wikitext + lambada_openai (text)
 """
 
@@ -26,8 +26,8 @@ from harness.evaluation.lm import DEFAULT_BATCH_SIZE, HarnessLM, parse_batch_siz
 from harness.evaluation.tasks import parse_task_names, task_manager, write_task_yamls
 from harness.io import write_text_atomic
 from harness.paths import temporary_environ
-from harness.records import load_record, update_record
-from harness.run_dir import checkpoint_step, load_run_model, resolve_run_dir, results_name
+from harness.runs.records import load_record, update_record
+from harness.runs.run_dir import checkpoint_step, load_run_model, resolve_run_dir, results_name
 
 TEXT_TASKS = ("wikitext", "lambada_openai")
 BOOTSTRAP_ITERS = 1000  # lm-eval's default (100000) takes minutes for perplexity metrics on a CPU
@@ -159,11 +159,11 @@ def evaluate_run(
 
     ``tasks`` defaults to ``default_tasks`` of the run's data kind. Returns the merged metrics
     of this evaluation, {task: {metric: {value, stderr, n, version}}}. The run directory is
-    locked meanwhile (``harness.run_lock``; ``wait``: wait for a process holding it). A run
+    locked meanwhile (``harness.runs.lock``; ``wait``: wait for a process holding it). A run
     whose record is not ``ok`` (interrupted, failed) is refused unless ``allow_partial``:
     then its last checkpoint is scored and the record's ``evaluation_step`` says at which step.
     """
-    from harness.run_lock import hold_run_lock
+    from harness.runs.lock import hold_run_lock
 
     run_dir = resolve_run_dir(run_dir)
     check_limit(limit)

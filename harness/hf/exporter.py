@@ -52,7 +52,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, force: bool = 
     """Write run ``run`` (folder or run id) as a Hugging Face directory ``out``; refuses what cannot map."""
     from safetensors.torch import save_file
 
-    from harness.run_dir import load_run_model
+    from harness.runs.run_dir import load_run_model
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:

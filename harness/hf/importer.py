@@ -1,7 +1,7 @@
 """Import a Hugging Face checkpoint as a harness run directory.
 
 ``import_checkpoint(source, out)`` writes an ordinary run directory, loadable by
-``harness.run_dir.load_run_model`` like a trained one:
+``harness.runs.run_dir.load_run_model`` like a trained one:
 
 - ``checkpoint.pt``: ``{"model": state dict (fp32), "config": ModelConfig dict, "run_id", "step": 0}``
 - ``config.json``: ``{"run": None, "model": ..., "run_id", "imported": provenance}``
@@ -28,8 +28,8 @@ from harness.hf.families import HF_CLASSES, config_from_hf
 from harness.hf.source import HFCheckpoint, resolve_checkpoint
 from harness.hf.weights import IGNORED, state_from_hf
 from harness.io import write_json_atomic
-from harness.records import git_commit, write_record
-from harness.run_dir import CONFIG_NAME, TOKENIZER_DIR, save_checkpoint
+from harness.runs.records import git_commit, write_record
+from harness.runs.run_dir import CONFIG_NAME, TOKENIZER_DIR, save_checkpoint
 
 
 def source_label(checkpoint: HFCheckpoint) -> str:

@@ -38,7 +38,7 @@ def random_ids(vocab_size: int, length: int, batch: int = 2, seed: int = 0) -> t
 
 def logit_difference(hf_directory: str | os.PathLike, run: str | os.PathLike, length: int | None = None, seed: int = 0) -> float:
     """max |Δ logit| between the HF checkpoint and the run on random ids of ``length`` (default: the context, ≤ 256)."""
-    from harness.run_dir import load_run_model
+    from harness.runs.run_dir import load_run_model
 
     model, _, _ = load_run_model(run)
     hf_model = load_hf_model(hf_directory)

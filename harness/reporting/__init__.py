@@ -1,0 +1,1 @@
+"""Reports from records: results frame, statistics, tables, sections, figures, findings, number formatting."""

@@ -1,0 +1,252 @@
+"""The study report: Findings from the statistics, then each setting's tables and figures.
+
+    from harness.reporting.study_report import build_study_report
+    build_study_report("gpt-family-cpu")     # reports/gpt-family-cpu/runs.json (mode "study")
+
+Reads only the records, configs and metrics of the study's runs (``harness.sweeps.study``) and
+writes ``reports/<name>/report.md``, ``figures/*.png|svg``, ``findings.csv`` and one
+``<sweep>.csv`` per sweep (a row per run). Every sentence of the Findings section comes from
+``harness.reporting.findings``; every ± is a 95 % t-interval over seeds.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from harness.reporting import figures as fig
+from harness.reporting import study_figures as study_fig
+from harness.sweeps.runs_file import RUNS_NAME, read_runs_file, validate_name
+from harness.evaluation.chance import chance_level
+from harness.reporting.findings import assess, findings_markdown, findings_rows
+from harness.io import write_text_atomic
+from harness.paths import reports_dir as default_reports_dir
+from harness.paths import results_dir as default_results_dir
+from harness.reporting.formatting import fmt_sci, markdown_figure, markdown_notes
+from harness.runs.records import record_path
+from harness.reporting.report import FIGURES_DIR, RUNS_CSV_COLUMNS
+from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
+from harness.sweeps.study import STUDY_MODE, add_curve_measures, gpt_family_comparisons, lr_base
+from harness.reporting.study_tables import (Setting, band_window, evaluation_table, first_value, moe_table, ordered_archs,
+                                  quality_table, segment_table, stability_table, throughput_table)
+
+PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_128", "harness_facts", "harness_copy",
+               "harness_heldout")
+
+
+def is_study(name: str, reports_root: Path | None = None) -> bool:
+    path = (reports_root or default_reports_dir()) / name / RUNS_NAME
+    try:
+        return path.exists() and read_runs_file(path.parent).get("mode") == STUDY_MODE
+    except ValueError:
+        return False
+
+
+def _load_setting(name: str, sweep: dict, results_root: Path, notes: list[str]) -> Setting | None:
+    present = [r for r in sweep["run_ids"] if record_path(results_root / r).exists()]
+    if len(present) < len(sweep["run_ids"]):
+        notes.append(f"{name}: {len(sweep['run_ids']) - len(present)} planned run(s) have no record (sweep unfinished?).")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RecordSkipped)
+        records = load_records(results_root, present)
+    notes += [f"{name}: skipped {w.message}" for w in caught if issubclass(w.category, RecordSkipped)]
+    for record in records:
+        if record.get("status") != "ok":
+            notes.append(f"{name}: run `{record['run_id']}` is {record.get('status')} ({record.get('error')}); left out.")
+    records = [r for r in records if r.get("status") == "ok" and r.get("final_val_loss") is not None]
+    if not records:
+        return None
+    runs = records_frame(records)
+    curves = load_curves(runs)
+    runs = add_curve_measures(runs, curves)
+    return Setting(name, sweep["role"], sweep.get("command") or "", runs, curves, records)
+
+
+# ----------------------------------------------------------------------------- assembling
+
+
+@dataclass
+class StudyReport:
+    name: str
+    path: Path
+    directory: Path
+    figures: list[Path]
+    findings: list
+    notes: list[str]
+
+
+def _provenance(settings: Sequence[Setting]) -> tuple[str, list[str]]:
+    """A sentence on the code the runs trained at, and loud notes when it was not one clean commit."""
+    commits = sorted({str(r.get("git_commit")) for s in settings for r in s.records})
+    notes = []
+    dirty = [c for c in commits if c.endswith("-dirty") or c == "None"]
+    if dirty:
+        notes.append(f"**Not reproducible from a commit**: runs trained from a modified or unknown checkout "
+                     f"({', '.join(dirty)}).")
+    if len(commits) > 1:
+        notes.append(f"Runs trained at {len(commits)} different commits ({', '.join(commits)}).")
+    sentence = (f"all {sum(len(s.records) for s in settings)} runs trained at commit `{commits[0]}` (a clean checkout)"
+                if len(commits) == 1 and not dirty else f"runs trained at {', '.join(f'`{c}`' for c in commits)}")
+    return sentence, notes
+
+
+def _lr_base_setting(settings: dict[str, Setting]) -> Setting | None:
+    """The setting the lr sweep varies (same data), else the synthetic one."""
+    frame = lr_base({role: s.runs for role, s in settings.items()})
+    return next((s for s in settings.values() if s.role != "lr" and s.runs is frame), None)
+
+
+def _figures(settings: dict[str, Setting], figures_dir: Path) -> list[tuple[str, str, list[Path]]]:
+    """(key, caption, paths) of every figure drawn."""
+    syn, text, lr = settings.get("synthetic"), settings.get("text"), settings.get("lr")
+    drawn = []
+    for setting in (syn, text):
+        if setting is not None:
+            figure = fig.loss_curves(setting.runs, setting.curves, ordered_archs(setting.runs), "flops")
+            drawn.append((f"loss_{setting.role}", f"{setting.name}: validation loss vs training FLOPs", figure))
+    if syn is not None:
+        window = band_window(syn)
+        config = (syn.records[0].get("data") or {}).get("synthetic_config")
+        distances = [int(c.split("_")[-1].split("/")[0]) for c in syn.runs.columns
+                     if c.startswith("eval/harness_recall_") and c.endswith("/acc")]
+        drawn.append(("recall_by_distance", "Recall accuracy by distance, with GPT-3's band edge",
+                      study_fig.recall_by_distance(syn.runs, ordered_archs(syn.runs), sorted(distances), window,
+                                                   chance_level("harness_recall_16", "acc", config))))
+        drawn.append(("moe_routing", "GPT-4-style MoE: load balance and dropped assignments over training",
+                      study_fig.moe_routing(syn.runs, syn.curves)))
+    base = _lr_base_setting(settings)
+    if base is not None:
+        drawn.append(("grad_norms", f"GPT-1 (post-LN) vs GPT-2 (pre-LN): gradient norms over training ({base.name})",
+                      study_fig.grad_norms(base.runs, base.curves)))
+        frames = [s.runs for s in (base, lr) if s is not None]
+        points = pd.concat(frames)[["arch", "recipe/lr", "final_val_loss"]].rename(columns={"recipe/lr": "lr"})
+        drawn.append(("lr_sensitivity", f"GPT-1 vs GPT-2: final loss against the learning rate ({base.name})",
+                      study_fig.lr_sensitivity(points[points["arch"].isin(["gpt1", "gpt2"])])))
+    out = []
+    for key, caption, figure in drawn:
+        if figure is not None:
+            out.append((key, caption, fig.save_figure(figure, figures_dir, key)))
+    return out
+
+
+def _setting_sections(settings: dict[str, Setting]) -> list[str]:
+    parts = []
+    syn, text, lr = settings.get("synthetic"), settings.get("text"), settings.get("lr")
+    if syn is not None:
+        parts += [f"## Synthetic setting (`{syn.name}`)", "", quality_table(syn), "",
+                  "Excess loss = validation loss − the data's exact entropy floor (0 is perfect). Per segment:", "",
+                  segment_table(syn), "", "Probes (lm-eval, generated from the same generator; ± over seeds):", "",
+                  evaluation_table(syn, PROBE_ORDER), ""]
+        moe = moe_table(syn)
+        if moe:
+            parts += ["MoE routing (Switch balance term: 1 at uniform load; dropped: expert assignments over the "
+                      "capacity factor, which then skip the FFN):", "", moe, ""]
+    if text is not None:
+        parts += [f"## Text setting (`{text.name}`)", "", quality_table(text), "",
+                  "lm-eval tasks (mean ± 95 % CI over seeds; perplexities are not shown — bits per byte carries the "
+                  "same information on a readable scale):", "", evaluation_table(text), ""]
+    base = _lr_base_setting(settings)
+    if base is not None:
+        parts += [f"## Post-LN (GPT-1) vs pre-LN (GPT-2): learning rate and stability (`{base.name}`"
+                  + (f" and `{lr.name}`)" if lr is not None else ")"), "", stability_table(base, lr), "",
+                  "The gradient norm is the global norm before clipping at 1.0, logged every step; the change is "
+                  "per seed (same seed and data order at both learning rates), negative when the other learning "
+                  "rate helped.", ""]
+    return parts
+
+
+def _intro(meta: dict, settings: dict[str, Setting], provenance: str) -> str:
+    runs = [s for s in settings.values()]
+    n_runs = sum(len(s.records) for s in runs)
+    wall = sum(float(r.get("wall_s") or 0) for s in runs for r in s.records)
+    flops = sum(float(r.get("flops_used") or 0) for s in runs for r in s.records)
+    first = next(iter(settings.values())).records[0]
+    return (f"{n_runs} training runs in {len(settings)} sweeps ({', '.join(s.name for s in runs)}), "
+            f"{fmt_sci(flops)} training FLOPs in all (2 per multiply-add), {wall / 60:.0f} minutes of training wall time "
+            f"on {first.get('device')}; {provenance}. Every number below is computed "
+            f"from the run records; `python -m harness report {meta['name']}` regenerates this page.")
+
+
+def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
+    from harness.flops import CONVENTION
+
+    lines = []
+    for setting in settings.values():
+        record = setting.records[0]
+        data, recipe = record.get("data") or {}, record.get("recipe") or {}
+        lines.append(f"- **{setting.name}** ({setting.role}): `{data.get('spec')}`, {data.get('tokenizer')} vocabulary "
+                     f"{data.get('vocab_size')}; {record.get('budget_flops'):.3g} training FLOPs per run, "
+                     f"{recipe.get('batch_tokens')} tokens/step, peak lr {recipe.get('lr')}, "
+                     f"{len(setting.records)} runs. Command: `{setting.command or 'n/a'}`")
+    lines.append("- **Recipe** (every architecture): GPT-3's AdamW (β 0.9/0.95, weight decay 0.1 on matrices), "
+                 "clip 1.0, warm-up then cosine to 10 %; seed i gives every architecture the same data order.")
+    lines.append(f"- **FLOP convention**: {CONVENTION}.")
+    lines.append("- **Statistics**: ± is the 95 % t-interval over seeds; comparisons are Welch's t-test with "
+                 "Holm's correction across the Findings family; *at chance* marks a score whose 95 % interval "
+                 "(seed spread plus lm-eval's item stderr) reaches the chance level (`harness.evaluation.chance`).")
+    if meta.get("source"):
+        lines.append(f"- **Study file**: `{meta['source']}` (`python -m harness study {meta['source']}` reruns it; "
+                     "finished runs are reused).")
+    return lines
+
+
+def build_study_report(name: str, *, results_dir: str | Path | None = None,
+                       reports_dir: str | Path | None = None) -> StudyReport:
+    """Write ``reports/<name>/`` for a study from its runs.json and the records."""
+    results_root = Path(results_dir) if results_dir is not None else default_results_dir()
+    out_dir = (Path(reports_dir) if reports_dir is not None else default_reports_dir()) / validate_name(name)
+    meta = read_runs_file(out_dir)
+    if meta.get("mode") != STUDY_MODE:
+        raise ValueError(f"{out_dir / 'runs.json'} is not a study (mode {meta.get('mode')!r}); use build_report.")
+    notes: list[str] = []
+    settings: dict[str, Setting] = {}
+    for sweep_name, sweep in meta["sweeps"].items():
+        setting = _load_setting(sweep_name, sweep, results_root, notes)
+        if setting is not None:
+            settings[sweep["role"]] = setting
+    if not settings:
+        raise ValueError(f"none of study {name!r}'s runs has a finished record in {results_root}; run "
+                         f"`python -m harness study {meta.get('source') or 'STUDY.yaml'}` first.")
+    syn, lr = settings.get("synthetic"), settings.get("lr")
+    window = band_window(syn) if syn is not None else None
+    base = _lr_base_setting(settings)
+    comparisons = gpt_family_comparisons(
+        {role: s.runs for role, s in settings.items()}, window,
+        first_value(base.runs, "recipe/lr") if base else None, first_value(lr.runs, "recipe/lr") if lr else None)
+    findings = assess(comparisons)
+    provenance, provenance_notes = _provenance(list(settings.values()))
+    notes = provenance_notes + notes
+    throughput_md, contended = throughput_table(list(settings.values()))
+    figures = _figures(settings, out_dir / FIGURES_DIR)
+
+    parts = [f"# {name}: the GPT family at matched compute on a CPU", "", _intro(meta, settings, provenance), ""]
+    parts += markdown_notes(notes)
+    parts += ["## Findings", "", findings_markdown(findings), ""]
+    parts += _setting_sections(settings)
+    parts += ["## Figures", ""]
+    for key, caption, _ in figures:
+        parts += markdown_figure(caption, FIGURES_DIR, key)
+    parts += ["## Throughput and machine load", "", throughput_md, "",
+              (f"**{contended} run(s) trained while other jobs shared the CPU** (5-minute load above the cores at "
+               "the end of the run): their tokens/s are lower bounds, not the model's speed; measure speed with "
+               "`python -m harness bench` on an idle machine. Losses are unaffected: the FLOP budget, not the "
+               "clock, ends a run." if contended else "No run trained on a contended CPU."), ""]
+    parts += ["## Methods", ""]
+    if meta.get("description"):
+        parts += [f"**Design** (from the study file): {meta['description']}", ""]
+    parts += _methods(meta, settings) + [""]
+    parts += ["Data files: `findings.csv` (every comparison's numbers), "
+              + ", ".join(f"`{s.name}.csv`" for s in settings.values()) + " (one row per run), `runs.json`.", ""]
+    for setting in settings.values():
+        columns = [c for c in RUNS_CSV_COLUMNS if c in setting.runs.columns]
+        columns += sorted(c for c in setting.runs.columns if c.startswith(("eval/", "segment/")) and
+                          not c.endswith("/n")) + [c for c in ("grad_norm_log_std", "moe_dropped_mean")
+                                                   if c in setting.runs.columns]
+        write_text_atomic(out_dir / f"{setting.name}.csv", setting.runs[columns].to_csv(index=False))
+    write_text_atomic(out_dir / "findings.csv", pd.DataFrame(findings_rows(findings)).to_csv(index=False))
+    path = write_text_atomic(out_dir / "report.md", "\n".join(parts))
+    return StudyReport(name, path, out_dir, [p for _, _, paths in figures for p in paths], findings, notes)

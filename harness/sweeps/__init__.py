@@ -1,0 +1,1 @@
+"""Sweeps of runs: matched-compute comparisons, studies, the runs file, adaptation stages."""
