@@ -6,7 +6,7 @@ residuals, embeddings and attention; N(0, 0.02) init (no residual scaling); tied
 About 117M parameters.
 """
 
-from architectures.presets import CPU_SIZES
+from architectures.presets import CPU_SIZE_DEFAULTS, CPU_SIZES, SizeDefaults
 from architectures.registry import Architecture, register
 
 GPT1 = register(
@@ -25,5 +25,6 @@ GPT1 = register(
             **CPU_SIZES,
             "117m": dict(n_layer=12, d_model=768, n_head=12, context=512, vocab_size=40478),
         },
+        size_defaults={**CPU_SIZE_DEFAULTS, "117m": SizeDefaults(lr=2.5e-4)},
     )
 )

@@ -7,7 +7,7 @@ choice). Sizes counted correctly (tied head, learned positions, biases): 124M, 3
 774M, 1558M (the paper names them 117M, 345M, 762M, 1542M).
 """
 
-from architectures.presets import CPU_SIZES
+from architectures.presets import CPU_SIZE_DEFAULTS, CPU_SIZES, SizeDefaults
 from architectures.registry import Architecture, register
 
 GPT2_DEFAULTS = dict(
@@ -31,5 +31,7 @@ GPT2 = register(
             "774m": dict(n_layer=36, d_model=1280, n_head=20, context=1024, vocab_size=50257),
             "1558m": dict(n_layer=48, d_model=1600, n_head=25, context=1024, vocab_size=50257),
         },
+        size_defaults={**CPU_SIZE_DEFAULTS, "124m": SizeDefaults(lr=6e-4), "355m": SizeDefaults(lr=3e-4),
+                       "774m": SizeDefaults(lr=2.5e-4), "1558m": SizeDefaults(lr=2e-4)},
     )
 )

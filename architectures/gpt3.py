@@ -10,7 +10,7 @@ The paper's parameter counts are rounded (e.g. "350M" counts 356M with positions
 """
 
 from architectures.gpt2 import GPT2_DEFAULTS
-from architectures.presets import CPU_SIZES
+from architectures.presets import CPU_SIZE_DEFAULTS, CPU_SIZES, SizeDefaults
 from architectures.registry import Architecture, register
 
 
@@ -31,11 +31,19 @@ GPT3_SIZES = {
     "175b": _table(96, 12288, 96, 128),
 }
 
+# Table 2.1's peak learning rates
+GPT3_SIZE_DEFAULTS = {
+    size: SizeDefaults(lr=lr)
+    for size, lr in (("125m", 6e-4), ("350m", 3e-4), ("760m", 2.5e-4), ("1.3b", 2e-4), ("2.7b", 1.6e-4),
+                     ("6.7b", 1.2e-4), ("13b", 1e-4), ("175b", 0.6e-4))
+}
+
 GPT3 = register(
     Architecture(
         name="gpt3",
         summary="GPT-2 with alternating dense / locally banded attention (Brown et al. 2020)",
         defaults={**GPT2_DEFAULTS, "attention_pattern": ("dense", "banded")},
         sizes={**CPU_SIZES, **GPT3_SIZES},
+        size_defaults={**CPU_SIZE_DEFAULTS, **GPT3_SIZE_DEFAULTS},
     )
 )

@@ -19,9 +19,9 @@ Sizes ``125m-e8`` and ``1.3b-e16`` are our own choice: GPT-3 125M / 1.3B shapes 
 FFNs become 8 experts (top-2) and 16 experts (top-2).
 """
 
-from architectures.gpt3 import GPT3_SIZES
+from architectures.gpt3 import GPT3_SIZE_DEFAULTS, GPT3_SIZES
 from architectures.gpt2 import GPT2_DEFAULTS
-from architectures.presets import CPU_SIZES
+from architectures.presets import CPU_SIZE_DEFAULTS, CPU_SIZES
 from architectures.registry import Architecture, register
 
 GPT4 = register(
@@ -43,5 +43,6 @@ GPT4 = register(
             "125m-e8": {**GPT3_SIZES["125m"], "n_experts": 8, "top_k": 2, "patch_size": 16, "image_size": 224},
             "1.3b-e16": {**GPT3_SIZES["1.3b"], "n_experts": 16, "top_k": 2, "patch_size": 16, "image_size": 224},
         },
+        size_defaults={**CPU_SIZE_DEFAULTS, "125m-e8": GPT3_SIZE_DEFAULTS["125m"], "1.3b-e16": GPT3_SIZE_DEFAULTS["1.3b"]},
     )
 )

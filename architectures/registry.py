@@ -1,7 +1,7 @@
 """The architecture registry: ``register``, ``get``, ``available``, ``build``.
 
 An ``Architecture`` is a name, a one-line summary, config defaults and named size
-presets. Built-in architectures register on import; third-party ones either call
+presets, each with its default training recipe (``size_defaults``: lr, batch, budgets). Built-in architectures register on import; third-party ones either call
 ``register`` themselves or are found through the ``harness.architectures`` entry-point
 group, whose value is an ``Architecture`` or a callable that registers (or returns) one::
 
@@ -18,6 +18,7 @@ from typing import Any, Callable
 from torch import nn
 
 from architectures.config import ModelConfig
+from architectures.presets import CPU_SIZE_DEFAULTS, SizeDefaults
 
 ENTRY_POINT_GROUP = "harness.architectures"
 
@@ -30,6 +31,12 @@ class Architecture:
     sizes: dict[str, dict[str, Any]]
     model_class: Callable[[ModelConfig], nn.Module] | None = None  # default: architectures.model.GPT
     size_notes: dict[str, str] = field(default_factory=dict)
+    size_defaults: dict[str, SizeDefaults] = field(default_factory=dict)  # per size: lr, batch, budgets
+
+    def training_defaults(self, size: str) -> SizeDefaults:
+        """``size``'s default recipe: its ``size_defaults`` entry, else the shared CPU preset of that
+        name (nano, mini, micro; ``architectures.presets.CPU_SIZE_DEFAULTS``), else none (all None)."""
+        return self.size_defaults.get(size) or CPU_SIZE_DEFAULTS.get(size) or SizeDefaults()
 
     def config(self, size: str | None = None, **overrides: Any) -> ModelConfig:
         """The resolved config for ``size`` (default: the first preset) with field overrides."""

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-data", help="adaptation stage: downstream data spec, prompt/completion .jsonl or "
                         "task:NAME; every pre-trained run is then fine-tuned (see `harness finetune`)")
     parser.add_argument("--finetune-budget", type=float, help="fine-tuning FLOPs per run, the same for every arch and method")
-    parser.add_argument("--finetune-methods", default="full,lora", help="comma-separated: full, lora (default both)")
+    parser.add_argument("--finetune-methods", default="full,lora", help="comma-separated: full, lora, top:N (default full,lora)")
     parser.add_argument("--finetune-rank", type=int, help="LoRA rank (default max(1, d_model // 32))")
     parser.add_argument("--require-clean", action="store_true",
                         help="refuse to train from a checkout with uncommitted changes (for reports you will commit)")

@@ -1,8 +1,9 @@
-"""Fine-tune a run (trained or imported) on downstream data at a FLOP budget, fully or with LoRA.
+"""Fine-tune a run (trained or imported) on downstream data at a FLOP budget: fully, with LoRA, or its top N blocks.
 
     python -m harness finetune --run results/<run_id> --data task:facts --method lora --budget 5e10
     python -m harness finetune --run results/<run_id> --data ../shared/data/corpora/us_speeches --method full
     python -m harness finetune --run results/<run_id> --data pairs.jsonl --method lora --rank 4 --alpha 8
+    python -m harness finetune --run results/<run_id> --data task:facts --method top:1
 
 --data: any data spec the harness reads (text file or folder, hf:..., synthetic?...), tokenized
 with the parent run's tokenizer; a .jsonl of {"prompt", "completion"} records (loss on the
@@ -11,14 +12,17 @@ task:facts (a new subject→object table), task:recall, task:reverse_recall (see
 harness/data/pairs.py).
 
 --budget: fine-tuning FLOPs (2 per multiply-add). Full fine-tune = 3 × forward per token;
-LoRA = frozen forward + backward through activations only + 3 × adapter FLOPs (the record's
-train_flops_per_token_parts gives the parts). LoRA (peft) adapts attention qkv/proj, the MLP
+LoRA = frozen forward + backward through activations only + 3 × adapter FLOPs; top:N = forward +
+the frozen tied head's input gradient + 2 × the top N blocks' forward (the record's
+train_flops_per_token_parts gives the parts). top:N trains the top N blocks and the final
+LayerNorm; the embeddings and the head tied to them stay frozen. LoRA (peft) adapts attention qkv/proj, the MLP
 fc/proj and the MoE expert stacks (rank r per expert); default rank max(1, d_model // 32),
 alpha 2 × rank.
 
 Writes results/<ft-run-id>/ (a normal run directory: record.json with parent_run, metrics.jsonl,
 checkpoint.pt holding the plain — for LoRA merged — weights, tokenizer/, adapter/ for LoRA).
-The same command resumes an interrupted run and reuses a finished one.
+The same command resumes an interrupted run and reuses a finished one; under
+`torchrun --nproc_per_node=N` the steps are data-parallel (DDP).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="parent run directory (results/<run_id>) or run id")
     parser.add_argument("--data", required=True, help="downstream data spec, prompt/completion .jsonl, or task:NAME")
-    parser.add_argument("--method", choices=("full", "lora"), default="lora", help="default lora")
+    parser.add_argument("--method", default="lora",
+                        help="full, lora, or top:N (train only the top N blocks and the final norm); default lora")
     parser.add_argument("--rank", type=int, help="LoRA rank (default max(1, d_model // 32))")
     parser.add_argument("--alpha", type=float, help="LoRA alpha; scale = alpha / rank (default 2 x rank)")
     parser.add_argument("--budget", type=float, help="fine-tuning FLOPs (default: nano 2e10, micro 2e12)")
@@ -39,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, help="sequence length (default: the parent's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the adapter init, batch order and dropout")
     parser.add_argument("--checkpoint-interval", type=int, help="checkpoint every N steps (default: 4 per run)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="also checkpoint at least this often, in minutes of wall time (default 10)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), help="default: chosen per device")
     parser.add_argument("--force", action="store_true", help="fine-tune again even if a finished run exists")
@@ -51,7 +58,8 @@ def spec_from_args(args: argparse.Namespace):
     recipe = Recipe(lr=args.lr, batch_tokens=args.batch_tokens, micro_batch_size=args.micro_batch, seq_len=args.seq_len)
     return FinetuneSpec(parent=args.run, data=args.data, method=args.method, rank=args.rank, alpha=args.alpha,
                         seed=args.seed, budget_flops=args.budget, recipe=recipe,
-                        checkpoint_interval=args.checkpoint_interval, device=args.device, dtype=args.dtype)
+                        checkpoint_interval=args.checkpoint_interval, checkpoint_minutes=args.checkpoint_minutes,
+                        device=args.device, dtype=args.dtype)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@
   (and its closing end-of-text) only; validation reports loss per completion token and
   exact-match accuracy (every completion token the argmax, teacher-forced).
 
-Both draw a step's rows as a pure function of (seed, step, micro step), so a resumed run
-sees the same batches.
+Both draw a step's rows as a pure function of (seed, step, micro step, rank), so a resumed run
+sees the same batches and data-parallel ranks read disjoint shares of one draw.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ class CorpusData:
     data: PreparedData
     kind: str = "corpus"
 
-    def train_batch(self, step: int, micro: int, batch_size: int, seq_len: int, seed: int):
-        return get_batch(self.data.train_tokens, step, batch_size, seq_len, seed=seed, micro_step=micro)
+    def train_batch(self, step: int, micro: int, batch_size: int, seq_len: int, seed: int, rank: int = 0,
+                    world_size: int = 1):
+        return get_batch(self.data.train_tokens, step, batch_size, seq_len, seed=seed, micro_step=micro, rank=rank,
+                         world_size=world_size)
 
     def evaluate(self, model, seq_len: int, batch_size: int, device, autocast, max_tokens: int) -> dict:
         from harness.training.heldout import validation_metrics
@@ -56,9 +58,12 @@ class PairsData:
     info: dict
     kind: str = "pairs"
 
-    def train_batch(self, step: int, micro: int, batch_size: int, seq_len: int, seed: int):
+    def train_batch(self, step: int, micro: int, batch_size: int, seq_len: int, seed: int, rank: int = 0,
+                    world_size: int = 1):
+        """``batch_size`` rows for ``rank``: its share of the ``world_size`` × ``batch_size`` rows drawn for (step, micro)."""
         rng = np.random.default_rng([seed, step, micro])
-        return self.train.rows(rng.integers(0, self.train.n_rows, size=batch_size))
+        rows = rng.integers(0, self.train.n_rows, size=batch_size * world_size)
+        return self.train.rows(rows[rank * batch_size:(rank + 1) * batch_size])
 
     @torch.no_grad()
     def evaluate(self, model, seq_len: int, batch_size: int, device, autocast, max_tokens: int) -> dict:

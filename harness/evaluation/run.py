@@ -163,11 +163,11 @@ def evaluate_run(
     whose record is not ``ok`` (interrupted, failed) is refused unless ``allow_partial``:
     then its last checkpoint is scored and the record's ``evaluation_step`` says at which step.
     """
-    from harness.runs.lock import hold_run_lock
+    from harness.runs.lock import claim_run
 
     run_dir = resolve_run_dir(run_dir)
     check_limit(limit)
-    with hold_run_lock(run_dir, wait=wait, purpose="eval"):
+    with claim_run(run_dir, purpose="eval", wait=wait):
         check_finished(run_dir, allow_partial)
         return _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device)
 

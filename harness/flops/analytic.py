@@ -37,21 +37,28 @@ BREAKDOWN_KEYS = (
 )
 
 
-def forward_breakdown(config: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
-    """Forward FLOPs per token by component (keys in ``BREAKDOWN_KEYS``)."""
+def layer_forward_breakdown(config: ModelConfig, seq_len: int | None, layer: int) -> dict[str, float]:
+    """Forward FLOPs per token of block ``layer`` by component (the block's keys of ``BREAKDOWN_KEYS``)."""
     T = config.check_seq_len(seq_len)
     d, d_attn = config.d_model, config.d_attn
+    window = config.window if config.layer_attention(layer) == "banded" else None
+    counts = {"attention_projections": 2 * d * 3 * d_attn + 2 * d_attn * d,
+              "attention_scores": 4 * d_attn * keys_per_query(T, window, config.banded_block)}
+    if config.ffn == "moe":
+        counts["moe_router"] = 2 * d * config.n_experts
+        counts["moe_experts"] = config.top_k * 2 * (2 * d * config.expert_d_ff)
+    else:
+        counts["mlp"] = 2 * (2 * d * config.d_ff)
+    return counts
+
+
+def forward_breakdown(config: ModelConfig, seq_len: int | None = None) -> dict[str, float]:
+    """Forward FLOPs per token by component (keys in ``BREAKDOWN_KEYS``): every block, then the LM head."""
     counts = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
     for layer in range(config.n_layer):
-        counts["attention_projections"] += 2 * d * 3 * d_attn + 2 * d_attn * d
-        window = config.window if config.layer_attention(layer) == "banded" else None
-        counts["attention_scores"] += 4 * d_attn * keys_per_query(T, window, config.banded_block)
-        if config.ffn == "moe":
-            counts["moe_router"] += 2 * d * config.n_experts
-            counts["moe_experts"] += config.top_k * 2 * (2 * d * config.expert_d_ff)
-        else:
-            counts["mlp"] += 2 * (2 * d * config.d_ff)
-    counts["lm_head"] = 2 * d * config.vocab_size
+        for key, value in layer_forward_breakdown(config, seq_len, layer).items():
+            counts[key] += value
+    counts["lm_head"] = 2 * config.d_model * config.vocab_size
     return counts
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from harness.reporting.formatting import fmt_count, fmt_interval, fmt_sci, markdown_table
 from harness.io import write_text_atomic
 from harness.training.lora import FLOP_CONVENTION
+from harness.training.methods.top import FLOP_CONVENTION as TOP_CONVENTION
 from harness.runs.records import load_record
 from harness.reporting.stats import t_interval
 
@@ -57,6 +58,13 @@ def adaptation_frame(run_ids: Sequence[str], results_dir: Path) -> tuple[pd.Data
     return pd.DataFrame(rows), notes
 
 
+def _method_order(frame: pd.DataFrame) -> list[str]:
+    """full, lora, then top:N by N, then anything else by name."""
+    present = set(frame["method"])
+    tops = sorted((m for m in present if m.startswith("top:")), key=lambda m: int(m.split(":")[1]))
+    return [m for m in ("full", "lora") if m in present] + tops + sorted(present - {"full", "lora", *tops})
+
+
 def _table(frame: pd.DataFrame, archs: Sequence[str]) -> str:
     metrics = [(key, label) for key, label in METRIC_AFTER if key in frame.columns]
     headers = ["arch", "method", "trainable params (share)", "FLOPs used", "FLOPs/token (train)", "seeds",
@@ -64,7 +72,7 @@ def _table(frame: pd.DataFrame, archs: Sequence[str]) -> str:
     rows = []
     order = [a for a in archs if a in set(frame["arch"])] + sorted(set(frame["arch"]) - set(archs))
     for arch in order:
-        for method in ("full", "lora"):
+        for method in _method_order(frame):
             group = frame[(frame["arch"] == arch) & (frame["method"] == method)].sort_values("seed")
             if group.empty:
                 continue
@@ -121,6 +129,8 @@ def adaptation_section(meta: dict | None, results_dir: Path, out_dir: Path, arch
         "- **LoRA** (peft): adapters on attention qkv/proj and the MLP fc/proj; for MoE the expert weight stacks "
         "(rank r per expert, peft `target_parameters`); embeddings, the tied head, LayerNorms, biases and the MoE "
         "router stay frozen. Trainable share = adapter parameters / (all parameters + adapters).",
+        *([f"- **top:N**: only the top N blocks and the final LayerNorm train; embeddings and the tied head stay "
+           f"frozen. {TOP_CONVENTION}."] if any(m.startswith("top:") for m in set(frame["method"])) else []),
         "",
         f"![Loss after adaptation vs trainable parameters](figures/{FIGURE_NAME}.png)",
         "",

@@ -182,3 +182,28 @@ def take_over_stale(run_dir: str | os.PathLike) -> str | None:
     write_record(run_dir, record)
     return (f"{Path(run_dir).name}: the process that was running it died (record said running); "
             f"taking it over from its last checkpoint")
+
+
+@contextlib.contextmanager
+def claim_run(
+    run_dir: str | os.PathLike,
+    *,
+    purpose: str = "run",
+    wait: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """The one way a run directory is taken: its lock (``hold_run_lock``) for the ``with`` block, and for
+    ``purpose="run"`` (training) a record that a dead process left ``running`` taken over first
+    (``take_over_stale``; the note goes to ``on_wait``, default stderr). Re-entrant within a process."""
+    import sys
+
+    from harness.training.distributed import env_rank
+
+    say = on_wait or (lambda note: print(note, file=sys.stderr))
+    with hold_run_lock(run_dir, wait=wait, purpose=purpose, on_wait=say):
+        if purpose == "run" and env_rank() == 0:
+            note = take_over_stale(run_dir)
+            if note:
+                say(note)
+        yield
+

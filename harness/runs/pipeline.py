@@ -4,8 +4,8 @@
     outcome = run(spec, EvalOptions(tasks=("harness_probes",), limit=100))
     outcome.status, outcome.run_dir, outcome.evaluation
 
-``run`` holds the run directory's lock over both steps (``harness.runs.lock``; ``train`` and
-``evaluate_run`` re-enter it), trains with ``harness.training.trainer.train`` (a finished run with the
+``run`` holds the run directory's lock over both steps (``harness.runs.lock.claim_run``, the one
+way a run directory is taken; the engine and ``evaluate_run`` re-enter it), trains with ``harness.training.trainer.train`` (a finished run with the
 same id is reused unless ``force``; an interrupted one continues from its checkpoint) and
 then, on rank 0 only, evaluates a finished (``ok``) run with lm-eval, merging the metrics into
 its ``record.json``. ``harness run``, ``harness compare`` (through ``harness.sweeps.compare``) and
@@ -119,12 +119,12 @@ def run(
     run (its record says why).
     """
     from harness.paths import results_dir as default_results_dir
-    from harness.runs.lock import hold_run_lock
+    from harness.runs.lock import claim_run
     from harness.training.trainer import train
 
     root = Path(results_dir) if results_dir is not None else default_results_dir()
     on_wait = on_wait or (lambda note: print(note, file=sys.stderr))
-    with hold_run_lock(root / spec.run_id(), wait=wait, on_wait=on_wait):
+    with claim_run(root / spec.run_id(), purpose="run", wait=wait, on_wait=on_wait):
         started = time.perf_counter()
         result = train(spec, root, resume=resume, force=force, progress=progress)
         outcome = RunOutcome(result.run_dir, result.record, result.reused, train_s=time.perf_counter() - started)

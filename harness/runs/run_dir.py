@@ -115,15 +115,21 @@ def load_run_model(run: str | os.PathLike) -> tuple[Any, Any, dict]:
     return model, load_tokenizer(run_dir / TOKENIZER_DIR), record
 
 
-def restore_training_state(path: Path, run_id: str, model, optimizer, scheduler) -> dict:
-    """Load ``path`` into the model, optimizer and scheduler; a corrupt or foreign file is one ``ValueError``."""
+def restore_training_state(path: Path, run_id: str, model, optimizer, scheduler, load_model=None) -> dict:
+    """Load ``path`` into the model, optimizer and scheduler; a corrupt or foreign file is one ``ValueError``.
+
+    ``load_model(model, checkpoint)`` restores the model (default: ``checkpoint["model"]``'s weights;
+    a fine-tuning method may restore its own entries instead, e.g. LoRA's ``adapter``)."""
     checkpoint = load_checkpoint(path)
     owner = checkpoint.get("run_id")
     if owner != run_id:
         raise ValueError(f"checkpoint {path} belongs to run {owner or '(unknown)'}, not {run_id}; "
                          f"move it away to start this run from scratch.")
     try:
-        model.load_state_dict(checkpoint["model"])
+        if load_model is None:
+            model.load_state_dict(checkpoint["model"])
+        else:
+            load_model(model, checkpoint)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         int(checkpoint["step"])

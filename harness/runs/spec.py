@@ -17,34 +17,9 @@ from architectures import ModelConfig, get
 from harness.device import resolve_dtype
 from harness.runs.validation import check_recipe, check_recipe_field, check_run_numbers
 
-# Per-size peak learning rates: GPT-3 Table 2.1 by shape; GPT-1's paper value; CPU sizes ours.
-DEFAULT_LR = {
-    "nano": 3e-3,
-    "mini": 2e-3,
-    "micro": 1e-3,
-    "117m": 2.5e-4,
-    "124m": 6e-4,
-    "125m": 6e-4,
-    "125m-e8": 6e-4,
-    "350m": 3e-4,
-    "355m": 3e-4,
-    "760m": 2.5e-4,
-    "774m": 2.5e-4,
-    "1.3b": 2e-4,
-    "1.3b-e16": 2e-4,
-    "1558m": 2e-4,
-    "2.7b": 1.6e-4,
-    "6.7b": 1.2e-4,
-    "13b": 1e-4,
-    "175b": 0.6e-4,
-}
-
-# Default training budgets (FLOPs, 2 per multiply-add) sized so the default run finishes in a
-# few minutes on a 2-core CPU; GPU sizes get Chinchilla-style 20 tokens/parameter when asked.
-DEFAULT_BUDGET = {"nano": 2e11, "mini": 1e13, "micro": 2e13}
-
-# Default micro-batch (sequences) and tokens per optimizer step by size.
-DEFAULT_BATCH = {"nano": (16, 16 * 64), "mini": (8, 8 * 256), "micro": (8, 8 * 256)}
+# Used where a size's ``architectures.presets.SizeDefaults`` leave a value open (None).
+GENERIC_LR = 3e-4
+GENERIC_BATCH = (8, 500_000)  # sequences per forward pass, tokens per optimizer step
 
 
 @dataclass
@@ -106,20 +81,20 @@ class RunSpec:
             raise ValueError(f"unknown size {self.size!r} for {self.arch}; known sizes: {', '.join(architecture.sizes)}.")
         base = architecture.config(self.size, **self.overrides)
         recipe = self.recipe = dataclasses.replace(self.recipe)
+        defaults = architecture.training_defaults(self.size)  # the size's lr, batch and budget
         if recipe.lr is None:
-            recipe.lr = DEFAULT_LR.get(self.size, 3e-4)
+            recipe.lr = defaults.lr or GENERIC_LR
         if recipe.seq_len is not None:
             check_recipe_field("seq_len", recipe.seq_len)
         recipe.seq_len = base.check_seq_len(recipe.seq_len)
-        micro_default, tokens_default = DEFAULT_BATCH.get(self.size, (8, 0.5e6))
         if recipe.micro_batch_size is None:
-            recipe.micro_batch_size = micro_default
+            recipe.micro_batch_size = defaults.micro_batch_size or GENERIC_BATCH[0]
         if recipe.batch_tokens is None:
-            recipe.batch_tokens = int(tokens_default)
+            recipe.batch_tokens = int(defaults.batch_tokens or GENERIC_BATCH[1])
         if self.budget_flops is None:
-            if self.size not in DEFAULT_BUDGET:
+            if defaults.budget_flops is None:
                 raise ValueError(f"size {self.size} has no default budget; give --budget FLOPS (e.g. 1e18).")
-            self.budget_flops = DEFAULT_BUDGET[self.size]
+            self.budget_flops = defaults.budget_flops
         check_recipe(recipe)
         check_run_numbers(self)
         self.dtype = resolve_dtype(self.device, self.dtype)

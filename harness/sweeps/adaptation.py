@@ -1,9 +1,9 @@
 """The adaptation stage of a compare sweep: every pre-trained run × method at matched fine-tuning FLOPs.
 
 After pre-training each architecture at matched compute, ``run_adaptation`` fine-tunes every
-finished pre-training run with each method (``full``, ``lora``) on the same downstream data
+finished pre-training run with each method (``full``, ``lora``, ``top:N``) on the same downstream data
 (``--finetune-data``), at the same fine-tuning budget (``--finetune-budget`` FLOPs, 2 per
-multiply-add, each method counted by its own convention, see ``harness.training.lora``), with the
+multiply-add, each method counted by its own convention, see ``harness.training.methods``), with the
 parent's seed. Runs are ``harness.training.finetune.finetune``: a finished one is reused, an
 interrupted one resumes, so re-running the compare command continues the stage too.
 """
@@ -16,15 +16,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.training.finetune import METHODS
+from harness.training.methods import FINETUNE_METHODS, is_finetune_method
+
+DEFAULT_METHODS = ("full", "lora")
 
 
 def parse_methods(text: str | None) -> list[str]:
-    """``"full,lora"`` → methods (checked, duplicates dropped)."""
+    """``"full,lora,top:1"`` → methods (checked, duplicates dropped)."""
     methods = list(dict.fromkeys(item.strip() for item in (text or "").split(",") if item.strip()))
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if not is_finetune_method(m)]
     if not methods or unknown:
-        raise ValueError(f"--finetune-methods takes a comma-separated list of {', '.join(METHODS)}, got {text!r}.")
+        raise ValueError(f"--finetune-methods takes a comma-separated list of {', '.join(FINETUNE_METHODS)}, "
+                         f"got {text!r}.")
     return methods
 
 
@@ -35,15 +38,15 @@ class AdaptationOptions:
     (None: max(1, d_model // 32)). Checked when made, before anything trains."""
 
     data: str
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     budget_flops: float | None = None
     rank: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", tuple(self.methods))
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if not is_finetune_method(m)]
         if not self.methods or unknown:
-            raise ValueError(f"--finetune-methods takes a comma-separated list of {', '.join(METHODS)}, "
+            raise ValueError(f"--finetune-methods takes a comma-separated list of {', '.join(FINETUNE_METHODS)}, "
                              f"got {','.join(self.methods)!r}.")
         if self.budget_flops is not None and not self.budget_flops > 0:
             raise ValueError(f"--finetune-budget must be a positive number of FLOPs, got {self.budget_flops}.")

@@ -1,6 +1,10 @@
-"""Fine-tune any run (trained or imported) on downstream data at a FLOP budget: full or LoRA.
+"""Fine-tune any run (trained or imported) on downstream data at a FLOP budget: full, LoRA or top:N.
 
     result = finetune(FinetuneSpec(parent="results/<run_id>", data="task:reverse_recall", method="lora"))
+
+This module holds what is particular to fine-tuning — the spec, the downstream data and the
+record — and hands the loop to the engine (``harness.training.engine``: lock, checkpoints,
+signals, failures, DDP under ``torchrun``), the method's parts to ``harness.training.methods``.
 
 - The parent is loaded by ``harness.runs.run_dir.load_run_model`` (one loader for trained and
   imported runs); the downstream data are tokenized with **its** tokenizer
@@ -8,13 +12,14 @@
   (loss on the completion only).
 - Budget → whole steps by ``harness.flops.plan_budget`` with the method's training FLOPs per
   token (FLOPs = 2 per multiply-add): full = 3 × forward; LoRA = frozen forward + backward
-  through activations only + 3 × adapter FLOPs (``harness.training.lora``). FLOPs used ≤ budget.
+  through activations only + 3 × adapter FLOPs (``harness.training.lora``); top:N = forward +
+  the frozen head's input gradient + 2 × the top N blocks (``harness.training.methods.top``).
 - A new run directory ``results/<run_id>`` (run id = ``ft-<method>-<hash of the parent run id,
-  the resolved spec>-s<seed>``) whose record links its ``parent_run`` and states status,
-  trainable/total parameters, FLOPs (convention and per-token parts), validation metrics
-  before and after. ``checkpoint.pt`` holds the **plain weights** of the adapted model (LoRA:
-  merged, W + (α/r)·B A), so eval, bench and compare read it like any run, plus the adapter
-  alone (``adapter``), optimizer, scheduler, step and RNG; ``adapter/`` holds the LoRA
+  the resolved spec>-s<seed>``, ``top:2`` spelled ``top2``) whose record links its ``parent_run``
+  and states status, trainable/total parameters, FLOPs (convention and per-token parts),
+  validation metrics before and after. ``checkpoint.pt`` holds the **plain weights** (LoRA:
+  merged, W + (α/r)·B A), so eval, bench and compare read it like any run, plus the method's
+  extras (LoRA: ``adapter``), optimizer, scheduler, step and RNG; ``adapter/`` holds the LoRA
   adapter in peft's format.
 - Resume: a run whose record is not ``ok`` continues from its checkpoint (after a SIGKILL
   too) and ends identical to an uninterrupted run (batches are a pure function of the step).
@@ -26,29 +31,31 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.training import lora
+from architectures import get as get_architecture
+from architectures.presets import SizeDefaults
+from harness.device import resolve_dtype
+from harness.flops import forward_flops_per_token
+from harness.io import write_json_atomic
 from harness.runs import run_dir as run_files
-from harness.device import configure_device, resolve_dtype
-from harness.flops import forward_flops_per_token, plan_budget
-from harness.io import JsonlAppender, write_json_atomic
-from harness.training.optim import make_optimizer, make_scheduler
-from harness.runs.records import closing_fields, load_record, progress_fields, provenance, write_record
-from harness.runs.spec import DEFAULT_BATCH, DEFAULT_LR, Recipe
-from harness.training.step import Outcome, StopSignal, accumulate_gradients, apply_gradients
+from harness.runs.records import progress_fields, provenance
+from harness.runs.spec import GENERIC_LR, Recipe
 from harness.runs.validation import check_recipe_field
+from harness.training import distributed, lora
+from harness.training.engine import Engine, TrainingFailed, TrainResult, run_locked
+from harness.training.methods import FINETUNE_METHODS, get_method, is_finetune_method
+from harness.training.methods.base import parameter_counts
+from harness.training.placement import place, rank_seed
 
-METHODS = ("full", "lora")
-DEFAULT_FINETUNE_BUDGET = {"nano": 2e10, "micro": 2e12}  # a tenth of the default pre-training budgets
-LR_SCALE = {"full": 1.0, "lora": 3.0}  # default peak lr = scale × the size's pre-training lr (nano: 3e-3, 9e-3)
+METHODS = FINETUNE_METHODS
 EVAL_TOKENS = 32768  # validation tokens (corpus) evaluated before and after; pairs: every example
+FinetuneResult = TrainResult  # the engine's result: run directory, record, reused
+FinetuneFailed = TrainingFailed  # raised after the record has been marked ``failed``
 
 
 @dataclass
@@ -57,7 +64,7 @@ class FinetuneSpec:
 
     parent: str  # parent run directory or run id
     data: str
-    method: str = "lora"
+    method: str = "lora"  # full, lora, top:N
     rank: int | None = None  # LoRA only; default max(1, d_model // 32)
     alpha: float | None = None  # LoRA only; default 2 x rank (scale alpha / rank = 2)
     seed: int = 0
@@ -66,16 +73,18 @@ class FinetuneSpec:
     # not part of the run's identity:
     eval_interval: int | None = None
     checkpoint_interval: int | None = None
+    checkpoint_minutes: float = 10.0
     device: str | None = None
     dtype: str | None = None
 
-    IDENTITY_EXCLUDES = ("parent", "eval_interval", "checkpoint_interval", "device")
+    IDENTITY_EXCLUDES = ("parent", "eval_interval", "checkpoint_interval", "checkpoint_minutes", "device")
 
     def __post_init__(self) -> None:
         if isinstance(self.recipe, dict):
             self.recipe = Recipe(**self.recipe)
-        if self.method not in METHODS:
-            raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}.")
+        if not is_finetune_method(self.method):
+            raise ValueError(f"--method must be one of {', '.join(METHODS)} (N a positive number of blocks), "
+                             f"got {self.method!r}.")
         if self.method != "lora":
             self.rank = self.alpha = None
         elif self.rank is not None:
@@ -85,22 +94,41 @@ class FinetuneSpec:
     def lora_settings(self) -> lora.LoraSettings | None:
         return lora.LoraSettings(self.rank, self.alpha) if self.method == "lora" else None
 
+    def training_method(self):
+        """The method object (``harness.training.methods``); LoRA's needs a resolved rank."""
+        return get_method(self.method, self.lora_settings)
+
     def resolve(self, parent_record: dict, config) -> "FinetuneSpec":
         """Fill rank, lr, batch, seq_len, budget and the compute dtype (for this machine, as
         ``RunSpec.resolve`` does) from the parent's size and config; the caller's ``Recipe`` is copied."""
         size, recipe = parent_record.get("size"), dataclasses.replace(self.recipe)
         self.recipe = recipe
+        defaults = _size_defaults(config.arch, size)
         if self.method == "lora":
             self.rank = self.rank or max(1, config.d_model // 32)
             self.alpha = self.alpha or 2.0 * self.rank
-            lora.LoraSettings(self.rank, self.alpha)
-        parent_recipe = parent_record.get("recipe") or {}
+        method = self.training_method()
         if recipe.lr is None:
-            recipe.lr = DEFAULT_LR.get(size, 3e-4) * LR_SCALE[self.method]
+            recipe.lr = (defaults.lr or GENERIC_LR) * method.lr_scale
         if recipe.seq_len is not None:
             check_recipe_field("seq_len", recipe.seq_len)
         recipe.seq_len = config.check_seq_len(recipe.seq_len or parent_record.get("seq_len"))
-        micro, tokens = DEFAULT_BATCH.get(size, (8, 8 * recipe.seq_len))
+        self._resolve_batch(parent_record.get("recipe") or {}, defaults)
+        if self.budget_flops is None:
+            if defaults.finetune_budget_flops is None:
+                raise ValueError(f"a {size} parent has no default fine-tuning budget; give --budget FLOPS.")
+            self.budget_flops = defaults.finetune_budget_flops
+        if not (math.isfinite(self.budget_flops) and self.budget_flops > 0):
+            raise ValueError(f"--budget must be a positive number of FLOPs, got {self.budget_flops}.")
+        method.flops_per_token(config, recipe.seq_len, recipe.micro_batch_size * recipe.seq_len)  # checks N
+        self.dtype = resolve_dtype(self.device, self.dtype)
+        return self
+
+    def _resolve_batch(self, parent_recipe: dict, defaults) -> None:
+        """Micro-batch and tokens per step: given, else the parent's, else the size's defaults."""
+        recipe = self.recipe
+        micro = defaults.micro_batch_size or 8
+        tokens = defaults.batch_tokens or 8 * recipe.seq_len
         if recipe.micro_batch_size is None:
             recipe.micro_batch_size = int(parent_recipe.get("micro_batch_size") or micro)
         if recipe.batch_tokens is None:
@@ -110,153 +138,31 @@ class FinetuneSpec:
             raise ValueError(f"a step of {recipe.batch_tokens} tokens (seq_len {recipe.seq_len}) is not a whole number of "
                              f"micro-batches of {recipe.micro_batch_size}; choose --batch-tokens as a multiple of "
                              f"{recipe.micro_batch_size * recipe.seq_len}.")
-        if self.budget_flops is None:
-            if size not in DEFAULT_FINETUNE_BUDGET:
-                raise ValueError(f"a {size} parent has no default fine-tuning budget; give --budget FLOPS.")
-            self.budget_flops = DEFAULT_FINETUNE_BUDGET[size]
-        if not (math.isfinite(self.budget_flops) and self.budget_flops > 0):
-            raise ValueError(f"--budget must be a positive number of FLOPs, got {self.budget_flops}.")
-        self.dtype = resolve_dtype(self.device, self.dtype)
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def run_id(self, parent_run_id: str) -> str:
-        """``ft-<method>-<hash of the parent run id and the resolved spec>-s<seed>``."""
+        """``ft-<method>-<hash of the parent run id and the resolved spec>-s<seed>`` (``top:2`` → ``top2``)."""
         identity = {k: v for k, v in self.to_dict().items() if k not in self.IDENTITY_EXCLUDES}
         identity["parent_run"] = parent_run_id
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return f"ft-{self.method}-{digest}-s{self.seed}"
+        slug = "".join(char for char in self.method if char.isalnum())
+        return f"ft-{slug}-{digest}-s{self.seed}"
 
 
-@dataclass
-class FinetuneResult:
-    run_dir: Path
-    record: dict[str, Any]
-    reused: bool = False
-
-
-class FinetuneFailed(RuntimeError):
-    """Raised after the record has been marked ``failed``; the message says why."""
+def _size_defaults(arch: str, size: str | None) -> SizeDefaults:
+    """The parent size's defaults from the registry (none for an architecture no longer registered)."""
+    try:
+        return get_architecture(arch).training_defaults(size)
+    except ValueError:
+        return SizeDefaults()
 
 
 def flops_per_token(config, spec: FinetuneSpec) -> dict[str, float]:
-    """Training FLOPs per token by part; ``total`` is what the budget is planned with."""
+    """Training FLOPs per token by part for a resolved ``spec``; ``total`` is what the budget is planned with."""
     seq_len = spec.recipe.seq_len
-    if spec.method == "full":
-        forward = forward_flops_per_token(config, seq_len)
-        return {"forward": forward, "backward": 2 * forward, "total": 3 * forward}
-    tokens_per_forward = spec.recipe.micro_batch_size * seq_len
-    return lora.lora_flops_per_token(config, seq_len, spec.rank, tokens_per_forward)
-
-
-def _checkpoint_payload(model, optimizer, scheduler, step: int, wall_s: float, config, run_id: str) -> dict:
-    plain = lora.merged_copy(model)
-    payload = {
-        "model": plain.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "step": step,
-        "wall_s": wall_s,
-        "rng": run_files.rng_state("cuda" if torch.cuda.is_available() else "cpu"),
-        "config": config.to_dict(),
-        "run_id": run_id,
-    }
-    if lora.is_adapted(model):
-        payload["adapter"] = lora.adapter_state(model)
-    return payload
-
-
-def _restore(run_dir: Path, model, optimizer, scheduler) -> tuple[int, float]:
-    """Load a checkpoint into the (already adapted) model and the optimizer; returns (step, wall_s)."""
-    checkpoint = run_files.load_checkpoint(run_files.checkpoint_path(run_dir))
-    if lora.is_adapted(model):
-        lora.load_adapter_state(model, checkpoint["adapter"])
-    else:
-        model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    run_files.set_rng_state(checkpoint["rng"], "cuda" if torch.cuda.is_available() else "cpu")
-    return int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
-
-
-def _train_step(model, optimizer, scheduler, data, spec: FinetuneSpec, step: int, grad_accum: int, device, autocast) -> float:
-    """One optimizer step (``harness.training.step``; gradient accumulation over micro-batches); the mean LM loss."""
-    recipe = spec.recipe
-    batches = (tuple(t.to(device) for t in data.train_batch(step, micro, recipe.micro_batch_size, recipe.seq_len, spec.seed))
-               for micro in range(grad_accum))
-    loss = float(accumulate_gradients(model, batches, grad_accum, autocast)[0])
-    if math.isfinite(loss):
-        apply_gradients(model, optimizer, recipe.grad_clip, scheduler)
-    return loss
-
-
-@dataclass
-class _Run:
-    """What the loop needs besides the model: where, how far, on what."""
-
-    spec: FinetuneSpec
-    run_id: str
-    run_dir: Path
-    config: Any
-    data: Any
-    plan: Any
-    device: torch.device
-    settings: Any
-
-    def evaluate(self, model, max_tokens: int = EVAL_TOKENS) -> dict:
-        recipe = self.spec.recipe
-        return self.data.evaluate(model, recipe.seq_len, recipe.micro_batch_size, self.device, self.settings.autocast,
-                                  max_tokens)
-
-    def save(self, model, optimizer, scheduler, step: int, wall_s: float) -> None:
-        run_files.save_checkpoint(self.run_dir, _checkpoint_payload(model, optimizer, scheduler, step, wall_s,
-                                                                    self.config, self.run_id))
-
-
-def _loop(run: _Run, model, optimizer, scheduler, start: int, wall_before: float, stop_after_steps, progress) -> Outcome:
-    """Steps ``start`` → ``plan.steps``, or until interrupted or the loss is not finite; checkpoints on the way."""
-    from tqdm.auto import tqdm
-
-    spec, plan = run.spec, run.plan
-    grad_accum = spec.recipe.batch_tokens // spec.recipe.seq_len // spec.recipe.micro_batch_size
-    eval_interval = spec.eval_interval or max(1, plan.steps // 5)
-    checkpoint_interval = spec.checkpoint_interval or max(1, plan.steps // 4)
-    outcome, t_start = Outcome(step=start), time.perf_counter()
-    bar = tqdm(total=plan.steps, initial=start, disable=not (sys.stderr.isatty() if progress is None else progress),
-               unit="step", dynamic_ncols=True)
-    metrics = JsonlAppender(run.run_dir / run_files.METRICS_NAME)
-    try:
-        with StopSignal() as stop:
-            while outcome.step < plan.steps:
-                if stop.requested or (stop_after_steps is not None and outcome.step - start >= stop_after_steps):
-                    outcome.status = "interrupted"
-                    outcome.error = f"interrupted by {stop.signal_name or 'request'} after step {outcome.step}"
-                    break
-                loss = _train_step(model, optimizer, scheduler, run.data, spec, outcome.step, grad_accum, run.device,
-                                   run.settings.autocast)
-                if not math.isfinite(loss):
-                    outcome.status, outcome.error = "failed", f"training loss became {loss} at step {outcome.step}"
-                    break
-                step = outcome.step = outcome.step + 1
-                wall_s = wall_before + time.perf_counter() - t_start
-                last = {"step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
-                        "wall_s": round(wall_s, 4), "train_loss": loss, "lr": scheduler.get_last_lr()[0]}
-                if step % eval_interval == 0 or step == plan.steps:
-                    last["val_loss"] = run.evaluate(model, max_tokens=EVAL_TOKENS // 4)["val_loss"]
-                outcome.last_metrics = last
-                metrics.append(last)
-                bar.update(1)
-                if step % checkpoint_interval == 0 and step < plan.steps:
-                    run.save(model, optimizer, scheduler, step, wall_s)
-    finally:
-        bar.close()
-        metrics.close()
-    outcome.wall_s = wall_before + time.perf_counter() - t_start
-    if outcome.status != "failed":
-        run.save(model, optimizer, scheduler, outcome.step, outcome.wall_s)
-    return outcome
+    return spec.training_method().flops_per_token(config, seq_len, spec.recipe.micro_batch_size * seq_len)
 
 
 def _prefixed(metrics: dict, suffix: str) -> dict:
@@ -264,62 +170,114 @@ def _prefixed(metrics: dict, suffix: str) -> dict:
     return {f"{key}_{suffix}": value for key, value in metrics.items() if isinstance(value, (int, float))}
 
 
-def _initial_record(run: _Run, parent_record: dict, parent_dir: Path, counts: dict, parts: dict, before: dict,
-                    start: int) -> dict:
-    spec, plan, config = run.spec, run.plan, run.config
-    import peft
+@dataclass
+class Finetuning:
+    """The fine-tuning run kind (``harness.training.engine.RunKind``): downstream data, files and record."""
 
-    return {
-        "run_id": run.run_id, "status": "running", "error": None,
-        "arch": parent_record.get("arch"), "size": parent_record.get("size"),
-        "params": parent_record.get("params"), "non_embedding_params": parent_record.get("non_embedding_params"),
-        "active_params": parent_record.get("active_params"),
-        "parent_run": parent_dir.name, "parent_dir": str(parent_dir), "parent_seed": parent_record.get("seed"),
-        "parent_data": (parent_record.get("data") or {}).get("spec"),
-        "finetune": {"method": spec.method, "data": spec.data, "rank": spec.rank, "alpha": spec.alpha,
-                     "targets": {"modules": lora.LINEAR_TARGETS, "parameters": list(lora.EXPERT_TARGETS)}
-                     if spec.method == "lora" else "all parameters"},
-        **counts,
-        "seq_len": spec.recipe.seq_len,
-        "forward_flops_per_token": forward_flops_per_token(config, spec.recipe.seq_len),
-        "train_flops_per_token": parts["total"],
-        "train_flops_per_token_parts": parts,
-        "flop_convention": lora.FLOP_CONVENTION,
-        "budget_flops": spec.budget_flops, "planned_steps": plan.steps, "tokens_per_step": plan.tokens_per_step,
-        **progress_fields(start, plan), "seed": spec.seed,
-        "data": run.data.describe(), "recipe": dataclasses.asdict(spec.recipe),
-        "device": run.settings.device_name, "dtype": run.settings.dtype_name,
-        **provenance(), "peft_version": peft.__version__,
-        **_prefixed(before, "before"),
-    }
+    spec: FinetuneSpec
+    run_id: str
+    run_dir: Path
+    parent_dir: Path
+    parent_record: dict
+    tokenizer: Any
+    data: Any  # harness.data.downstream.CorpusData | PairsData
+    before: dict  # validation metrics of the parent, before fine-tuning (rank 0)
 
+    @classmethod
+    def engine(cls, spec: FinetuneSpec, run_dir: Path, parent_dir: Path, loaded, *, force: bool = False) -> Engine:
+        """Device and ranks, the downstream data (rank 0 first), the parent evaluated, then prepared by the method."""
+        from harness.data.downstream import prepare_downstream
 
-def _existing_record(run_dir: Path) -> dict:
-    try:
-        return load_record(run_dir)
-    except (OSError, ValueError):
-        return {}
+        base, tokenizer, parent_record = loaded
+        placement = place(spec.recipe, spec.device, spec.dtype, False)
+        settings, device, dist, _ = placement
+        data = distributed.main_first(dist, lambda: prepare_downstream(spec.data, tokenizer, spec.recipe.seq_len,
+                                                                       spec.seed))
+        kind = cls(spec, run_dir.name, run_dir, parent_dir, parent_record, tokenizer, data, {})
+        base = base.to(device)
+        if dist.is_main:
+            kind.before = kind.evaluate(base, device, settings.autocast)
+        torch.manual_seed(spec.seed)  # the method's own initialisation (LoRA's A), the same on every rank
+        method = spec.training_method()
+        model = method.prepare(base)
+        if dist.rank > 0:  # each rank its own dropout stream
+            torch.manual_seed(rank_seed(spec.seed, dist.rank))
+        return Engine.create(kind, method, model, placement, spec.budget_flops, force=force)
 
+    # ---- what the engine reads ------------------------------------------------------------
 
-def _trainable(base, spec: FinetuneSpec):
-    """The model to train: LoRA adapters on a frozen ``base``, or ``base`` with every parameter trainable."""
-    torch.manual_seed(spec.seed)
-    model = lora.apply_lora(base, spec.lora_settings) if spec.method == "lora" else base
-    model.train()
-    if spec.method == "full":
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-    return model
+    @property
+    def recipe(self) -> Recipe:
+        return self.spec.recipe
 
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
 
-def _write_setup(run: _Run, record: dict, tokenizer, parent_dir: Path, resumed_step: int | None) -> None:
-    """config.json, the tokenizer, metrics.jsonl trimmed (resume) or removed, and the ``running`` record."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    run_files.start_metrics(run.run_dir, resumed_step)
-    write_json_atomic(run.run_dir / run_files.CONFIG_NAME, {"finetune": run.spec.to_dict(), "parent_run": parent_dir.name,
-                                                            "model": run.config.to_dict(), "run_id": run.run_id})
-    tokenizer.save(run.run_dir / run_files.TOKENIZER_DIR)
-    write_record(run.run_dir, record)
+    @property
+    def eval_interval(self) -> int | None:
+        return self.spec.eval_interval
+
+    @property
+    def checkpoint_interval(self) -> int | None:
+        return self.spec.checkpoint_interval
+
+    @property
+    def checkpoint_minutes(self) -> float:
+        return self.spec.checkpoint_minutes
+
+    def train_batch(self, step: int, micro: int, batch_size: int, rank: int, world_size: int):
+        return self.data.train_batch(step, micro, batch_size, self.spec.recipe.seq_len, self.spec.seed, rank=rank,
+                                     world_size=world_size)
+
+    def evaluate(self, model, device, autocast, max_tokens: int = EVAL_TOKENS) -> dict:
+        recipe = self.spec.recipe
+        return self.data.evaluate(model, recipe.seq_len, recipe.micro_batch_size, device, autocast, max_tokens)
+
+    def val_loss(self, engine: Engine) -> float:
+        return self.evaluate(engine.model, engine.device, engine.settings.autocast, EVAL_TOKENS // 4)["val_loss"]
+
+    def final_fields(self, engine: Engine, record: dict) -> dict:
+        """Validation after fine-tuning (``*_after``), and ``final_val_loss`` etc. as pre-training records name them."""
+        after = self.evaluate(engine.model, engine.device, engine.settings.autocast)
+        return {**_prefixed(after, "after"), "final_val_loss": after["val_loss"],
+                **{key: after[key] for key in ("val_bpb", "excess_loss") if key in after}}
+
+    def write_files(self, engine: Engine) -> None:
+        write_json_atomic(self.run_dir / run_files.CONFIG_NAME,
+                          {"finetune": self.spec.to_dict(), "parent_run": self.parent_dir.name,
+                           "model": engine.config.to_dict(), "run_id": self.run_id})
+        self.tokenizer.save(self.run_dir / run_files.TOKENIZER_DIR)
+
+    def running_record(self, engine: Engine) -> dict:
+        import peft
+
+        spec, plan, parent = self.spec, engine.plan, self.parent_record
+        return {
+            "run_id": self.run_id, "status": "running", "error": None,
+            "arch": parent.get("arch"), "size": parent.get("size"),
+            "params": parent.get("params"), "non_embedding_params": parent.get("non_embedding_params"),
+            "active_params": parent.get("active_params"),
+            "parent_run": self.parent_dir.name, "parent_dir": str(self.parent_dir), "parent_seed": parent.get("seed"),
+            "parent_data": (parent.get("data") or {}).get("spec"),
+            "finetune": {"method": spec.method, "data": spec.data, "rank": spec.rank, "alpha": spec.alpha,
+                         **engine.method.record_fields()},
+            **parameter_counts(engine.model),
+            "seq_len": spec.recipe.seq_len,
+            "forward_flops_per_token": forward_flops_per_token(engine.config, spec.recipe.seq_len),
+            "train_flops_per_token": engine.flops_parts["total"],
+            "train_flops_per_token_parts": engine.flops_parts,
+            "flop_convention": engine.method.flop_convention,
+            "budget_flops": spec.budget_flops, "planned_steps": plan.steps, "tokens_per_step": plan.tokens_per_step,
+            **progress_fields(engine.start_step, plan), "seed": spec.seed,
+            "data": self.data.describe(),
+            "recipe": {**dataclasses.asdict(spec.recipe), "grad_accum": engine.layout.grad_accum,
+                       "micro_batch_per_rank": engine.layout.micro_batch_per_rank},
+            "world_size": engine.dist.world_size,
+            "device": engine.settings.device_name, "dtype": engine.settings.dtype_name,
+            **provenance(), "peft_version": peft.__version__,
+            **_prefixed(self.before, "before"),
+        }
 
 
 def finetune(
@@ -329,63 +287,23 @@ def finetune(
     force: bool = False,
     progress: bool | None = None,
     stop_after_steps: int | None = None,
-) -> FinetuneResult:
+    wait: bool = False,
+) -> TrainResult:
     """Fine-tune ``spec.parent`` into ``results_dir/<run_id>`` (see the module docstring).
 
     A finished run (record ``ok``) is reused unless ``force``; an unfinished one resumes from
-    its checkpoint. ``stop_after_steps`` simulates an interruption (tests).
+    its checkpoint. The run directory is locked meanwhile (``RunLocked`` if a live process holds
+    it; ``wait``: wait for it). ``stop_after_steps`` simulates an interruption (tests). Raises
+    ``TrainingFailed`` (alias ``FinetuneFailed``) after a failed run; its record says why.
     """
-    from harness.data.downstream import prepare_downstream
     from harness.paths import results_dir as default_results_dir
 
     parent_dir = run_files.resolve_run_dir(spec.parent)
-    base, tokenizer, parent_record = run_files.load_run_model(parent_dir)
+    loaded = run_files.load_run_model(parent_dir)
+    parent_record = loaded[2]
     if parent_record.get("status") != "ok":
         raise ValueError(f"parent run {parent_dir.name} is {parent_record.get('status')}; finish it before fine-tuning.")
-    spec.resolve(parent_record, base.config)
-    run_id = spec.run_id(parent_dir.name)
-    run_dir = Path(results_dir if results_dir is not None else default_results_dir()) / run_id
-    existing = _existing_record(run_dir)
-    if existing.get("status") == "ok" and not force:
-        return FinetuneResult(run_dir, existing, reused=True)
-    resume = bool(existing) and not force and run_files.checkpoint_path(run_dir).exists()
-
-    settings = configure_device(spec.device, spec.dtype, compile=False)
-    recipe = spec.recipe
-    data = prepare_downstream(spec.data, tokenizer, recipe.seq_len, spec.seed)
-    parts = flops_per_token(base.config, spec)
-    plan = plan_budget(spec.budget_flops, parts["total"], recipe.batch_tokens // recipe.seq_len * recipe.seq_len)
-    run = _Run(spec, run_id, run_dir, base.config, data, plan, torch.device(settings.device), settings)
-    base = base.to(run.device)
-    before = run.evaluate(base)
-    model = _trainable(base, spec)
-    optimizer = make_optimizer(model, recipe, fused=settings.fused_adamw)
-    scheduler = make_scheduler(optimizer, plan.steps, recipe)
-    start, wall_before = _restore(run_dir, model, optimizer, scheduler) if resume else (0, 0.0)
-    record = _initial_record(run, parent_record, parent_dir, lora.parameter_counts(model), parts, before, start)
-    _write_setup(run, record, tokenizer, parent_dir, start if resume else None)
-    try:
-        outcome = _loop(run, model, optimizer, scheduler, start, wall_before, stop_after_steps, progress)
-    except Exception as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        write_record(run_dir, record)
-        raise FinetuneFailed(f"fine-tune {run_id} failed: {record['error']}; the record in {run_dir} says where.") from exc
-    return _finish(run, model, record, outcome, start, wall_before)
-
-
-def _finish(run: _Run, model, record: dict, outcome: Outcome, start: int, wall_before: float) -> FinetuneResult:
-    """Final validation, the adapter folder, and the record."""
-    record.update(closing_fields(status=outcome.status, error=outcome.error, step=outcome.step, start_step=start,
-                                 plan=run.plan, wall_s=outcome.wall_s, wall_before=wall_before,
-                                 last_metrics=outcome.last_metrics))
-    if outcome.status == "ok":
-        after = run.evaluate(model)
-        record.update(_prefixed(after, "after"))
-        record["final_val_loss"] = after["val_loss"]
-        record.update({key: after[key] for key in ("val_bpb", "excess_loss") if key in after})  # as in pre-training records
-        if lora.is_adapted(model):
-            model.save_pretrained(str(run.run_dir / run_files.ADAPTER_DIR))
-    write_record(run.run_dir, record)
-    if outcome.status == "failed":
-        raise FinetuneFailed(f"fine-tune {run.run_id} failed: {outcome.error}; the record in {run.run_dir} keeps its metrics.")
-    return FinetuneResult(run.run_dir, record)
+    spec.resolve(parent_record, loaded[0].config)
+    run_dir = Path(results_dir if results_dir is not None else default_results_dir()) / spec.run_id(parent_dir.name)
+    return run_locked(run_dir, lambda: Finetuning.engine(spec, run_dir, parent_dir, loaded, force=force), force=force,
+                      wait=wait, progress=progress, stop_after_steps=stop_after_steps)

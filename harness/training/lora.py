@@ -169,14 +169,3 @@ def merged_copy(model: nn.Module) -> nn.Module:
         return model
     return copy.deepcopy(model).merge_and_unload()
 
-
-def parameter_counts(model: nn.Module) -> dict[str, float]:
-    """``trainable_params`` (requires_grad), ``total_params`` (frozen base + adapters), ``fraction_trainable``."""
-    seen, trainable, total = set(), 0, 0
-    for parameter in model.parameters():
-        if id(parameter) in seen:  # tied weights once
-            continue
-        seen.add(id(parameter))
-        total += parameter.numel()
-        trainable += parameter.numel() if parameter.requires_grad else 0
-    return {"trainable_params": trainable, "total_params": total, "fraction_trainable": trainable / total}

@@ -29,13 +29,17 @@ class Layout:
     world_size: int
 
 
-def place(spec) -> tuple[DeviceSettings, torch.device, distributed.DistContext, Layout]:
-    """Device settings, this rank's device, the process group, and the step's layout over ranks."""
-    if spec.device != "cpu":
+def place(recipe, device_name: str | None, dtype: str | None,
+          compile: bool | None) -> tuple[DeviceSettings, torch.device, distributed.DistContext, Layout]:
+    """Device settings, this rank's device, the process group, and the step's layout over ranks.
+
+    ``recipe``: a resolved ``harness.runs.spec.Recipe``; ``device_name``, ``dtype``, ``compile``:
+    as ``harness.device.configure_device`` takes them (None: this machine's default).
+    """
+    if device_name != "cpu":
         distributed.select_local_device()  # under torchrun: "cuda" is this rank's GPU from here on
-    settings = configure_device(spec.device, spec.dtype, compile=spec.compile)
+    settings = configure_device(device_name, dtype, compile=compile)
     device = torch.device(settings.device)
-    recipe = spec.recipe
     rows_per_step = recipe.batch_tokens // recipe.seq_len
     world_size = distributed.env_world_size()  # checked before the ranks rendezvous
     rank_micro_bs = micro_batch_per_rank(rows_per_step, recipe.micro_batch_size, recipe.seq_len,
