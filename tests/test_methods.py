@@ -223,3 +223,25 @@ def test_finetuning_holds_the_run_lock(parent, worker, tmp_path):
         process.wait(timeout=TIMEOUT_S)
     assert process.returncode == 0, process.stderr.read()[-2000:]
     assert finetune(spec, tmp_path).reused
+
+
+# ---- compare's adaptation stage ----------------------------------------------------------------
+
+
+def test_compare_adaptation_stage_runs_top_n(results_tmp):
+    from harness.cli import main as cli_main
+
+    argv = ["compare", "--archs", "gpt2", "--size", "nano", "--budget", "6e9", "--seeds", "1", "--no-eval",
+            "--data", DATA, "--finetune-data", "task:facts", "--finetune-budget", "4e9",
+            "--finetune-methods", "top:1,full", "--name", "adapt-top"]
+    assert cli_main(argv) == 0
+    report_dir = results_tmp.parent / "reports" / "adapt-top"
+    runs = json.loads((report_dir / "runs.json").read_text())
+    assert runs["finetune"]["methods"] == ["top:1", "full"]
+    records = [load_record(results_tmp / run_id) for run_id in runs["finetune"]["run_ids"]]
+    assert [r["finetune"]["method"] for r in records] == ["top:1", "full"]
+    assert records[0]["fraction_trainable"] < records[1]["fraction_trainable"] == 1.0
+    assert records[0]["steps"] > records[1]["steps"]  # top:1's cheaper steps buy more tokens at one budget
+    text = (report_dir / "report.md").read_text().split("## Adaptation")[1]
+    rows = [line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| gpt2")]
+    assert rows == ["full", "top:1"] and "**top:N**" in text

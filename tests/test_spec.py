@@ -48,3 +48,24 @@ def test_unknown_dtype_is_one_sentence():
 def test_seq_len_is_checked_against_the_context(seq_len, message):
     with pytest.raises(ValueError, match=message):
         nano(recipe=Recipe(seq_len=seq_len))
+
+
+def test_size_defaults_come_from_the_registry_and_a_plugin_brings_its_own():
+    from architectures import Architecture, get, register, unregister
+    from architectures.presets import CPU_SIZES, SizeDefaults
+
+    nano = get("gpt2").training_defaults("nano")
+    assert (nano.lr, nano.micro_batch_size, nano.batch_tokens, nano.budget_flops) == (3e-3, 16, 1024, 2e11)
+    spec = RunSpec(arch="gpt2", size="nano")
+    assert (spec.recipe.lr, spec.recipe.micro_batch_size, spec.recipe.batch_tokens, spec.budget_flops) == \
+        (3e-3, 16, 1024, 2e11)
+    assert RunSpec(arch="gpt3", size="175b", budget_flops=1e20).recipe.lr == 0.6e-4  # GPT-3 Table 2.1
+    register(Architecture(name="plugin-gpt", summary="a plugin", defaults={}, sizes={"tiny": CPU_SIZES["nano"]},
+                          size_defaults={"tiny": SizeDefaults(lr=1e-2, micro_batch_size=4, batch_tokens=256,
+                                                              budget_flops=5e9)}))
+    try:
+        spec = RunSpec(arch="plugin-gpt", size="tiny")
+        assert (spec.recipe.lr, spec.recipe.micro_batch_size, spec.recipe.batch_tokens, spec.budget_flops) == \
+            (1e-2, 4, 256, 5e9)
+    finally:
+        unregister("plugin-gpt")
