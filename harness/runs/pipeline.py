@@ -5,8 +5,9 @@
     outcome.status, outcome.run_dir, outcome.evaluation
 
 ``run`` holds the run directory's lock over both steps (``harness.runs.lock.claim_run``, the one
-way a run directory is taken; the engine and ``evaluate_run`` re-enter it), trains with ``harness.training.trainer.train`` (a finished run with the
-same id is reused unless ``force``; an interrupted one continues from its checkpoint) and
+way a run directory is taken; the engine and ``evaluate_run`` re-enter it), trains with
+``harness.training.trainer.train`` (a finished run with the same id is reused unless ``force``;
+an interrupted one continues from its checkpoint) and
 then, on rank 0 only, evaluates a finished (``ok``) run with lm-eval, merging the metrics into
 its ``record.json``. ``harness run``, ``harness compare`` (through ``harness.sweeps.compare``) and
 ``harness check`` all go through it.

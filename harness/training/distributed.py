@@ -4,7 +4,7 @@
 without them everything runs as a single process (rank 0 of 1) and nothing is initialised.
 The backend is NCCL on CUDA and gloo on the CPU, so the same code is tested on a laptop.
 
-Rules the trainer follows (``harness.training.trainer``):
+Rules the engine follows (``harness.training.engine``):
 
 - Every rank reads its own rows of the same global batch (``get_batch(..., rank,
   world_size)``), so W ranks × 1 micro-step see exactly the rows of 1 rank × W micro-steps.
