@@ -153,7 +153,7 @@ def command(method: str, parent: Path) -> list[str]:
     if method == "pretrain":
         return ["run", "--arch", "gpt2", "--size", "nano", "--data", DATA, "--budget", str(PRETRAIN_BUDGET),
                 "--dtype", "fp32", "--checkpoint-interval", "3", "--no-eval"]
-    return ["finetune", "--run", str(parent), "--data", "task:facts", "--method", method, "--dtype", "fp32",
+    return ["finetune", "--parent", str(parent), "--data", "task:facts", "--method", method, "--dtype", "fp32",
             "--budget", repr(finetune_budget(parent, method)), "--checkpoint-interval", "3"]
 
 
@@ -245,3 +245,26 @@ def test_compare_adaptation_stage_runs_top_n(results_tmp):
     text = (report_dir / "report.md").read_text().split("## Adaptation")[1]
     rows = [line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| gpt2")]
     assert rows == ["full", "top:1"] and "**top:N**" in text
+
+
+# ---- data parallelism ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["top:1", "lora"])
+def test_two_ranks_finetune_like_one_with_the_same_global_batch(method, parent, tmp_path):
+    """torchrun with 2 gloo ranks (8 rows each) equals one process (16 rows): same run id, losses, result."""
+    argv = command(method, parent)
+    env = {**os.environ, "HARNESS_RESULTS_DIR": str(tmp_path / "ddp"), "OMP_NUM_THREADS": "1",
+           "TORCHELASTIC_ERROR_FILE": "", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                                                       os.environ.get("PYTHONPATH")]))}
+    env.pop("HARNESS_TEST_FAULT", None)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "harness", *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    straight = in_process(method, parent, tmp_path / "one")
+    ddp_dir = tmp_path / "ddp" / straight.run_dir.name
+    record = load_record(ddp_dir)
+    assert record["status"] == "ok" and record["world_size"] == 2 and record["recipe"]["micro_batch_per_rank"] == 8
+    assert record["steps"] == straight.record["steps"] == STEPS
+    assert losses(ddp_dir) == pytest.approx(losses(straight.run_dir), rel=1e-5)
+    assert record["val_loss_after"] == pytest.approx(straight.record["val_loss_after"], rel=1e-5)

@@ -22,7 +22,7 @@ alpha 2 × rank.
 Writes results/<ft-run-id>/ (a normal run directory: record.json with parent_run, metrics.jsonl,
 checkpoint.pt holding the plain — for LoRA merged — weights, tokenizer/, adapter/ for LoRA).
 The same command resumes an interrupted run and reuses a finished one; under
-`torchrun --nproc_per_node=N` the steps are data-parallel (DDP).
+`torchrun --nproc_per_node=N -m harness finetune --parent ...` the steps are data-parallel (DDP).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="parent run directory (results/<run_id>) or run id")
+    parser.add_argument("--run", "--parent", dest="run", required=True,
+                        help="parent run directory (results/<run_id>) or run id (--parent: the same; use it under "
+                             "torchrun, whose own --run-path swallows --run)")
     parser.add_argument("--data", required=True, help="downstream data spec, prompt/completion .jsonl, or task:NAME")
     parser.add_argument("--method", default="lora",
                         help="full, lora, or top:N (train only the top N blocks and the final norm); default lora")
