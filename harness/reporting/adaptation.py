@@ -1,7 +1,7 @@
 """The report's adaptation section: quality after fine-tuning vs trainable parameters and FLOPs.
 
 Reads the fine-tuning records listed under ``finetune`` in a compare report's ``runs.json``
-(``harness.sweeps.adaptation``) and writes, per architecture and method (full, LoRA): trainable
+(``harness.sweeps.adaptation``) and writes, per architecture and method (full, LoRA, top:N): trainable
 parameters (and their share), fine-tuning FLOPs used and per token, validation loss on the
 downstream data before and after (mean ± 95 % CI over seeds, ``harness.reporting.stats.t_interval``),
 the per-seed improvement, and the task metric after (exact-match accuracy for prompt/completion
@@ -25,6 +25,7 @@ from harness.runs.records import load_record
 from harness.reporting.stats import t_interval
 
 FIGURE_NAME = "adaptation"
+MARKERS = {"full": "o", "lora": "s"}  # top:N: triangles
 METRIC_AFTER = (("val_accuracy_after", "accuracy after"), ("val_bpb_after", "bits/byte after"),
                 ("excess_loss_after", "excess loss after"))
 
@@ -95,7 +96,7 @@ def _figure(frame: pd.DataFrame, archs: Sequence[str]):
     for (arch, method), group in frame.groupby(["arch", "method"]):
         interval = t_interval(group["val_loss_after"])
         half = 0 if math.isnan(interval.half_width) else interval.half_width
-        ax.errorbar(group["trainable_params"].mean(), interval.mean, yerr=half, fmt="o" if method == "full" else "s",
+        ax.errorbar(group["trainable_params"].mean(), interval.mean, yerr=half, fmt=MARKERS.get(method, "^"),
                     color=arch_color(arch, archs), capsize=3, label=f"{arch} {method}")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
