@@ -38,7 +38,7 @@ from harness.training import heldout
 from harness.runs import run_dir as run_files
 from harness.data import get_batch, prepare_data
 from harness.device import DeviceSettings
-from harness.flops import forward_flops_per_token, plan_budget, train_flops_per_token
+from harness.flops import MFU_ATTENTION_FLOPS, forward_flops_per_token, plan_budget, plan_tokens, train_flops_per_token
 from harness.io import JsonlAppender, WriteFailed, write_json_atomic
 from harness.machine import machine_load
 from harness.training.optim import make_optimizer, make_scheduler
@@ -152,7 +152,9 @@ class Trainer:
             torch.manual_seed(rank_seed(spec.seed, dist.rank))
         recipe = spec.recipe
         tokens_per_step = recipe.batch_tokens // recipe.seq_len * recipe.seq_len
-        plan = plan_budget(spec.budget_flops, train_flops_per_token(config, recipe.seq_len), tokens_per_step)
+        flops_per_token = train_flops_per_token(config, recipe.seq_len, spec.attention_flops)
+        plan = (plan_tokens(spec.train_tokens, flops_per_token, tokens_per_step) if spec.train_tokens
+                else plan_budget(spec.budget_flops, flops_per_token, tokens_per_step))
         check_plan_steps(plan.steps, spec.budget_flops, force)
         optimizer = make_optimizer(model, recipe, fused=settings.fused_adamw)
         scheduler = make_scheduler(optimizer, plan.steps, recipe)
@@ -185,7 +187,7 @@ class Trainer:
         spec, config, seq_len = self.spec, self.config, self.spec.recipe.seq_len
         self.record = training_record(
             spec, counts=self.model.param_counts(),
-            config_flops={"forward_flops_per_token": forward_flops_per_token(config, seq_len),
+            config_flops={"forward_flops_per_token": forward_flops_per_token(config, seq_len, spec.attention_flops),
                           "train_flops_per_token": self.plan.train_flops_per_token},
             plan=self.plan, start_step=self.start_step, data=self.data.describe(),
             layout={"grad_accum": self.layout.grad_accum, "world_size": self.dist.world_size,
@@ -370,8 +372,8 @@ class Trainer:
         record["machine_load"] = {**record["machine_load"], "end": machine_load()}
         # tokens_per_s counts the global batch (all ranks); MFU is against all ranks' peak
         peak = self.settings.peak_flops_per_s() if self.dist.is_main else None
-        record.update(utilization_fields(record["tokens_per_s"], self.plan.train_flops_per_token, peak,
-                                         self.dist.world_size))
+        mfu_flops_per_token = train_flops_per_token(self.config, self.spec.recipe.seq_len, MFU_ATTENTION_FLOPS)
+        record.update(utilization_fields(record["tokens_per_s"], mfu_flops_per_token, peak, self.dist.world_size))
         if outcome.status == "ok" and self.dist.is_main:  # rank 0 evaluates; the others wait at the barrier
             recipe = self.spec.recipe
             final = heldout.validation_metrics(self.model, self.data, recipe.seq_len, recipe.micro_batch_size,
