@@ -6,12 +6,15 @@ blocked kernel (queries in blocks of b, each against the w + b keys that can rea
 on CUDA by FlexAttention with a block mask when available. Both give the same numbers
 as a dense SDPA call with the band mask (``banded_reference``), which executes T².
 
-FLOP convention (see harness/flops/analytic.py): ``keys_per_query(T)`` is what a layer
-executes per query — T for dense (full T×T, no causal halving, as PaLM counts) and
-w + b for banded (ceil(T/b)·b·(w + b)/T when b does not divide T). On CUDA, FlexAttention skips whole 128×128 tiles outside the band, so it
-executes about w + 128 keys per query; the count (and so the budget) uses the CPU kernel's
-w + b on every device — a difference of (128 - b)/(w + b) of the banded layers' score work,
-small next to the projections, and stated here rather than hidden.
+FLOP conventions (see harness/flops/analytic.py): budgets count by default the score
+entries each layer's causal mask admits ((T + 1)/2 keys per query dense, the band's exact
+count banded: one rule for both). The ``full`` convention (PaLM's, used for MFU) counts
+``keys_per_query(T)``, what a layer executes per query — T for dense (full T×T, no causal
+halving) and w + b for banded (ceil(T/b)·b·(w + b)/T when b does not divide T). On CUDA,
+FlexAttention skips whole 128×128 tiles outside the band, so it executes about w + 128 keys
+per query; ``full`` uses the CPU kernel's w + b on every device — a difference of
+(128 - b)/(w + b) of the banded layers' score work, small next to the projections, and
+stated here rather than hidden.
 """
 
 from __future__ import annotations

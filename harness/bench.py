@@ -9,7 +9,8 @@ trainer's own defaults), runs warm-up steps, then times ``steps`` steps and repo
 - ``prefill_tokens_per_s``: batch × seq_len / median time of one inference-mode forward
   pass that fills a fresh KV cache (eval mode).
 - ``achieved_flops_per_s``: analytic training FLOPs per token
-  (``harness.flops.train_flops_per_token``, 3 × forward, 2 per multiply-add) × train tokens/s.
+  (``harness.flops.train_flops_per_token``, 3 × forward, 2 per multiply-add, attention counted as
+  PaLM does — ``attention_flops="full"`` — as MFU figures elsewhere are) × train tokens/s.
 - ``peak_flops_per_s``: the device's own dense matmul ceiling in that dtype, measured once
   with a large matmul and cached (``harness.device.measured_peak_flops_per_s``); the cache
   keeps the best rate seen, so a ceiling first measured while other processes loaded the
@@ -221,7 +222,8 @@ def bench(
         "torch_version": torch.__version__,
         "convention": (
             "tokens/s = batch x seq_len / median step time; achieved FLOP/s = analytic training FLOPs/token "
-            "(3 x forward, 2 FLOPs per multiply-add) x train tokens/s; mfu = achieved / measured matmul peak"
+            "(3 x forward, 2 FLOPs per multiply-add, attention as PaLM counts it: attention_flops=full) x train "
+            "tokens/s; mfu = achieved / measured matmul peak"
         ),
     }
 
@@ -267,12 +269,12 @@ def _time(runner: TrainingStep, steps: int, warmup: int, prefill: bool) -> tuple
 def _rates(config, runner: TrainingStep, settings: DeviceSettings, train_times: list[float],
            prefill_times: list[float], refresh_peak: bool) -> dict:
     """Step times, tokens/s, FLOPs per token, achieved and peak FLOP/s, MFU."""
-    from harness.flops import forward_flops_per_token, train_flops_per_token
+    from harness.flops import MFU_ATTENTION_FLOPS, forward_flops_per_token, train_flops_per_token
 
     train_s = statistics.median(train_times)
     train_tokens_per_s = runner.tokens_per_step / train_s
     prefill_s = statistics.median(prefill_times) if prefill_times else None
-    train_fpt = train_flops_per_token(config, runner.seq_len)
+    train_fpt = train_flops_per_token(config, runner.seq_len, MFU_ATTENTION_FLOPS)  # MFU: PaLM's convention
     achieved = train_fpt * train_tokens_per_s
     peak = settings.peak_flops_per_s(refresh=refresh_peak)
     if achieved > peak:  # the cached ceiling was measured on a busy machine: measure it again
@@ -284,7 +286,8 @@ def _rates(config, runner: TrainingStep, settings: DeviceSettings, train_times: 
         "train_tokens_per_s": train_tokens_per_s,
         "prefill_s_median": prefill_s,
         "prefill_tokens_per_s": runner.tokens_per_step / prefill_s if prefill_s else None,
-        "forward_flops_per_token": forward_flops_per_token(config, runner.seq_len),
+        "forward_flops_per_token": forward_flops_per_token(config, runner.seq_len, MFU_ATTENTION_FLOPS),
+        "attention_flops": MFU_ATTENTION_FLOPS,
         "train_flops_per_token": train_fpt,
         "achieved_flops_per_s": achieved,
         "peak_flops_per_s": peak,

@@ -73,12 +73,12 @@ def test_lora_flops_match_torch_flop_counter(arch):
     torch.manual_seed(0)
     model = build(arch, size="nano")
     idx = torch.randint(0, model.config.vocab_size, (2, 64))
-    sdpa_surplus = flop_counter_count(model, idx, backward=True, cpu_sdpa=True).flops - 3 * 128 * forward_flops_per_token(model.config, 64)
+    sdpa_surplus = flop_counter_count(model, idx, backward=True, cpu_sdpa=True).flops - 3 * 128 * forward_flops_per_token(model.config, 64, "full")
     adapted = apply_lora(model, LoraSettings(rank=4, alpha=8))
     measured = flop_counter_count(adapted, idx, backward=True, cpu_sdpa=True).flops
-    stated = lora_flops_per_token(model.config, 64, rank=4, tokens_per_forward=128)
+    stated = lora_flops_per_token(model.config, 64, rank=4, tokens_per_forward=128, attention_flops="full")
     assert measured - 128 * stated["total"] == pytest.approx(sdpa_surplus, abs=1)
-    assert stated["total"] < 3 * forward_flops_per_token(model.config, 64)
+    assert stated["total"] < 3 * forward_flops_per_token(model.config, 64, "full")
 
 
 def test_merged_checkpoint_equals_adapted_model_logits(parents, tmp_path):

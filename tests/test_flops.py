@@ -37,7 +37,7 @@ def build(arch: str, size: str, **overrides):
 def test_fvcore_agrees_with_analytic(arch, size):
     model = build(arch, size)
     count = fvcore_count(model, tokens(model.config))
-    analytic = forward_breakdown(model.config)
+    analytic = forward_breakdown(model.config, attention_flops="full")  # measured = executed work
     assert relative_difference(count.forward_flops_per_token, sum(analytic.values())) < 0.01
     # by component, through fvcore's by_module counts
     for key in BREAKDOWN_KEYS:
@@ -86,7 +86,7 @@ def test_flop_counter_differs_only_by_cpu_sdpa(arch):
     model = build(arch, "nano")
     config = model.config
     idx = tokens(config)
-    analytic = forward_breakdown(config)
+    analytic = forward_breakdown(config, attention_flops="full")
     total = sum(analytic.values())
     shipped = flop_counter_count(model, idx)
     # as shipped, SDPA on the CPU counts 0: exactly the dense layers' score FLOPs are missing
@@ -110,7 +110,7 @@ def test_banded_scores_grow_with_the_window_not_with_t_squared():
         count = fvcore_count(model, tokens(model.config, seq_len=T))
         expected = model.config.n_layer * 4 * model.config.d_attn * (window + block)
         assert count.breakdown["attention_scores"] == pytest.approx(expected, rel=0.01)
-        assert forward_breakdown(model.config, T)["attention_scores"] == pytest.approx(expected, rel=1e-9)
+        assert forward_breakdown(model.config, T, "full")["attention_scores"] == pytest.approx(expected, rel=1e-9)
         scores[window] = count.breakdown["attention_scores"]
     # linear in w + b: each doubling of w adds the same per-window amount
     per_key = (scores[128] - scores[16]) / (128 - 16)
@@ -129,7 +129,7 @@ def test_gpt4_flops_grow_with_top_k_not_with_the_number_of_experts():
         model = build("gpt4", "nano", n_experts=n_experts, top_k=2, expert_d_ff=d_ff)
         count = fvcore_count(model, tokens(model.config, seq_len=32))
         by_experts[n_experts] = count
-        assert count.forward_flops_per_token == pytest.approx(forward_flops_per_token(model.config, 32), rel=0.01)
+        assert count.forward_flops_per_token == pytest.approx(forward_flops_per_token(model.config, 32, "full"), rel=0.01)
     experts = [c.breakdown["moe_experts"] for c in by_experts.values()]
     assert max(experts) == pytest.approx(min(experts), rel=1e-9)
     # the total moves only by the router, 2·d·ΔE per layer

@@ -118,14 +118,14 @@ def test_top_n_flops_match_torch_flop_counter(arch, blocks):
     idx = torch.randint(0, model.config.vocab_size, (2, 64))
     tokens = idx.numel()
     surplus_all = flop_counter_count(model, idx, backward=True, cpu_sdpa=True).flops - \
-        3 * tokens * forward_flops_per_token(model.config, 64)
+        3 * tokens * forward_flops_per_token(model.config, 64, "full")  # measured = executed work
     method = get_method(f"top:{blocks}")
     method.prepare(model)
     measured = flop_counter_count(model, idx, backward=True, cpu_sdpa=True).flops
-    stated = method.flops_per_token(model.config, 64, tokens)
+    stated = method.flops_per_token(model.config, 64, tokens, "full")
     expected_surplus = 0.0 if arch == "gpt4" else surplus_all * blocks / model.config.n_layer
     assert measured - tokens * stated["total"] == pytest.approx(expected_surplus, abs=1)
-    assert stated["total"] < 3 * forward_flops_per_token(model.config, 64)
+    assert stated["total"] < 3 * forward_flops_per_token(model.config, 64, "full")
     assert stated["total"] == pytest.approx(sum(v for k, v in stated.items() if k != "total"))
 
 

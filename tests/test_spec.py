@@ -32,10 +32,12 @@ def test_run_id_hashes_the_dtype_this_machine_would_use(monkeypatch):
 
 
 def test_run_ids_of_explicit_dtype_runs_are_unchanged():
-    """The id ``harness check`` (fp32, given) trains under before dtypes were resolved."""
+    """The id a gpt2 nano fp32 run had before dtypes were resolved and before budgets counted attention
+    causally: the same plan (``attention_flops="full"``) keeps it; the causal default plans differently."""
     spec = RunSpec(arch="gpt2", size="nano", data="synthetic", seed=0, budget_flops=2e11, dtype="fp32",
-                   device="cpu", compile=False)
+                   device="cpu", compile=False, attention_flops="full")
     assert spec.run_id() == "gpt2-nano-f043c832a7-s0"
+    assert RunSpec(arch="gpt2", size="nano", budget_flops=2e11, dtype="fp32").run_id() != spec.run_id()
 
 
 def test_unknown_dtype_is_one_sentence():

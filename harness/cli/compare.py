@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--widths", help="comma-separated d_model values (isoFLOP over widths at each size)")
     parser.add_argument("--name", help="report folder under reports/ (default: from the sizes and budgets)")
     parser.add_argument("--reference", help="architecture the others are tested against (default gpt2)")
+    parser.add_argument("--match", choices=("compute", "tokens"), default="compute",
+                        help="hold compute equal (default: each run trains the steps its budget buys) or tokens "
+                             "(every run trains the reference's compute-matched tokens)")
     parser.add_argument("--dry-run", action="store_true", help="list the planned runs (to train or reused) and exit")
     parser.add_argument("--finetune-data", help="adaptation stage: downstream data spec, prompt/completion .jsonl or "
                         "task:NAME; every pre-trained run is then fine-tuned (see `harness finetune`)")
@@ -78,6 +81,7 @@ def sweep_options_from_args(args: argparse.Namespace):
         budgets=tuple(budgets) if budgets else None, data=args.data, vocab_size=args.vocab_size,
         recipe=recipe_from_args(args), overrides=parse_overrides(args.set), device=args.device, dtype=args.dtype,
         compile=False if args.no_compile else None, reference=args.reference,
+        attention_flops=args.attention_flops, match=args.match,
         evaluation=eval_options_from_args(args, redo_done=False), force=args.force, wait=args.wait,
     )
 
@@ -142,7 +146,9 @@ def main(args: argparse.Namespace) -> int:
         for spec in plan.specs:
             run_id = spec.run_id()
             state = planned_action(root / run_id)
-            print(f"{state}\t{run_id}\tbudget {spec.budget_flops:.3g} FLOPs")
+            amount = (f"{spec.train_tokens} tokens (token-matched)" if spec.train_tokens
+                      else f"budget {spec.budget_flops:.3g} FLOPs ({spec.attention_flops} attention)")
+            print(f"{state}\t{run_id}\t{amount}")
         print(f"{len(plan.specs)} runs; report → {reports_dir() / name}", file=sys.stderr)
         return 0
     if not provenance_ok(args.require_clean):

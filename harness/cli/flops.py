@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", help="size preset (default: the architecture's first)")
     parser.add_argument("--seq-len", type=int, help="sequence length T (default: the context)")
     parser.add_argument("--tokens", help="training tokens D, e.g. 300e9: adds total training FLOPs")
+    parser.add_argument("--attention-flops", choices=("causal", "full"), default="causal",
+                        help="attention count: causal = score entries the mask admits (dense (T+1)/2 keys per query, "
+                             "banded the band's exact count; what budgets use by default), full = PaLM's (dense all T)")
     add_set_argument(parser)
     parser.add_argument("--cross-check", action="store_true", help="also count with fvcore and FlopCounterMode")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
@@ -52,11 +55,13 @@ def flops_summary(
     seq_len: int | None = None,
     tokens: float | None = None,
     overrides: dict | None = None,
+    attention_flops: str = "causal",
 ) -> dict:
-    """Params, FLOPs per token, breakdown and (with ``tokens``) totals, from a meta-device model."""
+    """Params, FLOPs per token, breakdown and (with ``tokens``) totals, from a meta-device model;
+    attention counted by ``attention_flops`` (``harness.flops.ATTENTION_FLOPS``)."""
     import architectures
     from harness.flops import (
-        CONVENTION,
+        convention,
         forward_breakdown,
         image_prefix_flops_per_image,
         six_n_d,
@@ -68,7 +73,7 @@ def flops_summary(
     with torch.device("meta"):
         model = spec.build(config)
     counts = model.param_counts()
-    breakdown = forward_breakdown(config, T)
+    breakdown = forward_breakdown(config, T, attention_flops)
     forward = sum(breakdown.values())
     summary = {
         "arch": config.arch,
@@ -83,7 +88,8 @@ def flops_summary(
         "train_flops_per_token": 3 * forward,
         "breakdown": breakdown,
         "image_prefix_flops_per_image": image_prefix_flops_per_image(config),
-        "convention": CONVENTION,
+        "attention_flops": attention_flops,
+        "convention": convention(attention_flops),
         "units": {
             "params": "parameters (tied head counted once)",
             "forward_flops_per_token": "FLOPs per text token (2 per multiply-add)",
@@ -164,7 +170,7 @@ def format_table(summary: dict) -> str:
     for label, value in rows[:3]:
         lines.append(f"{label.ljust(width)}  {value}")
     lines.append("")
-    lines.append("FLOPs per text token at T (2 FLOPs per multiply-add, matmuls only):")
+    lines.append(f"FLOPs per text token at T (2 FLOPs per multiply-add, matmuls only; attention_flops={summary['attention_flops']}):")
     for label, value in rows[3:]:
         lines.append(f"{label.ljust(width)}  {value}")
     lines.append("forward breakdown by component:")
@@ -182,9 +188,10 @@ def format_table(summary: dict) -> str:
     if "cross_check" in summary:
         check = summary["cross_check"]
         lines.append("")
-        lines.append(f"cross-check, forward FLOPs/token at T = {check['seq_len']} (batch {check['batch_size']}, eval mode):")
+        lines.append(f"cross-check, forward FLOPs/token at T = {check['seq_len']} (batch {check['batch_size']}, eval mode; "
+                     "measured counts see executed work, so the analytic count here is the full convention):")
         for label, key, diff in (
-            ("analytic", "analytic_forward_flops_per_token", None),
+            ("analytic (attention_flops=full)", "analytic_forward_flops_per_token", None),
             ("fvcore (2 x MACs, our handles)", "fvcore_forward_flops_per_token", "fvcore_vs_analytic"),
             ("FlopCounterMode as shipped", "flop_counter_forward_flops_per_token", "flop_counter_vs_analytic"),
             (
@@ -203,7 +210,8 @@ def format_table(summary: dict) -> str:
 def main(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     summary = flops_summary(
-        args.arch, args.size, seq_len=args.seq_len, tokens=parse_tokens(args.tokens), overrides=overrides
+        args.arch, args.size, seq_len=args.seq_len, tokens=parse_tokens(args.tokens), overrides=overrides,
+        attention_flops=args.attention_flops,
     )
     if args.cross_check:
         summary["cross_check"] = cross_check_summary(args.arch, args.size, summary["seq_len"], overrides)

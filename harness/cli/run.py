@@ -42,6 +42,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -
                                  "isoFLOP sweep at several budgets (default: the size's default budget)")
     else:
         parser.add_argument("--budget", type=float, help="training budget in FLOPs (2 per multiply-add), e.g. 3e13")
+        parser.add_argument("--tokens", type=int, help="train this many tokens instead of a FLOP budget "
+                                                        "(a token-matched control; whole steps, never more)")
+    parser.add_argument("--attention-flops", choices=("causal", "full"), default="causal",
+                        help="how the budget counts attention: causal (default) = the score entries each layer's mask "
+                             "admits, dense and banded alike; full = PaLM's count (dense at all T keys per query)")
     parser.add_argument("--vocab-size", type=int, help="BPE vocabulary for text data (default 4096)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: per size, same for every arch)")
     parser.add_argument("--batch-tokens", type=int, help="tokens per optimizer step (gradient accumulation fills it)")
@@ -93,6 +98,8 @@ def spec_from_args(args: argparse.Namespace):
         vocab_size=args.vocab_size,
         seed=args.seed,
         budget_flops=args.budget,
+        attention_flops=args.attention_flops,
+        train_tokens=args.tokens,
         recipe=recipe_from_args(args),
         overrides=parse_overrides(args.set),
         checkpoint_interval=args.checkpoint_interval,

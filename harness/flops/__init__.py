@@ -8,8 +8,14 @@ FLOPs = 2 per multiply-add everywhere; see ``analytic.CONVENTION``.
 """
 
 from harness.flops.analytic import (
+    ATTENTION_FLOPS,
     BREAKDOWN_KEYS,
     CONVENTION,
+    DEFAULT_ATTENTION_FLOPS,
+    MFU_ATTENTION_FLOPS,
+    attention_keys_per_query,
+    check_attention_flops,
+    convention,
     forward_breakdown,
     layer_forward_breakdown,
     forward_flops_per_token,
@@ -20,11 +26,17 @@ from harness.flops.analytic import (
 from harness.flops.cross_checks import FlopCounterCount, cross_check, flop_counter_count
 from harness.flops.fvcore_counts import FvcoreCount, fvcore_count
 from harness.flops.fvcore_handles import IGNORED_OPS, MATRIX_OPS
-from harness.flops.planner import BudgetPlan, plan_budget
+from harness.flops.planner import BudgetPlan, plan_budget, plan_tokens
 
 __all__ = [
+    "ATTENTION_FLOPS",
     "BREAKDOWN_KEYS",
     "CONVENTION",
+    "DEFAULT_ATTENTION_FLOPS",
+    "MFU_ATTENTION_FLOPS",
+    "attention_keys_per_query",
+    "check_attention_flops",
+    "convention",
     "BudgetPlan",
     "FlopCounterCount",
     "FvcoreCount",
@@ -38,6 +50,7 @@ __all__ = [
     "forward_flops_per_token",
     "image_prefix_flops_per_image",
     "plan_budget",
+    "plan_tokens",
     "six_n_d",
     "train_flops_per_token",
 ]

@@ -7,7 +7,12 @@ Three independent counts of one forward pass, all in FLOPs = 2 per multiply-add:
     (SDPA at full T×S, the banded kernel's and the MoE experts' matmuls as executed); its
     MACs are doubled and its ``by_module`` counts mapped onto the analytic breakdown keys.
 
-(b) **analytic**: ``harness.flops.analytic.forward_breakdown`` from the config alone.
+(b) **analytic**: ``harness.flops.analytic.forward_breakdown`` from the config alone, in the
+    ``full`` attention convention (dense at all T keys, banded at its executed w + b): the
+    measured counts see executed kernels, which compute that much whatever the mask admits.
+    The ``causal`` convention budgets use is a count of admitted score entries, not of
+    executed work, so it is checked against a brute-force count of mask entries instead
+    (tests/test_flops.py).
 
 (c) **torch.utils.flop_counter.FlopCounterMode** (``flop_counter_count``, here): counts at the
     dispatcher, in FLOPs (2 per multiply-add) already, forward and — unlike fvcore —
@@ -140,7 +145,7 @@ def cross_check(
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, config.vocab_size, (batch_size, T), generator=generator).to(device)
-    analytic = forward_breakdown(config, T)
+    analytic = forward_breakdown(config, T, "full")
     analytic_total = sum(analytic.values())
     fv = fvcore_count(model, idx)
     shipped = flop_counter_count(model, idx)
@@ -148,6 +153,7 @@ def cross_check(
     return {
         "seq_len": T,
         "batch_size": batch_size,
+        "analytic_attention_flops": "full",
         "analytic_forward_flops_per_token": analytic_total,
         "analytic_breakdown": analytic,
         "fvcore_forward_flops_per_token": fv.forward_flops_per_token,

@@ -48,3 +48,17 @@ def plan_budget(budget_flops: float, train_flops_per_token: float, tokens_per_st
             f"use --budget {flops_per_step:.3g} or more."
         )
     return BudgetPlan(budget_flops, train_flops_per_token, tokens_per_step, steps)
+
+
+def plan_tokens(train_tokens: int, train_flops_per_token: float, tokens_per_step: int) -> BudgetPlan:
+    """A token-matched plan: the largest whole number of steps whose tokens fit in ``train_tokens``.
+
+    Its ``budget_flops`` is the FLOPs those steps use (a token-matched arm has no FLOP budget).
+    """
+    if tokens_per_step < 1:
+        raise ValueError(f"tokens per step must be at least 1, got {tokens_per_step}.")
+    steps = int(train_tokens // tokens_per_step)
+    if steps < 1:
+        raise ValueError(f"{train_tokens} training tokens are fewer than one step ({tokens_per_step} tokens); "
+                         f"use --tokens {tokens_per_step} or more.")
+    return BudgetPlan(steps * train_flops_per_token * tokens_per_step, train_flops_per_token, tokens_per_step, steps)

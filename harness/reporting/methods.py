@@ -54,16 +54,23 @@ def _recipe_line(records: list[dict[str, Any]]) -> str:
     )
 
 
-def _budget_lines(runs: pd.DataFrame, meta: dict | None) -> list[str]:
-    from harness.flops import CONVENTION
+def convention_line(records: list[dict[str, Any]]) -> str:
+    """The FLOP convention the records' budgets were counted in (records written before the
+    ``attention_flops`` field counted attention in the ``full`` convention)."""
+    from harness.flops import convention
 
+    used = _unique(r.get("attention_flops") or "full" for r in records)
+    return "; ".join(convention(name) for name in used)
+
+
+def _budget_lines(runs: pd.DataFrame, meta: dict | None, records: list[dict[str, Any]]) -> list[str]:
     budgets = sorted(set(numeric(runs["budget_flops"]).dropna()))
     steps = ", ".join(f"{a} {v}: {int(numeric(g['steps']).mean())}"
                       for _, v, a, g in run_groups(runs, arch_order(runs, meta)))
     return [
         f"- **Budget**: {', '.join(fmt_sci(b) for b in budgets)} training FLOPs per run. Steps = ⌊budget ÷ "
         f"(train FLOPs/token × tokens/step)⌋, so a cheaper model trains on more tokens (steps: {steps}).",
-        f"- **FLOP convention**: {CONVENTION}. Parameters counted per `model.param_counts()`; "
+        f"- **FLOP convention**: {convention_line(records)}. Parameters counted per `model.param_counts()`; "
         "isoFLOP fits use active parameters (embeddings included).",
     ]
 
@@ -122,6 +129,6 @@ def _reproduce(records: list[dict[str, Any]], meta: dict | None, report_command:
 
 def methods_section(records: list[dict[str, Any]], runs: pd.DataFrame, meta: dict | None, report_command: str) -> str:
     """The Methods section's markdown for the finished trained runs of a report."""
-    lines = _data_lines(records[0]) + [_recipe_line(records)] + _budget_lines(runs, meta)
+    lines = _data_lines(records[0]) + [_recipe_line(records)] + _budget_lines(runs, meta, records)
     lines += [_hardware_line(records), _software_line(records), _code_line(records), STATISTICS]
     return "\n".join(lines + _reproduce(records, meta, report_command))

@@ -172,7 +172,7 @@ def _intro(meta: dict, settings: dict[str, Setting], provenance: str) -> str:
 
 
 def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
-    from harness.flops import CONVENTION
+    from harness.reporting.methods import convention_line
 
     lines = []
     for setting in settings.values():
@@ -184,7 +184,7 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
                      f"{len(setting.records)} runs. Command: `{setting.command or 'n/a'}`")
     lines.append("- **Recipe** (every architecture): GPT-3's AdamW (β 0.9/0.95, weight decay 0.1 on matrices), "
                  "clip 1.0, warm-up then cosine to 10 %; seed i gives every architecture the same data order.")
-    lines.append(f"- **FLOP convention**: {CONVENTION}.")
+    lines.append(f"- **FLOP convention**: {convention_line([r for s in settings.values() for r in s.records])}.")
     lines.append("- **Statistics**: ± is the 95 % t-interval over seeds; comparisons are Welch's t-test with "
                  "Holm's correction across the Findings family; *at chance* marks a score whose 95 % interval "
                  "(seed spread plus lm-eval's item stderr) reaches the chance level (`harness.evaluation.chance`).")

@@ -23,13 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.flops.analytic import convention
 from harness.io import WriteFailed, read_json, write_json_atomic
 from harness.machine import machine_load
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "ok", "failed", "interrupted")
 RECORD_NAME = "record.json"
-FLOP_CONVENTION = "FLOPs = 2 per multiply-add; training = 3 x forward; see harness.flops.CONVENTION"
+FLOP_CONVENTION = "FLOPs = 2 per multiply-add; training = 3 x forward; see harness.flops.CONVENTION"  # imported runs
 
 
 def record_path(run_dir: str | os.PathLike) -> Path:
@@ -125,8 +126,11 @@ def training_record(spec, *, counts: dict, config_flops: dict, plan, start_step:
         **counts,
         "seq_len": spec.recipe.seq_len,
         **config_flops,
-        "flop_convention": FLOP_CONVENTION,
-        "budget_flops": spec.budget_flops,
+        "flop_convention": convention(spec.attention_flops),
+        "attention_flops": spec.attention_flops,
+        "match": "tokens" if spec.train_tokens else "compute",
+        "train_tokens": spec.train_tokens,
+        "budget_flops": plan.budget_flops,
         "planned_steps": plan.steps,
         "tokens_per_step": plan.tokens_per_step,
         **progress_fields(start_step, plan),
@@ -158,7 +162,12 @@ def closing_fields(*, status: str, error: str | None, step: int, start_step: int
 
 def utilization_fields(tokens_per_s: float, train_flops_per_token: float, peak_flops_per_s: float | None,
                        world_size: int) -> dict[str, Any]:
-    """Achieved FLOP/s (all ranks' tokens) and MFU against all ranks' peak (None without a peak)."""
+    """Achieved FLOP/s (all ranks' tokens) and MFU against all ranks' peak (None without a peak).
+
+    ``train_flops_per_token`` should be counted in PaLM's convention (``attention_flops="full"``),
+    as MFU figures elsewhere are; the record says so in ``mfu_convention``.
+    """
     achieved = tokens_per_s * train_flops_per_token
     mfu = achieved / (peak_flops_per_s * world_size) if peak_flops_per_s else None
-    return {"achieved_flops_per_s": achieved, "peak_flops_per_s": peak_flops_per_s, "mfu": mfu}
+    return {"achieved_flops_per_s": achieved, "peak_flops_per_s": peak_flops_per_s, "mfu": mfu,
+            "mfu_convention": "achieved FLOP/s / peak, FLOPs counted as PaLM does (attention_flops=full)"}

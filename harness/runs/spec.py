@@ -15,6 +15,7 @@ from typing import Any
 
 from architectures import ModelConfig, get
 from harness.device import resolve_dtype
+from harness.flops.analytic import DEFAULT_ATTENTION_FLOPS, check_attention_flops
 from harness.runs.validation import check_recipe, check_recipe_field, check_run_numbers
 
 # Used where a size's ``architectures.presets.SizeDefaults`` leave a value open (None).
@@ -52,6 +53,11 @@ class RunSpec:
     vocab_size: int | None = None  # BPE vocabulary for text (None: the data's default, 4096); synthetic has its own
     seed: int = 0
     budget_flops: float | None = None
+    # how the budget counts attention (harness.flops.ATTENTION_FLOPS): "causal" (mask-admitted
+    # score entries, dense and banded alike) or "full" (PaLM: dense at all T keys)
+    attention_flops: str = DEFAULT_ATTENTION_FLOPS
+    # None: train for the FLOP budget; a number: train this many tokens (a token-matched arm)
+    train_tokens: int | None = None
     recipe: Recipe = field(default_factory=Recipe)
     overrides: dict[str, Any] = field(default_factory=dict)
     # not part of the run's identity (IDENTITY_EXCLUDES), except dtype, resolved per machine:
@@ -95,6 +101,7 @@ class RunSpec:
             if defaults.budget_flops is None:
                 raise ValueError(f"size {self.size} has no default budget; give --budget FLOPS (e.g. 1e18).")
             self.budget_flops = defaults.budget_flops
+        check_attention_flops(self.attention_flops)
         check_recipe(recipe)
         check_run_numbers(self)
         self.dtype = resolve_dtype(self.device, self.dtype)
@@ -113,9 +120,15 @@ class RunSpec:
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def identity(self) -> dict[str, Any]:
+        """The hashed fields. ``attention_flops="full"`` and ``train_tokens=None`` are left out, so a
+        run planned as before those fields existed keeps its id (and is reused)."""
         data = self.to_dict()
         for key in self.IDENTITY_EXCLUDES:
             data.pop(key, None)
+        if data.get("attention_flops") == "full":
+            data.pop("attention_flops")
+        if data.get("train_tokens") is None:
+            data.pop("train_tokens", None)
         return data
 
     def run_id(self) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from harness.runs.pipeline import EvalOptions
 from harness.sweeps.runs_file import DEFAULT_ARCHS, REFERENCE_ARCH
 from harness.runs.spec import Recipe, RunSpec
+from harness.sweeps.matching import check_match, match_tokens
 
 
 def _items(text: str | None, what: str) -> list[str]:
@@ -147,7 +148,9 @@ class SweepOptions:
     model; ``sizes``: size presets; ``widths``: d_model values crossed with every size (None:
     the presets' own); ``budgets``: training FLOPs per run, 2 per multiply-add (None: the
     size's default budget); ``reference``: the architecture the others are tested against
-    (None: gpt2 when swept, else the first). ``data`` … ``compile`` go into every run's
+    (None: gpt2 when swept, else the first); ``attention_flops``: how budgets count attention
+    (``harness.flops.ATTENTION_FLOPS``); ``match``: ``compute`` or ``tokens``
+    (``harness.sweeps.matching``: every run trains the reference's compute-matched tokens). ``data`` … ``compile`` go into every run's
     ``RunSpec`` (``overrides``: model config fields; ``recipe``: copied for each run).
     ``evaluation`` follows every run; ``force`` retrains finished runs; ``wait`` waits for a
     run another process holds instead of noting it as failed.
@@ -166,6 +169,8 @@ class SweepOptions:
     dtype: str | None = None
     compile: bool | None = None
     reference: str | None = None
+    attention_flops: str = "causal"
+    match: str = "compute"
     evaluation: EvalOptions = field(default_factory=EvalOptions)
     force: bool = False
     wait: bool = False
@@ -196,6 +201,8 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
         for variant in variants
         for arch in archs
     ]
+    if check_match(options.match) == "tokens":
+        specs = match_tokens(specs, reference)
     resolved = sorted({spec.budget_flops for spec in specs})
     if budgets is None and len(resolved) > 1:
         raise ValueError(
@@ -209,7 +216,7 @@ def _run_spec(options: SweepOptions, arch: str, variant: Variant, budget: float 
     try:
         return RunSpec(
             arch=arch, size=variant.size, data=options.data, vocab_size=options.vocab_size, seed=seed,
-            budget_flops=budget, recipe=dataclasses.replace(options.recipe),
+            budget_flops=budget, attention_flops=options.attention_flops, recipe=dataclasses.replace(options.recipe),
             overrides={**options.overrides, **variant.overrides},
             device=options.device, dtype=options.dtype, compile=options.compile,
         )

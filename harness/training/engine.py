@@ -38,7 +38,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from harness.device import DeviceSettings
-from harness.flops import BudgetPlan, plan_budget
+from harness.flops import MFU_ATTENTION_FLOPS, BudgetPlan, plan_budget, plan_tokens
 from harness.io import JsonlAppender, WriteFailed
 from harness.machine import machine_load
 from harness.runs import run_dir as run_files
@@ -132,6 +132,7 @@ class Engine:
     plan: BudgetPlan
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    mfu_flops_per_token: float = 0.0  # the same, attention counted as PaLM does (for MFU only)
     start_step: int = 0
     wall_before: float = 0.0  # seconds trained before this process (resumed runs)
     synced: torch.nn.Module | None = None  # the model as gradients are synchronised (DDP under torchrun)
@@ -142,20 +143,28 @@ class Engine:
 
     @classmethod
     def create(cls, kind: RunKind, method, model: torch.nn.Module, placement: tuple, budget_flops: float,
-               *, force: bool = False) -> "Engine":
+               *, force: bool = False, attention_flops: str = "causal", train_tokens: int | None = None) -> "Engine":
         """The plan (the method's FLOPs per token → whole steps) and AdamW over the trainable parameters.
 
         ``placement``: ``harness.training.placement.place``'s (settings, device, dist, layout);
+        ``attention_flops``: how the budget counts attention (``harness.flops.ATTENTION_FLOPS``);
+        ``train_tokens``: plan this many tokens instead of ``budget_flops`` (a token-matched arm);
         ``force`` allows a plan of more than ``harness.runs.validation.MAX_PLANNED_STEPS`` steps.
         """
         settings, device, dist, layout = placement
         recipe, config = kind.recipe, model.config
-        parts = method.flops_per_token(config, recipe.seq_len, layout.micro_batch_per_rank * recipe.seq_len)
-        plan = plan_budget(budget_flops, parts["total"], recipe.batch_tokens // recipe.seq_len * recipe.seq_len)
-        check_plan_steps(plan.steps, budget_flops, force)
+        tokens_per_forward = layout.micro_batch_per_rank * recipe.seq_len
+        parts = method.flops_per_token(config, recipe.seq_len, tokens_per_forward, attention_flops)
+        tokens_per_step = recipe.batch_tokens // recipe.seq_len * recipe.seq_len
+        plan = (plan_tokens(train_tokens, parts["total"], tokens_per_step) if train_tokens
+                else plan_budget(budget_flops, parts["total"], tokens_per_step))
+        check_plan_steps(plan.steps, plan.budget_flops, force)
         optimizer = make_optimizer(model, recipe, fused=settings.fused_adamw)
         scheduler = make_scheduler(optimizer, plan.steps, recipe)
-        return cls(kind, method, settings, device, dist, layout, config, model, parts, plan, optimizer, scheduler)
+        engine = cls(kind, method, settings, device, dist, layout, config, model, parts, plan, optimizer, scheduler)
+        engine.mfu_flops_per_token = method.flops_per_token(config, recipe.seq_len, tokens_per_forward,
+                                                            MFU_ATTENTION_FLOPS)["total"]
+        return engine
 
     @property
     def eval_interval(self) -> int:
@@ -350,7 +359,8 @@ class Engine:
         record["machine_load"] = {**record["machine_load"], "end": machine_load()}
         # tokens_per_s counts the global batch (all ranks); MFU is against all ranks' peak
         peak = self.settings.peak_flops_per_s() if self.dist.is_main else None
-        record.update(utilization_fields(record["tokens_per_s"], self.plan.train_flops_per_token, peak,
+        # MFU in PaLM's convention (attention_flops=full), whatever the budget counted
+        record.update(utilization_fields(record["tokens_per_s"], self.mfu_flops_per_token, peak,
                                          self.dist.world_size))
         if outcome.status == "ok" and self.dist.is_main:  # rank 0 evaluates; the others wait at the barrier
             record.update(self.kind.final_fields(self, record))

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from architectures.config import ModelConfig
-from harness.flops import forward_breakdown
+from harness.flops import DEFAULT_ATTENTION_FLOPS, forward_breakdown
 
 LINEAR_TARGETS = r".*\.(attn\.(qkv|proj)|ffn\.(fc|proj))$"  # peft target_modules (regex on module names)
 EXPERT_TARGETS = ("ffn.w_in", "ffn.w_out")  # peft target_parameters (MoE expert stacks)
@@ -96,15 +96,17 @@ def adapter_param_count(config: ModelConfig, rank: int) -> int:
     return sum(rank * (m["d_in"] + m["d_out"]) * max(1, m["experts"]) for m in adapted_matrices(config))
 
 
-def lora_flops_per_token(config: ModelConfig, seq_len: int, rank: int, tokens_per_forward: int) -> dict[str, float]:
+def lora_flops_per_token(config: ModelConfig, seq_len: int, rank: int, tokens_per_forward: int,
+                         attention_flops: str = DEFAULT_ATTENTION_FLOPS) -> dict[str, float]:
     """LoRA training FLOPs per token by part (see the module docstring); ``total`` is their sum.
+    Attention is counted in ``attention_flops`` (``harness.flops.ATTENTION_FLOPS``).
 
     ``tokens_per_forward``: tokens in one forward call (micro-batch × seq_len); it spreads
     the once-per-call fold of the MoE expert adapters over the tokens.
     """
     if tokens_per_forward < 1:
         raise ValueError(f"tokens_per_forward must be at least 1, got {tokens_per_forward}.")
-    breakdown = forward_breakdown(config, seq_len)
+    breakdown = forward_breakdown(config, seq_len, attention_flops)
     forward = sum(breakdown.values())
     first_qkv = 2 * config.d_model * 3 * config.d_attn
     matrices = adapted_matrices(config)

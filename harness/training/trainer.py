@@ -76,7 +76,8 @@ class Pretraining:
             torch.manual_seed(rank_seed(spec.seed, dist.rank))
         method = PretrainMethod()
         return Engine.create(cls(spec, Path(run_dir), data), method, method.prepare(model), placement,
-                             spec.budget_flops, force=force)
+                             spec.budget_flops, force=force, attention_flops=spec.attention_flops,
+                             train_tokens=spec.train_tokens)
 
     # ---- what the engine reads ------------------------------------------------------------
 
@@ -112,7 +113,7 @@ class Pretraining:
         spec, seq_len, model = self.spec, self.spec.recipe.seq_len, engine.model
         return training_record(
             spec, counts=model.param_counts(),
-            config_flops={"forward_flops_per_token": forward_flops_per_token(engine.config, seq_len),
+            config_flops={"forward_flops_per_token": forward_flops_per_token(engine.config, seq_len, spec.attention_flops),
                           "train_flops_per_token": engine.plan.train_flops_per_token},
             plan=engine.plan, start_step=engine.start_step, data=self.data.describe(),
             layout={"grad_accum": engine.layout.grad_accum, "world_size": engine.dist.world_size,

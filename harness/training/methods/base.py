@@ -4,8 +4,9 @@ A method decides, for a model the run has built or loaded:
 
 - ``prepare(model)``: the model to train, with ``requires_grad`` set on exactly the parameters
   that train (it may wrap the model, as LoRA does);
-- ``flops_per_token(config, seq_len, tokens_per_forward)``: training FLOPs per token by part,
-  ``total`` being what the budget is planned with, under ``flop_convention`` (2 per multiply-add);
+- ``flops_per_token(config, seq_len, tokens_per_forward, attention_flops)``: training FLOPs per
+  token by part, ``total`` being what the budget is planned with, under ``flop_convention`` (2 per
+  multiply-add) with attention counted by ``attention_flops`` (``harness.flops.ATTENTION_FLOPS``);
 - ``plain_state(model)`` / ``checkpoint_extras(model)`` / ``load_state(model, checkpoint)``:
   the checkpoint's ``model`` weights (always a plain harness model's state dict, so eval, export
   and fine-tuning read it unchanged), anything else the method needs to resume, and the reverse;
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
-from harness.flops import forward_flops_per_token
+from harness.flops import DEFAULT_ATTENTION_FLOPS, forward_flops_per_token
 
 FULL_CONVENTION = "FLOPs = 2 per multiply-add, per token at the run's seq_len; training = 3 x forward (every parameter trains)"
 
@@ -44,8 +45,9 @@ class Method:
             parameter.requires_grad_(True)
         return model
 
-    def flops_per_token(self, config, seq_len: int, tokens_per_forward: int) -> dict[str, float]:
-        forward = forward_flops_per_token(config, seq_len)
+    def flops_per_token(self, config, seq_len: int, tokens_per_forward: int,
+                        attention_flops: str = DEFAULT_ATTENTION_FLOPS) -> dict[str, float]:
+        forward = forward_flops_per_token(config, seq_len, attention_flops)
         return {"forward": forward, "backward": 2 * forward, "total": 3 * forward}
 
     def plain_state(self, model: nn.Module) -> dict:

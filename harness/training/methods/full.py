@@ -3,7 +3,7 @@ parent, every parameter fine-tuned): both 3 × forward FLOPs per token."""
 
 from __future__ import annotations
 
-from harness.flops import train_flops_per_token
+from harness.flops import DEFAULT_ATTENTION_FLOPS, train_flops_per_token
 from harness.runs.records import FLOP_CONVENTION
 from harness.training.methods.base import Method
 
@@ -20,8 +20,9 @@ class PretrainMethod(Method):
     name = "pretrain"
     flop_convention = FLOP_CONVENTION
 
-    def flops_per_token(self, config, seq_len: int, tokens_per_forward: int) -> dict[str, float]:
-        return {"total": train_flops_per_token(config, seq_len)}
+    def flops_per_token(self, config, seq_len: int, tokens_per_forward: int,
+                        attention_flops: str = DEFAULT_ATTENTION_FLOPS) -> dict[str, float]:
+        return {"total": train_flops_per_token(config, seq_len, attention_flops)}
 
     def record_fields(self) -> dict:
         return {}

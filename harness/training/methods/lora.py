@@ -25,8 +25,9 @@ class LoraMethod:
     def prepare(self, model: nn.Module) -> nn.Module:
         return lora.apply_lora(model, self.settings)  # base frozen, adapters trainable (B = 0)
 
-    def flops_per_token(self, config, seq_len: int, tokens_per_forward: int) -> dict[str, float]:
-        return lora.lora_flops_per_token(config, seq_len, self.settings.rank, tokens_per_forward)
+    def flops_per_token(self, config, seq_len: int, tokens_per_forward: int,
+                        attention_flops: str = "causal") -> dict[str, float]:
+        return lora.lora_flops_per_token(config, seq_len, self.settings.rank, tokens_per_forward, attention_flops)
 
     def plain_state(self, model: nn.Module) -> dict:
         return lora.merged_copy(model).state_dict()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.flops import forward_breakdown, layer_forward_breakdown
+from harness.flops import DEFAULT_ATTENTION_FLOPS, forward_breakdown, layer_forward_breakdown
 from harness.training.methods.base import Method
 
 FLOP_CONVENTION = (
@@ -60,13 +60,14 @@ class TopMethod(Method):
             parameter.requires_grad_(name.startswith(prefixes))
         return model
 
-    def flops_per_token(self, config, seq_len: int, tokens_per_forward: int) -> dict[str, float]:
+    def flops_per_token(self, config, seq_len: int, tokens_per_forward: int,
+                        attention_flops: str = DEFAULT_ATTENTION_FLOPS) -> dict[str, float]:
         self._check_depth(config.n_layer)
         top = range(config.n_layer - self.blocks, config.n_layer)
-        blocks = sum(2 * sum(layer_forward_breakdown(config, seq_len, layer).values()) for layer in top)
+        blocks = sum(2 * sum(layer_forward_breakdown(config, seq_len, layer, attention_flops).values()) for layer in top)
         if config.norm_placement == "post":
             blocks -= 2 * config.d_model * 3 * config.d_attn
-        parts = {"forward": sum(forward_breakdown(config, seq_len).values()),
+        parts = {"forward": sum(forward_breakdown(config, seq_len, attention_flops).values()),
                  "head_input_gradient": 2 * config.d_model * config.vocab_size,
                  "top_blocks_backward": blocks}
         parts["total"] = sum(parts.values())
