@@ -10,6 +10,10 @@ methods), ``figures/*.png`` and ``*.svg``, ``runs.csv`` (one row per run, the
 ``harness.reporting.results`` frame's main columns), ``summary.csv`` (the summary table's numbers)
 and ``runs.json`` (the run ids, so ``python -m harness report <name>`` regenerates it).
 
+The report is computed from ``reports/<name>/data/runs/`` (``harness.runs.compact``): the compact
+copies of its runs (and fine-tuning runs) are refreshed from the results folder first, then only
+they are read, so the page and its figures regenerate byte for byte without ``results/``.
+
 The parts: ``harness.reporting.inputs`` picks and checks the runs, ``harness.reporting.tables``
 computes each table's rows, ``harness.reporting.sections`` and ``harness.reporting.methods``
 render them; this module draws the figures and assembles and writes the page.
@@ -211,6 +215,20 @@ def _reference_only_report(inputs: ReportInputs, references: list[dict], notes: 
     return Report(inputs.name, path, path.parent, [], inputs.run_ids, notes, numbers, pd.DataFrame(), pd.DataFrame())
 
 
+def _from_data(inputs: ReportInputs, reports_root: Path, results_root: Path) -> tuple[ReportInputs, Path]:
+    """Refresh the report's data folder from ``results_root``; the inputs as found there, and its path."""
+    from harness.runs.compact import data_runs_dir, sync_runs
+    from harness.runs.records import RECORD_NAME
+
+    report_dir = reports_root / inputs.name
+    finetune = ((inputs.meta or {}).get("finetune") or {}).get("run_ids") or []
+    sync_runs(results_root, report_dir, [*inputs.run_ids, *inputs.missing, *finetune])
+    data_root = data_runs_dir(report_dir)
+    planned = [*inputs.run_ids, *inputs.missing] if inputs.meta is not None else inputs.run_ids
+    present = [r for r in dict.fromkeys(planned) if (data_root / r / RECORD_NAME).exists()]
+    return ReportInputs(inputs.name, present, inputs.meta, [r for r in planned if r not in present]), data_root
+
+
 def build_report(
     targets: Sequence[str],
     *,
@@ -223,7 +241,8 @@ def build_report(
     """Write ``reports/<name>/`` from the records of a compare report name or run ids."""
     results_root = Path(results_dir) if results_dir is not None else default_results_dir()
     reports_root = Path(reports_dir) if reports_dir is not None else default_reports_dir()
-    inputs = resolve_targets(targets, name, reports_root, results_root)
+    inputs, results_root = _from_data(resolve_targets(targets, name, reports_root, results_root), reports_root,
+                                      results_root)
     loaded = load_report_runs(inputs, results_root)
     notes = loaded.notes
     if not loaded.records and loaded.references:
