@@ -50,6 +50,8 @@ from harness.runs.spec import RunSpec
 from harness.training.step import Outcome, StepResult, StopSignal, accumulate_gradients, apply_gradients
 from harness.runs.validation import check_plan_steps, quality_warnings
 
+VALIDATION_POINTS = 10  # quick validations per run by default (spec.eval_interval overrides), plus the last step
+
 
 class TrainingFailed(RuntimeError):
     """Raised after the record has been marked ``failed``; the message says why.
@@ -160,7 +162,7 @@ class Trainer:
 
     @property
     def eval_interval(self) -> int:
-        return self.spec.eval_interval or max(1, self.plan.steps // 5)
+        return self.spec.eval_interval or max(1, self.plan.steps // VALIDATION_POINTS)
 
     @property
     def checkpoint_interval(self) -> int:
