@@ -214,7 +214,10 @@ def test_study_command_end_to_end_and_report_regenerates(results_tmp, monkeypatc
 
     study = tmp_path / "tiny.yaml"
     study.write_text("name: tiny\nsweeps:\n  - name: syn\n    role: synthetic\n    args: >-\n"
-                     "      --archs gpt2,gpt3 --size nano --budget 6e9 --seeds 2 --tasks harness_recall_16 --eval-limit 8\n")
+                     "      --archs gpt2,gpt3 --size nano --budget 6e9 --seeds 2 --tasks harness_recall_16 --eval-limit 8\n"
+                     "comparisons:\n  - {key: recall_16, topic: banded vs dense, setting: syn, "
+                     "metric: eval/harness_recall_16/acc, label: recall accuracy 16 tokens back, unit: accuracy, "
+                     "a: gpt3, b: gpt2, higher_is_better: true, expected: no difference}\n")
     code, out, err = cli(["study", str(study), "--dry-run"])
     assert code == 0 and out.count("\ttrain\t") == 4, err
     code, out, err = cli(["study", str(study)])

@@ -38,6 +38,7 @@ class ReportInputs:
     run_ids: list[str]
     meta: dict[str, Any] | None = None  # runs.json of a compare report
     missing: list[str] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)  # every run id asked for (run ids → the new runs.json)
 
 
 def resolve_targets(targets: Sequence[str], name: str | None = None, reports_root: Path | None = None,

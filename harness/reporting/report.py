@@ -189,7 +189,7 @@ def _write_data(scope: ReportScope, summary: pd.DataFrame, isoflop: pd.DataFrame
         write_runs_file(out_dir, {
             "name": scope.inputs.name, "mode": "runs", "archs": scope.archs, "reference": scope.reference,
             "budgets": sorted(set(numeric(runs["budget_flops"]))), "allow_mixed": scope.allow_mixed,
-            "run_ids": scope.inputs.run_ids, "command": None})
+            "run_ids": scope.inputs.listed or scope.inputs.run_ids, "command": None})
 
 
 def _scope(inputs: ReportInputs, records: list[dict], references: list[dict], allow_mixed: bool,
@@ -215,18 +215,21 @@ def _reference_only_report(inputs: ReportInputs, references: list[dict], notes: 
     return Report(inputs.name, path, path.parent, [], inputs.run_ids, notes, numbers, pd.DataFrame(), pd.DataFrame())
 
 
-def _from_data(inputs: ReportInputs, reports_root: Path, results_root: Path) -> tuple[ReportInputs, Path]:
-    """Refresh the report's data folder from ``results_root``; the inputs as found there, and its path."""
+def _from_data(inputs: ReportInputs, reports_root: Path, results_root: Path) -> tuple[ReportInputs, Path, list[str]]:
+    """Refresh the report's data folder from ``results_root``; the inputs as found there, its path, and a
+    note per unreadable record."""
     from harness.runs.compact import data_runs_dir, sync_runs
     from harness.runs.records import RECORD_NAME
 
     report_dir = reports_root / inputs.name
     finetune = ((inputs.meta or {}).get("finetune") or {}).get("run_ids") or []
-    sync_runs(results_root, report_dir, [*inputs.run_ids, *inputs.missing, *finetune])
+    synced = sync_runs(results_root, report_dir, [*inputs.run_ids, *inputs.missing, *finetune])
     data_root = data_runs_dir(report_dir)
     planned = [*inputs.run_ids, *inputs.missing] if inputs.meta is not None else inputs.run_ids
     present = [r for r in dict.fromkeys(planned) if (data_root / r / RECORD_NAME).exists()]
-    return ReportInputs(inputs.name, present, inputs.meta, [r for r in planned if r not in present]), data_root
+    missing = [r for r in planned if r not in present and r not in synced.skipped]
+    notes = [f"Skipped: {message}" for message in synced.skipped.values()]
+    return ReportInputs(inputs.name, present, inputs.meta, missing, list(planned)), data_root, notes
 
 
 def build_report(
@@ -241,10 +244,10 @@ def build_report(
     """Write ``reports/<name>/`` from the records of a compare report name or run ids."""
     results_root = Path(results_dir) if results_dir is not None else default_results_dir()
     reports_root = Path(reports_dir) if reports_dir is not None else default_reports_dir()
-    inputs, results_root = _from_data(resolve_targets(targets, name, reports_root, results_root), reports_root,
-                                      results_root)
+    inputs, results_root, skipped = _from_data(resolve_targets(targets, name, reports_root, results_root),
+                                               reports_root, results_root)
     loaded = load_report_runs(inputs, results_root)
-    notes = loaded.notes
+    notes = skipped + loaded.notes
     if not loaded.records and loaded.references:
         return _reference_only_report(inputs, loaded.references, notes, reports_root)
     if not loaded.records:

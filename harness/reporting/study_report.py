@@ -254,8 +254,8 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     meta = read_runs_file(out_dir)
     if meta.get("mode") != STUDY_MODE:
         raise ValueError(f"{out_dir / 'runs.json'} is not a study (mode {meta.get('mode')!r}); use build_report.")
-    sync_runs(results_root, out_dir, meta["run_ids"])
-    notes: list[str] = []
+    synced = sync_runs(results_root, out_dir, meta["run_ids"])
+    notes: list[str] = [f"skipped {message}" for message in synced.skipped.values()]
     settings, by_name = _settings(meta, data_runs_dir(out_dir), notes)
     if not settings:
         raise ValueError(f"none of study {name!r}'s runs has a finished record in {results_root} or in "

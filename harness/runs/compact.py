@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -86,17 +87,32 @@ def is_finished(run_dir: Path) -> bool:
         return False
 
 
-def sync_runs(results_root: str | Path, report_dir: str | Path, run_ids: Iterable[str]) -> list[str]:
-    """Refresh the compact copy of every finished run among ``run_ids`` that ``results_root`` holds;
-    the run ids copied. A run only in the data folder (results deleted) is left as it is."""
+@dataclass
+class Synced:
+    """What ``sync_runs`` did: run ids copied, and unreadable records left out (run id → one sentence)."""
+
+    copied: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def sync_runs(results_root: str | Path, report_dir: str | Path, run_ids: Iterable[str]) -> Synced:
+    """Refresh the compact copy of every run among ``run_ids`` whose record ``results_root`` holds
+    (any status: the report notes unfinished ones). A run only in the data folder (results deleted)
+    is left as it is; an unreadable record is not copied and is named in ``skipped``."""
     results_root, target = Path(results_root), data_runs_dir(report_dir)
-    copied = []
+    synced = Synced()
     for run_id in dict.fromkeys(run_ids):
         source = results_root / run_id
-        if (source / RECORD_NAME).exists() and is_finished(source):
-            write_compact(source, target / run_id)
-            copied.append(run_id)
-    return copied
+        if not (source / RECORD_NAME).exists():
+            continue
+        try:
+            read_json(source / RECORD_NAME)
+        except (ValueError, OSError) as error:
+            synced.skipped[run_id] = f"skipping {source / RECORD_NAME}: {error}"
+            continue
+        write_compact(source, target / run_id)
+        synced.copied.append(run_id)
+    return synced
 
 
 def has_data(report_dir: str | Path, run_ids: Iterable[str] | None = None) -> bool:
