@@ -60,11 +60,13 @@ def main(args: argparse.Namespace) -> int:
     from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
     from harness.runs.run_dir import planned_action
+    from harness.sweeps.plan import check_settings, load_plan
     from harness.sweeps.study import load_study, run_study, write_study_file
     from harness.reporting.study_report import build_study_report
     from harness.runs.compact import sync_runs
 
     spec = load_study(args.study)
+    check_settings(load_plan(args.study), {s.name for s in spec.sweeps} | {s.role for s in spec.sweeps}, args.study)
     parsed = {sweep.name: _sweep_args(sweep) for sweep in spec.sweeps}
     options = {name: sweep_options_from_args(args_) for name, args_ in parsed.items()}
     plans = {name: plan_sweep(options[name]) for name in parsed}  # every sweep checked before any trains

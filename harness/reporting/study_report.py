@@ -41,7 +41,7 @@ from harness.runs.records import record_path
 from harness.reporting.report import FIGURES_DIR, RUNS_CSV_COLUMNS
 from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
-from harness.reporting.study_tables import (Setting, band_window, evaluation_table, first_value, moe_table, ordered_archs,
+from harness.reporting.study_tables import (Setting, band_window, evaluation_table, moe_table, ordered_archs,
                                   quality_table, segment_table, stability_table, throughput_table)
 
 PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_128", "harness_facts", "harness_copy",

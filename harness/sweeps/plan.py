@@ -140,6 +140,15 @@ class Plan:
         return {c.key: c for c in self.comparisons}
 
 
+def check_settings(plan: Plan, settings: set[str], where: str) -> None:
+    """``ValueError`` when a comparison names a sweep (``setting``/``change_to``) the study does not have."""
+    for c in plan.comparisons:
+        for name in (c.setting, c.change_to):
+            if name is not None and name not in settings:
+                raise ValueError(f"comparison {c.key!r} in {where} names sweep {name!r}; the study's sweeps (or roles) "
+                                 f"are {', '.join(sorted(settings))}.")
+
+
 def plan_sha256(plan: dict[str, Any]) -> str:
     """sha256 of the plan's canonical JSON (sorted keys, no spaces, UTF-8)."""
     text = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
