@@ -151,8 +151,11 @@ def test_a_changed_plan_before_any_data_replaces_the_old_one(tmp_path):
 
 
 def test_a_plan_registered_after_data_has_no_confirmatory_family(tmp_path):
+    from harness.reporting.plan_sections import deviation_lines
+
     register_plan(tmp_path, plan(), data_exist=True, now="T0")
     assert not any(e.in_family for e in effective_comparisons(read_plan_file(tmp_path)))
+    assert "registered after runs had data" in deviation_lines(read_plan_file(tmp_path))[0]
 
 
 # ---- causal words ----------------------------------------------------------------------------------------

@@ -32,4 +32,7 @@ def deviation_lines(registered: dict[str, Any] | None) -> list[str]:
     """The "Deviations from the plan" bullets (``- none.`` without any amendment)."""
     if registered is None:
         return ["- n/a: no plan was registered."]
-    return amendment_lines(registered) or ["- none: the plan in force is the plan as registered."]
+    late = ([] if registered.get("before_data", True) else
+            [f"- {registered['registered_at']}: the plan was registered after runs had data; every comparison is "
+             "exploratory and none is resolved."])
+    return late + amendment_lines(registered) or ["- none: the plan in force is the plan as registered."]
