@@ -183,3 +183,17 @@ def test_the_generator_refuses_a_causal_word_without_a_tested_cause():
     with pytest.raises(ValueError, match="no planned control tests that cause"):
         finding.sentence()
     assert check_causal("A is lower than B.", finding) == "A is lower than B."
+
+
+def test_accuracy_bars_never_leave_the_unit_interval():
+    import pandas as pd
+
+    from harness.reporting.proportions import score_bar
+
+    rows = pd.DataFrame({"eval/t/acc": [0.0, 0.0, 0.01], "eval/t/acc/n": [200, 200, 200],
+                         "eval/t/acc/stderr": [0.0, 0.0, 0.007]})
+    height, below, above = score_bar(rows, "eval/t/acc", "acc")
+    assert height == pytest.approx(2 / 600) and height - below >= 0.0 and 0 < height + above <= 1.0
+    ceiling = rows.assign(**{"eval/t/acc": [1.0, 1.0, 1.0]})
+    height, below, above = score_bar(ceiling, "eval/t/acc", "acc")
+    assert height == 1.0 and above == 0.0 and below > 0

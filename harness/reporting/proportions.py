@@ -6,12 +6,16 @@ correct has the Wilson (1927) 95 % interval
     (p̂ + z²/2n ± z·√(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n),   p̂ = k/n,
 
 which stays inside [0, 1] and does not collapse to a point at p̂ = 0 or 1 (unlike p̂ ± z·se).
+``score_bar`` gives a figure's bar and error bar for an lm-eval metric from a runs frame.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
+
+import numpy as np
+import pandas as pd
 
 Z95 = 1.959963984540054
 
@@ -44,3 +48,29 @@ def pooled_accuracy(accuracies: Sequence[float], items: Sequence[float]) -> tupl
     correct = min(total, max(0.0, sum(round(a * n) for a, n in pairs)))
     low, high = wilson_interval(correct, total)
     return correct / total, low, high, int(total)
+
+
+POOLED_METRICS = ("acc", "acc_norm", "exact_match")  # proportions of items: Wilson intervals
+
+
+def synthetic_config(runs: pd.DataFrame) -> dict:
+    """The synthetic generator's settings as the records hold them (``data/synthetic_config/...``), or {}."""
+    prefix = "data/synthetic_config/"
+    if runs.empty:
+        return {}
+    row = runs.iloc[0]
+    return {c[len(prefix):]: row[c] for c in runs.columns if c.startswith(prefix) and pd.notna(row[c])}
+
+
+def score_bar(rows: pd.DataFrame, column: str, metric: str) -> tuple[float, float, float]:
+    """(height, error below, error above): pooled accuracy with its Wilson interval when the records count
+    items, else the mean with lm-eval's stderr (root-mean-square over seeds) both ways."""
+    values = pd.to_numeric(rows[column], errors="coerce")
+    if metric in POOLED_METRICS and f"{column}/n" in rows and rows[f"{column}/n"].notna().any():
+        accuracy, low, high, _ = pooled_accuracy(list(values), list(pd.to_numeric(rows[f"{column}/n"], errors="coerce")))
+        if np.isfinite(accuracy):
+            return accuracy, accuracy - low, high - accuracy
+    stderr = pd.to_numeric(rows[f"{column}/stderr"], errors="coerce").dropna() if f"{column}/stderr" in rows else []
+    error = float(np.sqrt((stderr**2).mean())) if len(stderr) else 0.0
+    values = values.dropna()
+    return (values.mean() if len(values) else np.nan), error, error

@@ -14,13 +14,12 @@ import pandas as pd
 from harness.evaluation.chance import at_chance, chance_level
 from harness.reporting.formatting import fmt_count, fmt_interval, markdown_table
 from harness.machine import is_contended
-from harness.reporting.proportions import pooled_accuracy
+from harness.reporting.proportions import POOLED_METRICS, pooled_accuracy
 from harness.reporting.stats import t_interval
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
 SHOWN_METRICS = ("acc", "acc_norm", "bits_per_byte", "exact_match", "token_acc", "excess_nll_per_token")
 LOWER_IS_BETTER = ("bits_per_byte", "excess_nll_per_token")
-POOLED_METRICS = ("acc", "acc_norm", "exact_match")  # proportions of items: Wilson intervals
 
 
 @dataclass
