@@ -161,7 +161,8 @@ def _statistics(finding: Finding) -> str:
     adjusted = f", {_p('Holm-adjusted p', finding.p_holm)}" if c.in_family else ""
     if t.method == "paired":
         return (f"{_num(mean_a)} vs {_num(mean_b)}{unit}, Δ = {t.diff:+.3g} per seed "
-                f"(95 % CI [{t.ci_low:+.3g}, {t.ci_high:+.3g}], d_z = {t.effect:+.2g}), {_p('paired t p', t.p)}, "
+                f"(95 % CI [{t.ci_low:+.3g}, {t.ci_high:+.3g}]; d_z = {t.effect:+.2g}, 95 % CI "
+                f"[{t.effect_low:+.2g}, {t.effect_high:+.2g}]), {_p('paired t p', t.p)}, "
                 f"{_p('sign-flip p', t.perm_p)} (smallest possible {t.perm_p_min:.3g}){adjusted}, {t.n_a} seed pairs")
     return (f"{_num(mean_a)} vs {_num(mean_b)}{unit}, Δ = {t.diff:+.3g} "
             f"(95 % CI [{t.ci_low:+.3g}, {t.ci_high:+.3g}]), {_p('Welch p', t.p)}{adjusted}, "
