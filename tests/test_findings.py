@@ -22,8 +22,8 @@ def test_holm_adjust_matches_the_step_down_definition():
     # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → monotone 0.06
     assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
-    adjusted = holm_adjust([0.01, math.nan, 0.02])  # an untestable comparison does not count towards m
-    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+    adjusted = holm_adjust([0.01, math.nan, 0.02])  # an untestable comparison stays in the family at p = 1: m = 3
+    assert adjusted == pytest.approx([0.03, 1.0, 0.04])
 
 
 def test_a_large_difference_is_resolved_and_a_null_is_not():
@@ -58,9 +58,14 @@ def test_a_result_against_the_literature_is_reported_as_measured():
     assert "contradicts the expectation" in finding.sentence() and "reported as measured" in finding.sentence()
 
 
-def test_untestable_comparisons_say_why():
-    finding = assess([comparison("one", [1.0], [2.0, 2.1])])[0]
-    assert not finding.resolved and "needs at least 2 seeds" in finding.sentence()
+def test_untestable_comparisons_say_why_and_count_in_the_family():
+    testable = comparison("clear", [1.0, 1.01, 0.99], [2.0, 2.02, 1.98])
+    findings = assess([comparison("one", [1.0], [2.0, 2.1]), testable])
+    assert not findings[0].resolved and "needs at least 2 seeds" in findings[0].sentence()
+    assert findings[1].p_holm == pytest.approx(min(1.0, 2 * findings[1].test.p))  # m = 2, not 1
+    text = findings_markdown(findings)
+    assert "across the 2 planned confirmatory comparisons" in text and "the 2 planned confirmatory" in text
+    assert "**Untestable** (in the family of 2 at p = 1)" in text and "Aone vs Bone" in text.split("**Untestable**")[1]
 
 
 def test_chance_levels_and_at_chance():
@@ -106,16 +111,34 @@ def write_run(root, run_id, arch, seed, lr, *, loss, recall48, facts):
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
+FAB_PLAN = """
+comparisons:
+  - {key: recall_48/gpt3-vs-gpt2, topic: banded vs dense, setting: syn, metric: eval/harness_recall_48/acc,
+     label: recall accuracy 48 tokens back, unit: accuracy, a: gpt3, b: gpt2, higher_is_better: true,
+     expected: worse, reason: half the layers cannot attend that far, citation: Child et al. 2019}
+  - {key: facts_acc/gpt4-vs-gpt3, topic: MoE vs dense, setting: syn, metric: eval/harness_facts/acc,
+     label: facts accuracy, unit: accuracy, a: gpt4, b: gpt3, higher_is_better: true, expected: better}
+  - {key: copy/gpt4-vs-gpt3, topic: MoE vs dense, setting: syn, metric: eval/harness_copy/acc,
+     label: copy accuracy, unit: accuracy, a: gpt4, b: gpt3, higher_is_better: true}
+  - {key: lr/gpt1-vs-gpt2, topic: post-LN, setting: syn, change_to: hi, metric: final_val_loss,
+     label: loss change at the other learning rate, unit: nats/token, a: gpt1, b: gpt2, higher_is_better: false,
+     test: welch, kind: exploratory}
+"""
+
+
 def test_study_report_from_fabricated_records(tmp_path):
-    from harness.sweeps.study import StudySpec, StudySweep, write_study_file
+    import yaml
+
     from harness.reporting.study_report import build_study_report
+    from harness.sweeps.plan import Plan, register_plan
+    from harness.sweeps.study import StudySpec, StudySweep, write_study_file
 
     results, reports = tmp_path / "results", tmp_path / "reports"
     synthetic, lr = [], []
     for seed in range(3):
         for arch in ("gpt1", "gpt2", "gpt3", "gpt4"):
             # known large effect: GPT-3 recall 48 tokens back collapses; known null: GPT-4 facts = GPT-3 facts
-            recall48 = 0.05 + 0.01 * seed if arch == "gpt3" else 0.85 + 0.01 * seed
+            recall48 = [0.05, 0.07, 0.06][seed] if arch == "gpt3" else 0.85 + 0.01 * seed
             facts = [0.40, 0.44, 0.42][seed]
             write_run(results, f"{arch}-s{seed}", arch, seed, 2e-3, loss=2.0 + 0.01 * seed, recall48=recall48,
                       facts=facts)
@@ -126,17 +149,26 @@ def test_study_report_from_fabricated_records(tmp_path):
     spec = StudySpec("fab", [StudySweep("syn", "synthetic", "--archs gpt1"), StudySweep("hi", "lr", "--archs gpt1")])
     write_study_file(reports / "fab", spec, {"syn": {"role": "synthetic", "command": "c1", "run_ids": synthetic},
                                              "hi": {"role": "lr", "command": "c2", "run_ids": lr}})
+    register_plan(reports / "fab" / "data", Plan.from_dict(yaml.safe_load(FAB_PLAN)), data_exist=False, now="T0")
     report = build_study_report("fab", results_dir=results, reports_dir=reports)
     text = report.path.read_text()
     findings = text.split("## Findings")[1].split("## Synthetic")[0]
     resolved, unresolved = findings.split("**Not resolved**")
     assert "**GPT-3 (dense/banded) is worse than GPT-2 (pre-LN, dense)** on recall accuracy 48 tokens back" in resolved
     assert "GPT-4-style (MoE) vs GPT-3 (dense/banded) on facts accuracy" in unresolved
-    assert "Holm-adjusted p" in resolved
+    assert "Holm-adjusted p" in resolved and "sign-flip p" in resolved
+    # the missing copy metric is untestable and still counted: m = 3 (the exploratory one is outside)
+    assert "across the 3 planned confirmatory comparisons" in findings
+    assert "copy accuracy: untestable" in findings.split("**Untestable**")[1]
+    assert "**Exploratory**" in findings and "loss change at the other learning rate" in findings.split("**Exploratory**")[1]
+    assert "smallest p that permutation test can reach is 0.25" in findings
+    assert "## Deviations from the plan\n\n- none" in text
+    assert "m = 3" in text  # the forest plot's caption
+    assert (report.directory / "figures" / "forest.svg").exists()
     assert "all 18 runs trained at commit `abc123` (a clean checkout)" in text
     table = pd.read_csv(report.directory / "findings.csv")
     row = table[table["key"] == "recall_48/gpt3-vs-gpt2"].iloc[0]
-    assert bool(row["resolved"]) and row["p_holm"] >= row["p"]
+    assert bool(row["resolved"]) and row["p_holm"] == pytest.approx(min(1.0, 3 * row["p"])) and row["test"] == "paired"
     assert (report.directory / "figures" / "recall_by_distance.png").exists()
 
 
@@ -182,7 +214,10 @@ def test_study_command_end_to_end_and_report_regenerates(results_tmp, monkeypatc
 
     study = tmp_path / "tiny.yaml"
     study.write_text("name: tiny\nsweeps:\n  - name: syn\n    role: synthetic\n    args: >-\n"
-                     "      --archs gpt2,gpt3 --size nano --budget 6e9 --seeds 2 --tasks harness_recall_16 --eval-limit 8\n")
+                     "      --archs gpt2,gpt3 --size nano --budget 6e9 --seeds 2 --tasks harness_recall_16 --eval-limit 8\n"
+                     "comparisons:\n  - {key: recall_16, topic: banded vs dense, setting: syn, "
+                     "metric: eval/harness_recall_16/acc, label: recall accuracy 16 tokens back, unit: accuracy, "
+                     "a: gpt3, b: gpt2, higher_is_better: true, expected: no difference}\n")
     code, out, err = cli(["study", str(study), "--dry-run"])
     assert code == 0 and out.count("\ttrain\t") == 4, err
     code, out, err = cli(["study", str(study)])

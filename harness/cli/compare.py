@@ -10,8 +10,10 @@ Every architecture trains at the same budget (training FLOPs, 2 per multiply-add
 same data in the same order, with the same tokenizer and recipe; seeds 0..N-1 each. Runs
 already in results/ (same resolved config and seed → same run id) are reused and an
 interrupted one resumes from its checkpoint, so re-running the command continues a sweep.
-The run ids go to reports/<name>/runs.json, and the report (report.md, figures/) is
-written next to it; `python -m harness report <name>` regenerates it from the records.
+The run ids go to reports/<name>/runs.json, each run's compact data (record, config, thinned
+curves) to reports/<name>/data/runs/ as it lands, and the report (report.md, figures/) is
+written next to it from that data; `python -m harness report <name>` regenerates it byte for
+byte, with or without results/.
 
 Model variants: --sizes names presets (e.g. nano,micro); --widths overrides d_model
 (n_layer and n_head stay at the preset's values, so each width must be divisible by
@@ -135,6 +137,7 @@ def main(args: argparse.Namespace) -> int:
     from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
     from harness.runs.run_dir import planned_action
+    from harness.runs.compact import sync_runs
     from harness.sweeps.runs_file import validate_name, write_runs_file
 
     options = sweep_options_from_args(args)
@@ -161,7 +164,9 @@ def main(args: argparse.Namespace) -> int:
         )
         check_writable(root)  # fail now, not after the sweep has trained, if the outputs cannot be written
         check_writable(reports_dir() / name)
-    outcome = run_sweep(plan, options, root)
+    report_dir = reports_dir() / name
+    outcome = run_sweep(plan, options, root, on_run=lambda run_id: sync_runs(root, report_dir, [run_id])
+                        if is_main_process() else None)
     if not is_main_process():  # under torchrun only rank 0 writes the runs file and the report
         return 0
     extra = {}

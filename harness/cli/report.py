@@ -4,8 +4,10 @@
     python -m harness report RUN_ID RUN_ID ... --name mine   # any finished runs
     python -m harness report gpt-family-cpu                  # a study made by `harness study`
 
-Reads only results/<run_id>/record.json, config.json and metrics.jsonl; writes
-reports/<name>/report.md, figures/*.png and *.svg, runs.csv, summary.csv and runs.json.
+Copies each run's record.json, config.json and (thinned) metrics.jsonl from results/<run_id>/
+to reports/<name>/data/runs/<run_id>/ when results/ holds it, then reads only that data folder
+and writes reports/<name>/report.md, figures/*.png and *.svg, runs.csv, summary.csv and
+runs.json, the same bytes with or without results/.
 Runs on different datasets or budgets are refused unless --allow-mixed; a corrupt
 record is skipped with a warning naming it.
 """

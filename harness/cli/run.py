@@ -70,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     parser.add_argument("--checkpoint-interval", type=int, help="checkpoint every N steps (default: 4 per run)")
+    parser.add_argument("--eval-interval", type=int,
+                        help="quick validation every N steps (default: 10 points per run, and the last step)")
 
 
 def recipe_from_args(args: argparse.Namespace):
@@ -103,6 +105,7 @@ def spec_from_args(args: argparse.Namespace):
         recipe=recipe_from_args(args),
         overrides=parse_overrides(args.set),
         checkpoint_interval=args.checkpoint_interval,
+        eval_interval=args.eval_interval,
         device=args.device,
         dtype=args.dtype,
         compile=False if args.no_compile else None,

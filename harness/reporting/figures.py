@@ -21,7 +21,9 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.evaluation.chance import chance_level  # noqa: E402
 from harness.reporting.formatting import fmt_si  # noqa: E402
+from harness.reporting.proportions import score_bar, synthetic_config  # noqa: E402
 from harness.io import write_bytes_atomic  # noqa: E402
 from harness.reporting.stats import IsoFlopFit, t_interval  # noqa: E402
 
@@ -255,7 +257,8 @@ def flops_breakdown(breakdowns: list[tuple[str, str, dict[str, float]]], archs: 
 
 
 def evaluation(runs: pd.DataFrame, eval_columns: list[tuple[str, str, str]], archs: Sequence[str]):
-    """One panel per (task, metric): mean value per model with lm-eval's stderr as error bars."""
+    """One panel per (task, metric) with chance dotted: accuracies pooled over items with Wilson intervals,
+    other metrics the mean with lm-eval's stderr as error bars."""
     if not eval_columns:
         return None
     groups = _groups(runs, archs)
@@ -266,15 +269,19 @@ def evaluation(runs: pd.DataFrame, eval_columns: list[tuple[str, str, str]], arc
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols + 0.4 * len(groups), 3.2 * rows_n), squeeze=False)
         for ax, (column, task, metric) in zip(axes.flat, eval_columns):
-            heights, errors, colors, labels = [], [], [], []
+            heights, errors, colors, labels = [], [[], []], [], []
             for arch, variant, rows in groups:
-                values = pd.to_numeric(rows[column], errors="coerce").dropna()
-                stderr = pd.to_numeric(rows.get(f"{column}/stderr"), errors="coerce").dropna() if f"{column}/stderr" in rows else pd.Series(dtype=float)
-                heights.append(values.mean() if len(values) else np.nan)
-                errors.append(float(np.sqrt((stderr**2).mean())) if len(stderr) else 0.0)
+                height, low, high = score_bar(rows, column, metric)
+                heights.append(height)
+                errors[0].append(low)
+                errors[1].append(high)
                 colors.append(arch_color(arch, archs))
                 labels.append(_bar_label(arch, variant, several))
             ax.bar(range(len(groups)), np.nan_to_num(heights), yerr=errors, color=colors, capsize=3)
+            chance = chance_level(task, metric, synthetic_config(runs))
+            if chance is not None:
+                ax.axhline(chance, color="0.4", linestyle=":", linewidth=1, label=f"chance ({chance:.3g})")
+                ax.legend(fontsize=6, loc="upper right")
             for i, height in enumerate(heights):
                 if np.isfinite(height):
                     ax.annotate(f"{height:.3g}", (i, height), xytext=(0, 2), textcoords="offset points",
@@ -288,11 +295,12 @@ def evaluation(runs: pd.DataFrame, eval_columns: list[tuple[str, str, str]], arc
             if log:
                 ax.set_yscale("log")
             else:
-                top = np.nanmax(np.asarray(heights, dtype=float) + np.asarray(errors, dtype=float))
+                top = np.nanmax(np.asarray(heights, dtype=float) + np.asarray(errors[1], dtype=float))
                 ax.set_ylim(0, 1.0 if not np.isfinite(top) or top <= 0 else top * 1.2)
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
-        fig.suptitle("lm-eval metrics (mean over seeds; error bars: lm-eval stderr)", fontsize=10)
+        fig.suptitle("lm-eval metrics (mean over seeds; error bars: 95 % Wilson interval over the pooled items for "
+                     "accuracies, lm-eval stderr otherwise; dotted: chance)", fontsize=9)
         fig.tight_layout()
         return fig
 

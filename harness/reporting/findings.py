@@ -1,31 +1,39 @@
-"""Findings: planned comparisons → Welch tests → Holm correction → sentences.
+"""Findings: planned comparisons → paired or Welch tests → Holm correction over the family → sentences.
 
-A ``Comparison`` holds the per-seed values of one metric for two groups (e.g. GPT-3 and
-GPT-2 recall accuracy 48 tokens back) and what the literature expects of the first
-relative to the second. ``assess`` tests every comparison of a family with Welch's t-test
-(``harness.reporting.stats.welch_test``) and corrects the p-values for the family with Holm's
-step-down method (``harness.reporting.stats.holm_adjust``); a comparison is *resolved* when its
-Holm-adjusted p < α (default 0.05). ``findings_markdown`` writes one sentence per
-comparison from those numbers alone — nothing is written by hand — listing the resolved
-ones first and, separately, what did not reach significance. A resolved result against the
-literature's expectation is reported as measured, with a note saying so.
+A ``Comparison`` holds the per-seed values of one metric for two groups (e.g. GPT-3 and GPT-2
+recall accuracy 48 tokens back, ``a_seeds``/``b_seeds`` naming the seed of each value) and what
+the plan says: the expectation with its reason, the primary test (``paired``: seed i of one arm
+against seed i of the other, ``harness.reporting.paired``; ``welch``: independent groups,
+``harness.reporting.stats.welch_test``) and whether it is in the confirmatory family.
 
-Conventions: Δ = mean(a) − mean(b) in the metric's unit; "better" follows the metric's
-direction (``higher_is_better``); the 95 % interval of Δ is Welch–Satterthwaite's and is
-not adjusted for multiplicity (the Holm-adjusted p is).
+``assess`` tests every comparison and Holm-corrects the family (every confirmatory comparison,
+an untestable one included at p = 1: ``family_size`` is the one m used by Holm and written in
+the text); a comparison is *resolved* when it is in the family and its Holm-adjusted p < α.
+Exploratory comparisons are tested and reported with their raw p, never as resolved.
+
+Causal words: a sentence says "because" only when the comparison names a ``cause`` and the
+planned ``control`` that tests it is in the family and resolved; otherwise it states the
+co-occurring fact. ``check_causal`` enforces this on every generated sentence.
+
+Conventions: Δ = mean(a) − mean(b) in the metric's unit (paired: the mean per-seed difference);
+"better" follows the metric's direction (``higher_is_better``); the 95 % interval of Δ is the
+test's own and is not adjusted for multiplicity (the Holm-adjusted p is).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 from harness.reporting.formatting import fmt_p
+from harness.reporting.paired import min_sign_flip_p, paired_t_test
 from harness.reporting.stats import WelchResult, holm_adjust, welch_test
 
 ALPHA = 0.05
 Expectation = Literal["better", "worse", "no difference"]
+CAUSAL = re.compile(r"\bbecause\b", re.IGNORECASE)
 
 
 @dataclass
@@ -44,6 +52,14 @@ class Comparison:
     expected: Expectation | None = None  # what the literature expects of a relative to b
     rationale: str = ""  # why, in a clause: "its banded layers cannot attend past the window"
     context: str = ""  # measured circumstances worth reading with the result (a sentence, from the records)
+    test: str = "welch"  # the primary test: paired or welch
+    in_family: bool = True  # confirmatory: Holm-corrected with the others
+    a_seeds: list[int] | None = None  # the seed of each value (paired tests match on it)
+    b_seeds: list[int] | None = None
+    citation: str = ""
+    cause: str = ""  # a candidate explanation of a difference ...
+    control: str | None = None  # ... and the key of the planned comparison that tests it
+    note: str = ""  # why an exploratory comparison is outside the family
 
 
 @dataclass
@@ -52,10 +68,12 @@ class Finding:
     test: WelchResult
     p_holm: float = math.nan
     alpha: float = ALPHA
+    cause_tested: bool = False  # the planned control of the comparison's cause is in the family and resolved
 
     @property
     def resolved(self) -> bool:
-        return self.test.available and math.isfinite(self.p_holm) and self.p_holm < self.alpha
+        return (self.comparison.in_family and self.test.available and math.isfinite(self.p_holm)
+                and self.p_holm < self.alpha)
 
     @property
     def outcome(self) -> Expectation | None:
@@ -74,16 +92,45 @@ class Finding:
         return self.outcome == expected
 
     def sentence(self) -> str:
-        return finding_sentence(self)
+        return check_causal(finding_sentence(self), self)
+
+
+def run_test(c: Comparison) -> WelchResult:
+    """The comparison's primary test: paired on matched seeds, or Welch."""
+    if c.test != "paired":
+        return welch_test(c.a, c.b)
+    a_seeds = c.a_seeds if c.a_seeds is not None else list(range(len(c.a)))
+    b_seeds = c.b_seeds if c.b_seeds is not None else list(range(len(c.b)))
+    b_by_seed = dict(zip(b_seeds, c.b))
+    common = [(x, b_by_seed[s]) for s, x in zip(a_seeds, c.a) if s in b_by_seed]
+    return paired_t_test([x for x, _ in common], [y for _, y in common])
 
 
 def assess(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Finding]:
-    """Welch-test every comparison, then Holm-adjust the p-values across the whole family."""
-    findings = [Finding(c, welch_test(c.a, c.b), alpha=alpha) for c in comparisons]
-    adjusted = holm_adjust([f.test.p if f.test.available else math.nan for f in findings])
-    for finding, p_holm in zip(findings, adjusted):
+    """Test every comparison, Holm-adjust across the family (untestable at p = 1), mark tested causes."""
+    findings = [Finding(c, run_test(c), alpha=alpha) for c in comparisons]
+    family = [f for f in findings if f.comparison.in_family]
+    adjusted = holm_adjust([f.test.p if f.test.available else math.nan for f in family])
+    for finding, p_holm in zip(family, adjusted):
         finding.p_holm = p_holm
+    by_key = {f.comparison.key: f for f in findings}
+    for finding in findings:
+        control = by_key.get(finding.comparison.control or "")
+        finding.cause_tested = bool(finding.comparison.cause and control is not None and control.resolved)
     return findings
+
+
+def family_size(findings: Sequence[Finding]) -> int:
+    """m: the planned confirmatory comparisons, untestable ones included (the m Holm used)."""
+    return sum(1 for f in findings if f.comparison.in_family)
+
+
+def check_causal(sentence: str, finding: Finding) -> str:
+    """``sentence`` unchanged, or ``ValueError`` when it says "because" without a tested cause."""
+    if CAUSAL.search(sentence) and not finding.cause_tested:
+        raise ValueError(f"the sentence for {finding.comparison.key!r} uses a causal word, but no planned control "
+                         "tests that cause.")
+    return sentence
 
 
 def _num(value: float, digits: int = 3) -> str:
@@ -98,7 +145,7 @@ def _p(name: str, value: float) -> str:
     return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
 
 
-def _means(finding: Finding) -> tuple[float, float]:
+def means(finding: Finding) -> tuple[float, float]:
     c = finding.comparison
     clean = lambda xs: [x for x in xs if x is not None and math.isfinite(x)]  # noqa: E731
     a, b = clean(c.a), clean(c.b)
@@ -107,72 +154,116 @@ def _means(finding: Finding) -> tuple[float, float]:
 
 def _statistics(finding: Finding) -> str:
     t, c = finding.test, finding.comparison
-    mean_a, mean_b = _means(finding)
+    mean_a, mean_b = means(finding)
     unit = f" {c.unit}" if c.unit else ""
     if not t.available:
-        return f"{_num(mean_a)} vs {_num(mean_b)}{unit}; not testable: {t.reason}"
+        return f"{_num(mean_a)} vs {_num(mean_b)}{unit}; {t.reason}"
+    adjusted = f", {_p('Holm-adjusted p', finding.p_holm)}" if c.in_family else ""
+    if t.method == "paired":
+        return (f"{_num(mean_a)} vs {_num(mean_b)}{unit}, Δ = {t.diff:+.3g} per seed "
+                f"(95 % CI [{t.ci_low:+.3g}, {t.ci_high:+.3g}]; d_z = {t.effect:+.2g}, 95 % CI "
+                f"[{t.effect_low:+.2g}, {t.effect_high:+.2g}]), {_p('paired t p', t.p)}, "
+                f"{_p('sign-flip p', t.perm_p)} (smallest possible {t.perm_p_min:.3g}){adjusted}, {t.n_a} seed pairs")
     return (f"{_num(mean_a)} vs {_num(mean_b)}{unit}, Δ = {t.diff:+.3g} "
-            f"(95 % CI [{t.ci_low:+.3g}, {t.ci_high:+.3g}]), {_p('Welch p', t.p)}, "
-            f"{_p('Holm-adjusted p', finding.p_holm)}, {t.n_a} vs {t.n_b} seeds")
+            f"(95 % CI [{t.ci_low:+.3g}, {t.ci_high:+.3g}]), {_p('Welch p', t.p)}{adjusted}, "
+            f"{t.n_a} vs {t.n_b} seeds")
+
+
+def _cause(finding: Finding) -> str:
+    c = finding.comparison
+    if not c.cause or finding.test.available is False:
+        return ""
+    if finding.cause_tested:
+        return f" This difference is there because {c.cause}: the planned control `{c.control}` tests it and is resolved."
+    return f" It co-occurs with {c.cause}; the planned control `{c.control}` does not resolve that cause, so none is claimed."
+
+
+def _why(c: Comparison) -> str:
+    return f" ({c.rationale})" if c.rationale else ""
 
 
 def finding_sentence(finding: Finding) -> str:
     """One sentence from the numbers: the outcome, the statistics and how it stands to the literature."""
     c = finding.comparison
+    context = f" {c.context}" if c.context else ""
     if finding.resolved:
         head = f"**{c.a_label} is {finding.outcome} than {c.b_label}** on {c.metric}"
         tail = ""
         if finding.agrees is True:
             tail = f" As the literature expects ({c.rationale})." if c.rationale else " As expected."
         elif finding.agrees is False:
-            tail = (f" This contradicts the expectation that {c.a_label} would be {c.expected} "
-                    f"({c.rationale}); reported as measured.")
+            tail = (f" This contradicts the expectation that {c.a_label} would be {c.expected}{_why(c)}; "
+                    "reported as measured.")
         elif c.expected == "no difference":
-            tail = (f" The literature expects no difference here ({c.rationale}); this study measured one "
+            tail = (f" The literature expects no difference here{_why(c)}; this study measured one "
                     "and reports it as measured.")
-        return f"{head}: {_statistics(finding)}.{tail}{' ' + c.context if c.context else ''}"
-    head = f"{c.a_label} vs {c.b_label} on {c.metric}: not resolved"
+        return f"{head}: {_statistics(finding)}.{tail}{_cause(finding)}{context}"
+    verdict = "untestable" if not finding.test.available else "not resolved" if c.in_family else "exploratory"
+    head = f"{c.a_label} vs {c.b_label} on {c.metric}: {verdict}"
     tail = ""
     if c.expected in ("better", "worse"):
-        tail = (f" The literature expects {c.a_label} to be {c.expected} ({c.rationale}); this study cannot "
+        tail = (f" The literature expects {c.a_label} to be {c.expected}{_why(c)}; this study cannot "
                 "confirm or reject it at its budget and seed count.")
     elif c.expected == "no difference":
-        tail = f" Consistent with the expectation of no difference ({c.rationale}), though not a proof of equality."
-    return f"{head} ({_statistics(finding)}).{tail}{' ' + c.context if c.context else ''}"
+        tail = f" Consistent with the expectation of no difference{_why(c)}, though not a proof of equality."
+    if not c.in_family:
+        tail += f" Outside the corrected family{f' ({c.note})' if c.note else ''}: a lead, not a result."
+    return f"{head} ({_statistics(finding)}).{tail}{_cause(finding)}{context}"
 
 
 @dataclass
 class FindingsSummary:
     resolved: list[Finding] = field(default_factory=list)
     unresolved: list[Finding] = field(default_factory=list)
+    untestable: list[Finding] = field(default_factory=list)
+    exploratory: list[Finding] = field(default_factory=list)
 
 
 def split(findings: Sequence[Finding]) -> FindingsSummary:
     summary = FindingsSummary()
-    for finding in findings:
-        (summary.resolved if finding.resolved else summary.unresolved).append(finding)
+    for f in findings:
+        if not f.comparison.in_family:
+            summary.exploratory.append(f)
+        elif f.resolved:
+            summary.resolved.append(f)
+        elif not f.test.available:
+            summary.untestable.append(f)
+        else:
+            summary.unresolved.append(f)
     return summary
 
 
+def _method_paragraph(findings: Sequence[Finding], m: int, alpha: float) -> str:
+    paired = [f.test.n_a for f in findings if f.comparison.test == "paired"]
+    text = (f"The family is the {m} planned confirmatory comparisons (untestable ones included at p = 1), corrected "
+            f"with Holm's step-down method (family-wise error ≤ {alpha:g}); exploratory comparisons are outside it. ")
+    if paired:
+        n = max(paired)
+        text += (f"Where seeds are matched (same initialisation seed and data order) the primary test is the paired "
+                 f"t-test on per-seed differences, with the exact two-sided sign-flip permutation p beside it; at "
+                 f"{n} seed pairs the smallest p that permutation test can reach is {min_sign_flip_p(n):.3g}. ")
+    if any(f.comparison.test == "welch" for f in findings):
+        text += "Unpaired comparisons use Welch's unequal-variance t-test. "
+    return text + ("Δ = first − second in the metric's unit with the test's uncorrected 95 % interval. "
+                   "\"Not resolved\" means not shown at this budget and seed count, not equal. The sentences are "
+                   "generated from these numbers (`harness.reporting.findings`).")
+
+
 def findings_markdown(findings: Sequence[Finding]) -> str:
-    """The Findings section: resolved sentences, then unresolved ones, then how they were tested."""
+    """The Findings section: resolved, not resolved, untestable, exploratory, then how they were tested."""
     if not findings:
-        return "n/a: no planned comparison had data in these records."
-    parts = split(findings)
-    alpha = findings[0].alpha
-    lines = [f"**Resolved** (Holm-adjusted p < {alpha:g} across the {len(findings)} comparisons below):", ""]
+        return "n/a: the study has no planned comparison."
+    parts, m, alpha = split(findings), family_size(findings), findings[0].alpha
+    lines = [f"**Resolved** (Holm-adjusted p < {alpha:g} across the {m} planned confirmatory comparisons):", ""]
     lines += [f"- {f.sentence()}" for f in parts.resolved] or ["- none: no comparison reached significance."]
     lines += ["", "**Not resolved** (did not reach significance after the correction):", ""]
     lines += [f"- {f.sentence()}" for f in parts.unresolved] or ["- none."]
-    lines += [
-        "",
-        f"Each comparison is Welch's unequal-variance t-test on the per-seed values; the family of "
-        f"{len(findings)} comparisons is corrected with Holm's step-down method (family-wise error ≤ {alpha:g}). "
-        "Δ = first − second in the metric's unit, with the uncorrected Welch 95 % interval. "
-        "Seeds vary initialisation and data order together; \"not resolved\" means not shown at this budget "
-        "and seed count, not equal. The sentences are generated from these numbers (`harness.reporting.findings`).",
-    ]
-    return "\n".join(lines)
+    lines += ["", f"**Untestable** (in the family of {m} at p = 1):", ""]
+    lines += [f"- {f.sentence()}" for f in parts.untestable] or ["- none."]
+    if parts.exploratory:
+        lines += ["", "**Exploratory** (not pre-registered as confirmatory; raw p, not corrected, never resolved):", ""]
+        lines += [f"- {f.sentence()}" for f in parts.exploratory]
+    return "\n".join(lines + ["", _method_paragraph(findings, m, alpha)])
 
 
 def findings_rows(findings: Sequence[Finding]) -> list[dict]:
@@ -180,12 +271,14 @@ def findings_rows(findings: Sequence[Finding]) -> list[dict]:
     rows = []
     for f in findings:
         c, t = f.comparison, f.test
-        mean_a, mean_b = _means(f)
+        mean_a, mean_b = means(f)
         rows.append({
             "key": c.key, "topic": c.topic, "metric": c.metric, "unit": c.unit, "a": c.a_label, "b": c.b_label,
-            "mean_a": mean_a, "mean_b": mean_b, "diff": t.diff, "ci_low": t.ci_low, "ci_high": t.ci_high,
-            "t": t.t, "dof": t.dof, "p": t.p, "p_holm": f.p_holm, "n_a": t.n_a, "n_b": t.n_b,
-            "resolved": f.resolved, "outcome": f.outcome or "", "expected": c.expected or "",
-            "agrees": "" if f.agrees is None else f.agrees, "note": t.reason,
+            "in_family": c.in_family, "test": t.method, "mean_a": mean_a, "mean_b": mean_b, "diff": t.diff,
+            "ci_low": t.ci_low, "ci_high": t.ci_high, "effect": t.effect, "effect_low": t.effect_low,
+            "effect_high": t.effect_high, "t": t.t, "dof": t.dof, "p": t.p, "perm_p": t.perm_p,
+            "perm_p_min": t.perm_p_min, "p_holm": f.p_holm, "n_a": t.n_a, "n_b": t.n_b, "resolved": f.resolved,
+            "outcome": f.outcome or "", "expected": c.expected or "", "agrees": "" if f.agrees is None else f.agrees,
+            "note": t.reason or c.note,
         })
     return rows

@@ -38,6 +38,7 @@ class ReportInputs:
     run_ids: list[str]
     meta: dict[str, Any] | None = None  # runs.json of a compare report
     missing: list[str] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)  # every run id asked for (run ids → the new runs.json)
 
 
 def resolve_targets(targets: Sequence[str], name: str | None = None, reports_root: Path | None = None,
@@ -49,9 +50,12 @@ def resolve_targets(targets: Sequence[str], name: str | None = None, reports_roo
     if not targets:
         raise ValueError("give a report name (made by `harness compare`) or one or more run ids.")
     if len(targets) == 1 and (reports_root / targets[0] / RUNS_NAME).exists() and not (results_root / targets[0]).is_dir():
+        from harness.runs.compact import data_runs_dir
+
         meta = read_runs_file(reports_root / targets[0])
         run_ids = list(dict.fromkeys(meta["run_ids"]))
-        present = [r for r in run_ids if (results_root / r / RECORD_NAME).exists()]
+        kept = data_runs_dir(reports_root / targets[0])
+        present = [r for r in run_ids if (results_root / r / RECORD_NAME).exists() or (kept / r / RECORD_NAME).exists()]
         missing = [r for r in run_ids if r not in present]
         return ReportInputs(validate_name(name or targets[0]), present, meta, missing)
     run_ids = list(dict.fromkeys(targets))

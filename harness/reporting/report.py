@@ -10,6 +10,10 @@ methods), ``figures/*.png`` and ``*.svg``, ``runs.csv`` (one row per run, the
 ``harness.reporting.results`` frame's main columns), ``summary.csv`` (the summary table's numbers)
 and ``runs.json`` (the run ids, so ``python -m harness report <name>`` regenerates it).
 
+The report is computed from ``reports/<name>/data/runs/`` (``harness.runs.compact``): the compact
+copies of its runs (and fine-tuning runs) are refreshed from the results folder first, then only
+they are read, so the page and its figures regenerate byte for byte without ``results/``.
+
 The parts: ``harness.reporting.inputs`` picks and checks the runs, ``harness.reporting.tables``
 computes each table's rows, ``harness.reporting.sections`` and ``harness.reporting.methods``
 render them; this module draws the figures and assembles and writes the page.
@@ -185,7 +189,7 @@ def _write_data(scope: ReportScope, summary: pd.DataFrame, isoflop: pd.DataFrame
         write_runs_file(out_dir, {
             "name": scope.inputs.name, "mode": "runs", "archs": scope.archs, "reference": scope.reference,
             "budgets": sorted(set(numeric(runs["budget_flops"]))), "allow_mixed": scope.allow_mixed,
-            "run_ids": scope.inputs.run_ids, "command": None})
+            "run_ids": scope.inputs.listed or scope.inputs.run_ids, "command": None})
 
 
 def _scope(inputs: ReportInputs, records: list[dict], references: list[dict], allow_mixed: bool,
@@ -211,6 +215,23 @@ def _reference_only_report(inputs: ReportInputs, references: list[dict], notes: 
     return Report(inputs.name, path, path.parent, [], inputs.run_ids, notes, numbers, pd.DataFrame(), pd.DataFrame())
 
 
+def _from_data(inputs: ReportInputs, reports_root: Path, results_root: Path) -> tuple[ReportInputs, Path, list[str]]:
+    """Refresh the report's data folder from ``results_root``; the inputs as found there, its path, and a
+    note per unreadable record."""
+    from harness.runs.compact import data_runs_dir, sync_runs
+    from harness.runs.records import RECORD_NAME
+
+    report_dir = reports_root / inputs.name
+    finetune = ((inputs.meta or {}).get("finetune") or {}).get("run_ids") or []
+    synced = sync_runs(results_root, report_dir, [*inputs.run_ids, *inputs.missing, *finetune])
+    data_root = data_runs_dir(report_dir)
+    planned = [*inputs.run_ids, *inputs.missing] if inputs.meta is not None else inputs.run_ids
+    present = [r for r in dict.fromkeys(planned) if (data_root / r / RECORD_NAME).exists()]
+    missing = [r for r in planned if r not in present and r not in synced.skipped]
+    notes = [f"Skipped: {message}" for message in synced.skipped.values()]
+    return ReportInputs(inputs.name, present, inputs.meta, missing, list(planned)), data_root, notes
+
+
 def build_report(
     targets: Sequence[str],
     *,
@@ -223,9 +244,10 @@ def build_report(
     """Write ``reports/<name>/`` from the records of a compare report name or run ids."""
     results_root = Path(results_dir) if results_dir is not None else default_results_dir()
     reports_root = Path(reports_dir) if reports_dir is not None else default_reports_dir()
-    inputs = resolve_targets(targets, name, reports_root, results_root)
+    inputs, results_root, skipped = _from_data(resolve_targets(targets, name, reports_root, results_root),
+                                               reports_root, results_root)
     loaded = load_report_runs(inputs, results_root)
-    notes = loaded.notes
+    notes = skipped + loaded.notes
     if not loaded.records and loaded.references:
         return _reference_only_report(inputs, loaded.references, notes, reports_root)
     if not loaded.records:

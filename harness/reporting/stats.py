@@ -13,7 +13,8 @@
   resamples seeds within each size; ``IsoFlopFit.params_opt_delta_interval`` turns the
   delta-method standard error into the interval 10^(x* ± t·se), t at n − 3 degrees of freedom.
 - ``compare_optima``: the difference of two fitted optimal losses with its standard error.
-- ``holm_adjust``: Holm–Bonferroni adjusted p-values for a family of comparisons.
+- ``holm_adjust``: Holm–Bonferroni adjusted p-values for a family of comparisons (untestable ones at p = 1).
+- Paired tests and sign-flip permutation p: ``harness.reporting.paired``; Wilson intervals: ``harness.reporting.proportions``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
 
 @dataclass
 class WelchResult:
-    """``a − b`` by Welch's t-test; ``available`` False (with ``reason``) when it cannot be run."""
+    """``a − b`` by a t-test; ``available`` False (with ``reason``) when it cannot be run.
+
+    ``method``: ``welch`` (independent groups) or ``paired`` (``harness.reporting.paired``: n_a = n_b
+    = the matched pairs, ``perm_p`` the exact sign-flip p and ``perm_p_min`` the smallest it can be).
+    ``effect`` (with ``effect_low``/``effect_high``, 95 %): the standardised difference, Cohen's d
+    (pooled sd, normal-approximation interval) for Welch, d_z = mean/sd of the differences for paired.
+    """
 
     available: bool
     reason: str = ""
@@ -83,9 +90,29 @@ class WelchResult:
     n_b: int = 0
     significant: bool = False
     confidence: float = CONFIDENCE
+    method: str = "welch"
+    perm_p: float = math.nan
+    perm_p_min: float = math.nan
+    effect: float = math.nan
+    effect_low: float = math.nan
+    effect_high: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _cohen_d(xa: np.ndarray, xb: np.ndarray, diff: float, confidence: float) -> tuple[float, float, float]:
+    """Cohen's d (pooled sd) and its normal-approximation interval (Hedges & Olkin 1985)."""
+    from scipy import stats
+
+    n_a, n_b = len(xa), len(xb)
+    pooled = math.sqrt(((n_a - 1) * xa.var(ddof=1) + (n_b - 1) * xb.var(ddof=1)) / (n_a + n_b - 2))
+    if pooled == 0:
+        return math.nan, math.nan, math.nan
+    d = diff / pooled
+    se = math.sqrt((n_a + n_b) / (n_a * n_b) + d * d / (2 * (n_a + n_b)))
+    z = float(stats.norm.ppf((1 + confidence) / 2))
+    return d, d - z * se, d + z * se
 
 
 def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> WelchResult:
@@ -106,6 +133,7 @@ def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFI
     dof = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
     half = float(stats.t.ppf((1 + confidence) / 2, dof) * math.sqrt(va + vb))
     p = float(result.pvalue)
+    effect, effect_low, effect_high = _cohen_d(xa, xb, diff, confidence)
     return WelchResult(
         True,
         diff=diff,
@@ -118,6 +146,9 @@ def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFI
         n_b=n_b,
         significant=bool(p < 1 - confidence),
         confidence=confidence,
+        effect=effect,
+        effect_low=effect_low,
+        effect_high=effect_high,
     )
 
 
@@ -304,13 +335,14 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
     """Holm–Bonferroni step-down adjusted p-values (Holm 1979), in the input order.
 
     Sorted ascending p₍₁₎ ≤ … ≤ p₍ₘ₎ become max_{j ≤ i} min(1, (m − j + 1)·p₍ⱼ₎); rejecting
-    where the adjusted p < α controls the family-wise error rate at α. Non-finite p-values
-    (comparisons that could not be tested) are left as nan and do not count towards m.
+    where the adjusted p < α controls the family-wise error rate at α. m is the length of
+    ``p_values``: a comparison that could not be tested (None or nan) stays in the family
+    at p = 1, so it counts towards m and its adjusted p is 1.
     """
-    finite = [(p, i) for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
-    adjusted = [math.nan] * len(p_values)
-    m, running = len(finite), 0.0
-    for rank, (p, index) in enumerate(sorted(finite)):
+    values = [1.0 if p is None or not math.isfinite(p) else float(p) for p in p_values]
+    adjusted = [math.nan] * len(values)
+    m, running = len(values), 0.0
+    for rank, (p, index) in enumerate(sorted((p, i) for i, p in enumerate(values))):
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[index] = running
     return adjusted

@@ -2,7 +2,8 @@
 
 Same conventions as ``harness.reporting.figures`` (colours per architecture, PNG + SVG through
 ``harness.reporting.figures.save_figure``); each function returns ``None`` when its data is absent.
-Error bars are 95 % t-intervals over seeds.
+Error bars are 95 % t-intervals over seeds, except accuracies: Wilson intervals over the items
+pooled across seeds (``harness.reporting.proportions``), which stay within [0, 1].
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.reporting.figures import STYLE, arch_color, plt
+from harness.reporting.proportions import pooled_accuracy
 from harness.reporting.stats import t_interval
 
 
@@ -25,6 +27,16 @@ def _mean_curve(curves: pd.DataFrame, run_ids: Sequence[str], metric: str, x: st
     return (table.index.to_numpy(), table.mean(axis=1).to_numpy()) if len(table) else None
 
 
+def _pooled(rows: pd.DataFrame, column: str) -> tuple[float, float, float, int]:
+    """Accuracy pooled over the runs' items with its Wilson interval; the mean without item counts."""
+    values = pd.to_numeric(rows.get(column), errors="coerce") if column in rows else pd.Series(dtype=float)
+    items = pd.to_numeric(rows.get(f"{column}/n"), errors="coerce") if f"{column}/n" in rows else None
+    if items is not None and items.notna().any():
+        return pooled_accuracy(list(values), list(items))
+    clean = values.dropna()
+    return (float(clean.mean()) if len(clean) else np.nan), np.nan, np.nan, 0
+
+
 def recall_by_distance(runs: pd.DataFrame, archs: Sequence[str], distances: Sequence[int],
                        window: int | None, chance: float | None):
     """Recall accuracy against the distance to the definition, one line per architecture."""
@@ -35,9 +47,10 @@ def recall_by_distance(runs: pd.DataFrame, archs: Sequence[str], distances: Sequ
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for arch in archs:
             mine = runs[runs["arch"] == arch]
-            intervals = [t_interval(pd.to_numeric(mine.get(c), errors="coerce").dropna()) for c in columns]
-            means = [i.mean for i in intervals]
-            errors = [0 if not np.isfinite(i.half_width) else i.half_width for i in intervals]
+            pooled = [_pooled(mine, c) for c in columns]
+            means = [p[0] for p in pooled]
+            errors = [[max(0.0, p[0] - p[1]) if np.isfinite(p[1]) else 0.0 for p in pooled],
+                      [max(0.0, p[2] - p[0]) if np.isfinite(p[2]) else 0.0 for p in pooled]]
             ax.errorbar(distances, means, yerr=errors, marker="o", capsize=3, color=arch_color(arch, archs), label=arch)
         if window:
             ax.axvline(window, color="0.4", linestyle="--", linewidth=1)
@@ -47,7 +60,8 @@ def recall_by_distance(runs: pd.DataFrame, archs: Sequence[str], distances: Sequ
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(distances), [str(d) for d in distances])
         ax.set_xlabel("distance from the query back to the key's definition (tokens)")
-        ax.set_ylabel("recall accuracy (mean over seeds, 95 % CI)")
+        ax.set_ylabel("recall accuracy (pooled over seeds, 95 % Wilson)")
+        ax.set_ylim(-0.02, 1.02)
         ax.set_title("Associative recall by distance")
         ax.legend(fontsize=8)
         return fig

@@ -3,10 +3,14 @@
     from harness.reporting.study_report import build_study_report
     build_study_report("gpt-family-cpu")     # reports/gpt-family-cpu/runs.json (mode "study")
 
-Reads only the records, configs and metrics of the study's runs (``harness.sweeps.study``) and
-writes ``reports/<name>/report.md``, ``figures/*.png|svg``, ``findings.csv`` and one
-``<sweep>.csv`` per sweep (a row per run). Every sentence of the Findings section comes from
-``harness.reporting.findings``; every ± is a 95 % t-interval over seeds.
+First refreshes ``reports/<name>/data/runs/`` (``harness.runs.compact``) from the results folder
+for every run it holds, then reads only that data folder — the compact records, configs and
+metrics of the study's runs and ``data/plan.json`` (the pre-registered comparisons,
+``harness.sweeps.plan``) — and writes ``reports/<name>/report.md``, ``figures/*.png|svg``,
+``findings.csv`` and one ``<sweep>.csv`` per sweep (a row per run). So the page and every figure
+regenerate byte for byte from a clone without ``results/``. Every sentence of the Findings
+section comes from ``harness.reporting.findings``; every ± is a 95 % t-interval over seeds,
+accuracies carry Wilson intervals.
 """
 
 from __future__ import annotations
@@ -20,9 +24,15 @@ import pandas as pd
 
 from harness.reporting import figures as fig
 from harness.reporting import study_figures as study_fig
+from harness.reporting.curve_figures import loss_panels
+from harness.reporting.forest import forest_plot
+from harness.reporting.planned import planned_comparisons
+from harness.runs.compact import DATA_DIR, data_runs_dir, sync_runs
+from harness.reporting.plan_sections import deviation_lines, preregistration_lines
+from harness.sweeps.plan import effective_comparisons, read_plan_file
 from harness.sweeps.runs_file import RUNS_NAME, read_runs_file, validate_name
 from harness.evaluation.chance import chance_level
-from harness.reporting.findings import assess, findings_markdown, findings_rows
+from harness.reporting.findings import assess, family_size, findings_markdown, findings_rows
 from harness.io import write_text_atomic
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
@@ -30,8 +40,8 @@ from harness.reporting.formatting import fmt_sci, markdown_figure, markdown_note
 from harness.runs.records import record_path
 from harness.reporting.report import FIGURES_DIR, RUNS_CSV_COLUMNS
 from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
-from harness.sweeps.study import STUDY_MODE, add_curve_measures, gpt_family_comparisons, lr_base
-from harness.reporting.study_tables import (Setting, band_window, evaluation_table, first_value, moe_table, ordered_archs,
+from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
+from harness.reporting.study_tables import (Setting, band_window, evaluation_table, moe_table, ordered_archs,
                                   quality_table, segment_table, stability_table, throughput_table)
 
 PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_128", "harness_facts", "harness_copy",
@@ -100,14 +110,25 @@ def _lr_base_setting(settings: dict[str, Setting]) -> Setting | None:
     return next((s for s in settings.values() if s.role != "lr" and s.runs is frame), None)
 
 
-def _figures(settings: dict[str, Setting], figures_dir: Path) -> list[tuple[str, str, list[Path]]]:
+def _mean(runs: pd.DataFrame, column: str) -> float | None:
+    values = pd.to_numeric(runs[column], errors="coerce").dropna() if column in runs.columns else []
+    return float(values.mean()) if len(values) else None
+
+
+def _figures(settings: dict[str, Setting], figures_dir: Path, findings: list) -> list[tuple[str, str, list[Path]]]:
     """(key, caption, paths) of every figure drawn."""
     syn, text, lr = settings.get("synthetic"), settings.get("text"), settings.get("lr")
-    drawn = []
+    drawn = [("forest", f"Every planned comparison: the difference relative to the second architecture's mean with its 95 % "
+              f"interval, resolved / not "
+              f"resolved / untestable, family of m = {family_size(findings)}", forest_plot(findings))]
     for setting in (syn, text):
         if setting is not None:
-            figure = fig.loss_curves(setting.runs, setting.curves, ordered_archs(setting.runs), "flops")
-            drawn.append((f"loss_{setting.role}", f"{setting.name}: validation loss vs training FLOPs", figure))
+            floor = _mean(setting.runs, "entropy_floor") if setting.role == "synthetic" else None
+            figure = loss_panels(setting.runs, setting.curves, ordered_archs(setting.runs),
+                                 _mean(setting.runs, "unigram_val_loss"), floor, setting.name)
+            drawn.append((f"loss_{setting.role}", f"{setting.name}: validation loss vs training FLOPs (full run and "
+                          "the last 30 %) and vs training tokens, with the unigram baseline"
+                          + (" and the entropy floor" if floor is not None else ""), figure))
     if syn is not None:
         window = band_window(syn)
         config = (syn.records[0].get("data") or {}).get("synthetic_config")
@@ -168,7 +189,8 @@ def _intro(meta: dict, settings: dict[str, Setting], provenance: str) -> str:
     return (f"{n_runs} training runs in {len(settings)} sweeps ({', '.join(s.name for s in runs)}), "
             f"{fmt_sci(flops)} training FLOPs in all (2 per multiply-add), {wall / 60:.0f} minutes of training wall time "
             f"on {first.get('device')}; {provenance}. Every number below is computed "
-            f"from the run records; `python -m harness report {meta['name']}` regenerates this page.")
+            f"from the run records kept in `data/`; `python -m harness report {meta['name']}` regenerates this page and "
+            "its figures from them, with or without `results/`.")
 
 
 def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
@@ -185,47 +207,71 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
     lines.append("- **Recipe** (every architecture): GPT-3's AdamW (β 0.9/0.95, weight decay 0.1 on matrices), "
                  "clip 1.0, warm-up then cosine to 10 %; seed i gives every architecture the same data order.")
     lines.append(f"- **FLOP convention**: {convention_line([r for s in settings.values() for r in s.records])}.")
-    lines.append("- **Statistics**: ± is the 95 % t-interval over seeds; comparisons are Welch's t-test with "
-                 "Holm's correction across the Findings family; *at chance* marks a score whose 95 % interval "
-                 "(seed spread plus lm-eval's item stderr) reaches the chance level (`harness.evaluation.chance`).")
+    lines.append("- **Statistics**: ± is the 95 % t-interval over seeds; accuracies are pooled over items with "
+                 "95 % Wilson intervals; each comparison uses the primary test its plan declares (paired t-test on "
+                 "per-seed differences with the exact sign-flip p, or Welch's t-test) with Holm's correction across "
+                 "the planned confirmatory family; *at chance* marks a score whose 95 % interval (seed spread plus "
+                 "lm-eval's item stderr) reaches the chance level (`harness.evaluation.chance`).")
     if meta.get("source"):
         lines.append(f"- **Study file**: `{meta['source']}` (`python -m harness study {meta['source']}` reruns it; "
                      "finished runs are reused).")
     return lines
 
 
+def _settings(meta: dict, data_root: Path, notes: list[str]) -> tuple[dict[str, Setting], dict[str, Setting]]:
+    """The study's sweeps with data, by role and by sweep name."""
+    by_role, by_name = {}, {}
+    for sweep_name, sweep in meta["sweeps"].items():
+        setting = _load_setting(sweep_name, sweep, data_root, notes)
+        if setting is not None:
+            by_role[sweep["role"]] = by_name[sweep_name] = setting
+    return by_role, by_name
+
+
+def _findings(registered: dict | None, by_name: dict[str, Setting]) -> list:
+    if registered is None:
+        return []
+    comparisons = planned_comparisons(effective_comparisons(registered), {n: s.runs for n, s in by_name.items()},
+                                      {n: s.role for n, s in by_name.items()})
+    return assess(comparisons)
+
+
+def _write_tables(out_dir: Path, settings: dict[str, Setting], findings: list) -> None:
+    for setting in settings.values():
+        columns = [c for c in RUNS_CSV_COLUMNS if c in setting.runs.columns]
+        columns += sorted(c for c in setting.runs.columns if c.startswith(("eval/", "segment/")) and
+                          not c.endswith("/n")) + [c for c in ("grad_norm_log_std", "moe_dropped_mean")
+                                                   if c in setting.runs.columns]
+        write_text_atomic(out_dir / f"{setting.name}.csv", setting.runs[columns].to_csv(index=False))
+    write_text_atomic(out_dir / "findings.csv", pd.DataFrame(findings_rows(findings)).to_csv(index=False))
+
+
 def build_study_report(name: str, *, results_dir: str | Path | None = None,
                        reports_dir: str | Path | None = None) -> StudyReport:
-    """Write ``reports/<name>/`` for a study from its runs.json and the records."""
+    """Write ``reports/<name>/`` for a study from its runs.json and data folder (refreshed from the records)."""
     results_root = Path(results_dir) if results_dir is not None else default_results_dir()
     out_dir = (Path(reports_dir) if reports_dir is not None else default_reports_dir()) / validate_name(name)
     meta = read_runs_file(out_dir)
     if meta.get("mode") != STUDY_MODE:
         raise ValueError(f"{out_dir / 'runs.json'} is not a study (mode {meta.get('mode')!r}); use build_report.")
-    notes: list[str] = []
-    settings: dict[str, Setting] = {}
-    for sweep_name, sweep in meta["sweeps"].items():
-        setting = _load_setting(sweep_name, sweep, results_root, notes)
-        if setting is not None:
-            settings[sweep["role"]] = setting
+    synced = sync_runs(results_root, out_dir, meta["run_ids"])
+    notes: list[str] = [f"skipped {message}" for message in synced.skipped.values()]
+    settings, by_name = _settings(meta, data_runs_dir(out_dir), notes)
     if not settings:
-        raise ValueError(f"none of study {name!r}'s runs has a finished record in {results_root}; run "
-                         f"`python -m harness study {meta.get('source') or 'STUDY.yaml'}` first.")
-    syn, lr = settings.get("synthetic"), settings.get("lr")
-    window = band_window(syn) if syn is not None else None
-    base = _lr_base_setting(settings)
-    comparisons = gpt_family_comparisons(
-        {role: s.runs for role, s in settings.items()}, window,
-        first_value(base.runs, "recipe/lr") if base else None, first_value(lr.runs, "recipe/lr") if lr else None)
-    findings = assess(comparisons)
+        raise ValueError(f"none of study {name!r}'s runs has a finished record in {results_root} or in "
+                         f"{data_runs_dir(out_dir)}; run `python -m harness study {meta.get('source') or 'STUDY.yaml'}` first.")
+    registered = read_plan_file(out_dir / DATA_DIR)
+    findings = _findings(registered, by_name)
     provenance, provenance_notes = _provenance(list(settings.values()))
     notes = provenance_notes + notes
     throughput_md, contended = throughput_table(list(settings.values()))
-    figures = _figures(settings, out_dir / FIGURES_DIR)
+    figures = _figures(settings, out_dir / FIGURES_DIR, findings)
 
     parts = [f"# {name}: the GPT family at matched compute on a CPU", "", _intro(meta, settings, provenance), ""]
     parts += markdown_notes(notes)
+    parts += ["## Pre-registration", ""] + preregistration_lines(registered, findings, f"{DATA_DIR}/study.yaml") + [""]
     parts += ["## Findings", "", findings_markdown(findings), ""]
+    parts += ["## Deviations from the plan", ""] + deviation_lines(registered) + [""]
     parts += _setting_sections(settings)
     parts += ["## Figures", ""]
     for key, caption, _ in figures:
@@ -240,13 +286,9 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
         parts += [f"**Design** (from the study file): {meta['description']}", ""]
     parts += _methods(meta, settings) + [""]
     parts += ["Data files: `findings.csv` (every comparison's numbers), "
-              + ", ".join(f"`{s.name}.csv`" for s in settings.values()) + " (one row per run), `runs.json`.", ""]
-    for setting in settings.values():
-        columns = [c for c in RUNS_CSV_COLUMNS if c in setting.runs.columns]
-        columns += sorted(c for c in setting.runs.columns if c.startswith(("eval/", "segment/")) and
-                          not c.endswith("/n")) + [c for c in ("grad_norm_log_std", "moe_dropped_mean")
-                                                   if c in setting.runs.columns]
-        write_text_atomic(out_dir / f"{setting.name}.csv", setting.runs[columns].to_csv(index=False))
-    write_text_atomic(out_dir / "findings.csv", pd.DataFrame(findings_rows(findings)).to_csv(index=False))
+              + ", ".join(f"`{s.name}.csv`" for s in settings.values()) + " (one row per run), `runs.json`, "
+              "`data/` (what this page is computed from: each run's record, config and thinned curves, the plan "
+              "and the study file as planned).", ""]
+    _write_tables(out_dir, settings, findings)
     path = write_text_atomic(out_dir / "report.md", "\n".join(parts))
     return StudyReport(name, path, out_dir, [p for _, _, paths in figures for p in paths], findings, notes)

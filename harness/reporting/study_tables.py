@@ -14,6 +14,7 @@ import pandas as pd
 from harness.evaluation.chance import at_chance, chance_level
 from harness.reporting.formatting import fmt_count, fmt_interval, markdown_table
 from harness.machine import is_contended
+from harness.reporting.proportions import POOLED_METRICS, pooled_accuracy
 from harness.reporting.stats import t_interval
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
@@ -96,8 +97,19 @@ def _eval_columns(runs: pd.DataFrame, order: Sequence[str] = ()) -> list[tuple[s
     return sorted(pairs, key=lambda p: (rank.get(p[0], len(rank)), p[0], p[1]))
 
 
+def _accuracy_cell(runs: pd.DataFrame, arch: str, column: str) -> str | None:
+    """``0.031 [0.018, 0.052]``: pooled accuracy with its 95 % Wilson interval (None without item counts)."""
+    if column not in runs.columns or f"{column}/n" not in runs.columns:
+        return None
+    rows = runs[runs["arch"] == arch]
+    accuracy, low, high, items = pooled_accuracy(list(pd.to_numeric(rows[column], errors="coerce")),
+                                                 list(pd.to_numeric(rows[f"{column}/n"], errors="coerce")))
+    return f"{accuracy:.3f} [{low:.3f}, {high:.3f}]" if items else None
+
+
 def evaluation_table(setting: Setting, order: Sequence[str] = ()) -> str:
-    """lm-eval scores (mean ± 95 % CI over seeds) with the chance level and an *at chance* mark."""
+    """lm-eval scores with the chance level and an *at chance* mark: accuracies pooled over items with
+    the 95 % Wilson interval [low, high] when the records count the items, else mean ± 95 % CI over seeds."""
     runs = setting.runs
     config = (setting.records[0].get("data") or {}).get("synthetic_config")
     pairs = _eval_columns(runs, order)
@@ -109,7 +121,8 @@ def evaluation_table(setting: Setting, order: Sequence[str] = ()) -> str:
         row = [arch]
         for task, metric in pairs:
             column = f"eval/{task}/{metric}"
-            cell = _cell(runs, arch, column, 3)
+            cell = _accuracy_cell(runs, arch, column) if metric in POOLED_METRICS else None
+            cell = cell or _cell(runs, arch, column, 3)
             chance = chance_level(task, metric, config)
             flag = at_chance(list(_values(runs, arch, column)), list(_values(runs, arch, f"{column}/stderr")), chance,
                              metric not in LOWER_IS_BETTER)

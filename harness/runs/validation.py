@@ -75,7 +75,7 @@ def check_run_numbers(spec) -> None:
                                         or spec.vocab_size < 258):
         raise ValueError(f"--vocab-size must be a whole number ≥ 258 (256 bytes + end-of-text + 1 merge), "
                          f"got {spec.vocab_size!r}.")
-    for name, value in (("--checkpoint-interval", spec.checkpoint_interval), ("eval_interval", spec.eval_interval),
+    for name, value in (("--checkpoint-interval", spec.checkpoint_interval), ("--eval-interval", spec.eval_interval),
                         ("--tokens", getattr(spec, "train_tokens", None))):
         if value is not None:
             positive_int(name, value)

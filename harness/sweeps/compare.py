@@ -239,12 +239,14 @@ def run_sweep(
     options: SweepOptions,
     results_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    on_run: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Train (or reuse) and evaluate every run of ``plan`` (``harness.runs.pipeline.run``); a failed run is noted and skipped.
 
     Stops at the first interrupted run (Ctrl-C): its checkpoint is saved and the same
     command resumes. Evaluation (``options.evaluation``) is skipped for a reused run that
     already holds the requested tasks; a failed evaluation is noted and the trained run kept.
+    ``on_run(run_id)`` is called as each run lands (finished, reused or failed), e.g. to copy its data.
     """
     from harness.runs import pipeline
     from harness.paths import results_dir as default_results_dir
@@ -265,6 +267,8 @@ def run_sweep(
         except (TrainingFailed, RunLocked) as failure:
             outcome.failed[run_id] = str(failure)
             log(f"{what}: FAILED ({failure}); continuing with the next run")
+            if on_run is not None:
+                on_run(run_id)
             continue
         if result.status == "interrupted":
             outcome.interrupted = run_id
@@ -282,6 +286,8 @@ def run_sweep(
             f"{f', val loss {loss:.4f} nats/token' if isinstance(loss, (int, float)) else ''}"
             f" ({time.perf_counter() - started:.0f} s)"
         )
+        if on_run is not None:
+            on_run(run_id)
     return outcome
 
 

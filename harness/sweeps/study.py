@@ -10,8 +10,9 @@ the report does with it:
 - ``lr``: the same runs as ``synthetic`` at another learning rate, for sensitivity.
 
 The study's ``reports/<name>/runs.json`` has ``mode: "study"`` and each sweep's run ids, so
-``python -m harness report <name>`` regenerates the study report from the records alone.
-``gpt_family_comparisons`` plans the family of comparisons that ``harness.reporting.findings`` tests.
+``python -m harness report <name>`` regenerates the study report from the data kept in
+``reports/<name>/data/``. The planned comparisons live in the study file's ``comparisons:``
+(``harness.sweeps.plan``), not in code.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from harness.reporting.findings import Comparison
 from harness.sweeps.runs_file import write_runs_file
 
 STUDY_MODE = "study"
@@ -92,15 +92,6 @@ def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, 
 # ----------------------------------------------------------------------------- per-run measures
 
 
-def per_seed(frame: pd.DataFrame | None, arch: str, column: str) -> list[float]:
-    """``column`` of ``arch``'s runs ordered by seed (missing values dropped)."""
-    if frame is None or frame.empty or column not in frame.columns:
-        return []
-    rows = frame[frame["arch"] == arch].sort_values("seed")
-    values = pd.to_numeric(rows[column], errors="coerce")
-    return [float(v) for v in values if math.isfinite(v)]
-
-
 def _curve(curves: pd.DataFrame, run_id: str, metric: str) -> np.ndarray:
     rows = curves[(curves["run_id"] == run_id) & (curves["metric"] == metric)].sort_values("step")
     return rows["value"].to_numpy(dtype=np.float64)
@@ -150,33 +141,6 @@ def lr_degradation(base: pd.DataFrame, other: pd.DataFrame, arch: str, column: s
     return [float(b[s] - a[s]) for s in seeds if math.isfinite(b[s]) and math.isfinite(a[s])]
 
 
-# ----------------------------------------------------------------------------- the comparisons
-
-LABELS = {"gpt1": "GPT-1 (post-LN)", "gpt2": "GPT-2 (pre-LN, dense)", "gpt3": "GPT-3 (dense/banded)",
-          "gpt4": "GPT-4-style (MoE)"}
-XIONG = "pre-LN transformers train faster and tolerate larger learning rates (Xiong et al. 2020)"
-SWITCH = "more parameters at the same active FLOPs lower the loss (Switch Transformer, Fedus et al. 2021)"
-
-
-def _label(arch: str) -> str:
-    return LABELS.get(arch, arch)
-
-
-def matched_compute_context(frame: pd.DataFrame | None, a: str, b: str) -> str:
-    """A sentence when two architectures at one budget saw different numbers of tokens (≥ 1 % apart)."""
-    tokens_a, tokens_b = per_seed(frame, a, "tokens"), per_seed(frame, b, "tokens")
-    flops_a, flops_b = per_seed(frame, a, "train_flops_per_token"), per_seed(frame, b, "train_flops_per_token")
-    if not (tokens_a and tokens_b and flops_a and flops_b):
-        return ""
-    ratio = np.mean(tokens_a) / np.mean(tokens_b) - 1
-    if abs(ratio) < 0.01:
-        return ""
-    more = "more" if ratio > 0 else "fewer"
-    return (f"At the same budget {a} trained on {100 * abs(ratio):.1f} % {more} tokens ({np.mean(tokens_a) / 1e3:.0f}k vs "
-            f"{np.mean(tokens_b) / 1e3:.0f}k) because its training FLOPs per token are {flops_a[0] / 1e6:.2f}M vs "
-            f"{flops_b[0] / 1e6:.2f}M (2 per multiply-add).")
-
-
 def lr_base(settings: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     """The setting an ``lr`` sweep varies: the one trained on the same data (text or synthetic)."""
     lr = settings.get("lr")
@@ -188,72 +152,6 @@ def lr_base(settings: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
         if frame is not None and not frame.empty and "data/spec" in frame.columns and frame["data/spec"].iloc[0] == spec:
             return frame
     return None
-
-
-def gpt_family_comparisons(settings: dict[str, pd.DataFrame], window: int | None = None,
-                           base_lr: float | None = None, other_lr: float | None = None) -> list[Comparison]:
-    """The planned family: banded vs dense, MoE vs dense at matched active FLOPs, post-LN vs pre-LN.
-
-    ``settings`` maps a role (``synthetic``, ``text``, ``lr``) to its runs frame (with
-    ``add_curve_measures`` applied to the synthetic one). Comparisons without data are left out.
-    """
-    syn, text, lr = settings.get("synthetic"), settings.get("text"), settings.get("lr")
-    band = f"the {window}-token band" if window else "the band"
-    out: list[Comparison] = []
-
-    def add(key, topic, frame, column, metric, unit, a, b, higher, expected, why, values=None):
-        va, vb = values if values else (per_seed(frame, a, column), per_seed(frame, b, column))
-        if va and vb:
-            out.append(Comparison(key, topic, metric, unit, _label(a), _label(b), va, vb, higher, expected, why,
-                                  matched_compute_context(frame, a, b)))
-
-    topic = "banded vs dense attention"
-    for distance in (16, 48, 128):
-        inside = window is None or distance < window
-        where = f"inside {band}" if inside else f"beyond {band}, inside the context"
-        add(f"recall_{distance}/gpt3-vs-gpt2", topic, syn, f"eval/harness_recall_{distance}/acc",
-            f"recall accuracy {distance} tokens back ({where})", "accuracy", "gpt3", "gpt2", True,
-            "no difference" if inside else "worse",
-            f"every layer sees {distance} tokens back" if inside else
-            "half of GPT-3's layers cannot attend that far, unless its dense layers compensate")
-    add("recall_excess/gpt3-vs-gpt2", topic, syn, "segment/recall/excess_loss",
-        "excess loss on recall tokens", "nats/token", "gpt3", "gpt2", False, "worse",
-        "recall needs attention to earlier definitions")
-    add("excess/gpt3-vs-gpt2", topic, syn, "excess_loss", "excess loss over the entropy floor (synthetic)",
-        "nats/token", "gpt3", "gpt2", False, None, "")
-    add("bpb/gpt3-vs-gpt2", topic, text, "val_bpb", "validation bits per byte (text)", "bits/byte",
-        "gpt3", "gpt2", False, None, "")
-
-    topic = "MoE vs dense at matched active FLOPs"
-    add("excess/gpt4-vs-gpt3", topic, syn, "excess_loss", "excess loss over the entropy floor (synthetic)",
-        "nats/token", "gpt4", "gpt3", False, "better", SWITCH)
-    add("facts_acc/gpt4-vs-gpt3", topic, syn, "eval/harness_facts/acc", "facts accuracy (memorised table)",
-        "accuracy", "gpt4", "gpt3", True, "better", "memorisation scales with total parameters")
-    add("facts_excess/gpt4-vs-gpt3", topic, syn, "segment/facts/excess_loss", "excess loss on fact tokens",
-        "nats/token", "gpt4", "gpt3", False, "better", "memorisation scales with total parameters")
-    add("bpb/gpt4-vs-gpt3", topic, text, "val_bpb", "validation bits per byte (text)", "bits/byte",
-        "gpt4", "gpt3", False, "better", SWITCH)
-
-    topic = "post-LN (GPT-1) vs pre-LN (GPT-2)"
-    add("excess/gpt1-vs-gpt2", topic, syn, "excess_loss", "excess loss over the entropy floor (synthetic)",
-        "nats/token", "gpt1", "gpt2", False, "worse", XIONG)
-    add("bpb/gpt1-vs-gpt2", topic, text, "val_bpb", "validation bits per byte (text)", "bits/byte",
-        "gpt1", "gpt2", False, "worse", XIONG)
-    base = lr_base(settings)
-    kind = "text" if base is text else "synthetic"
-    add("grad_norm/gpt1-vs-gpt2", topic, base, "grad_norm_log_std",
-        f"gradient-norm variability (std of ln ‖g‖ after warm-up, {kind})", "", "gpt1", "gpt2", False, "worse",
-        "post-LN gradients are less well conditioned (Xiong et al. 2020)")
-    if lr is not None and base is not None:
-        what = (f"loss change from learning rate {base_lr:g} to {other_lr:g} ({kind}; negative: the change helped)"
-                if base_lr and other_lr else f"loss change at the other learning rate ({kind})")
-        # the change is other − base (lower is better): a smaller learning rate should help post-LN more,
-        # a larger one should hurt it more
-        expected = None if not (base_lr and other_lr) else ("better" if other_lr < base_lr else "worse")
-        add("lr_sensitivity/gpt1-vs-gpt2", topic, None, "", what, "nats/token", "gpt1", "gpt2", False, expected,
-            "post-LN needs a smaller learning rate or a longer warm-up than pre-LN (Xiong et al. 2020; "
-            "Liu et al. 2020)", values=(lr_degradation(base, lr, "gpt1"), lr_degradation(base, lr, "gpt2")))
-    return out
 
 
 def run_study(spec: StudySpec, one_sweep: Callable[[StudySweep], tuple[str, list[str]]]) -> dict[str, dict[str, Any]]:

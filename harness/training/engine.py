@@ -50,6 +50,8 @@ from harness.training.optim import make_optimizer, make_scheduler
 from harness.training.placement import Layout, merge_rank_errors, rank_error, restore_rank_rng
 from harness.training.step import Outcome, StepResult, StopSignal, accumulate_gradients, apply_gradients
 
+VALIDATION_POINTS = 10  # quick validations per run by default (the kind's eval_interval overrides), plus the last step
+
 
 class TrainingFailed(RuntimeError):
     """Raised after the record has been marked ``failed``; the message says why.
@@ -168,7 +170,7 @@ class Engine:
 
     @property
     def eval_interval(self) -> int:
-        return self.kind.eval_interval or max(1, self.plan.steps // 5)
+        return self.kind.eval_interval or max(1, self.plan.steps // VALIDATION_POINTS)
 
     @property
     def checkpoint_interval(self) -> int:
