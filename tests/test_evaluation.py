@@ -274,7 +274,8 @@ def test_eval_command_on_a_synthetic_run_writes_results_and_record(tmp_path, cac
 
     run_dir = synthetic_run(tmp_path)
     assert main(["eval", "--run", str(run_dir), "--limit", "3", "--batch-size", "4"]) == 0
-    results = json.loads((run_dir / "lm_eval_results.json").read_text())
+    (results_file,) = (run_dir / "lm_eval_results").glob("*_0shot_limit3_harness_*.json")
+    results = json.loads(results_file.read_text())
     evaluation = load_record(run_dir)["evaluation"]
     assert sorted(evaluation) == sorted(default_tasks("synthetic")) == sorted(results["results"])
     for task, metrics in evaluation.items():
@@ -287,10 +288,33 @@ def test_eval_command_on_a_synthetic_run_writes_results_and_record(tmp_path, cac
     files = sorted((cache_tmp / "probes").glob("*/*.jsonl"))
     assert len(files) == 6
     before = [f.read_text() for f in files]
-    evaluate_run(run_dir, tasks="harness_facts", limit=2)
+    evaluate_run(run_dir, tasks="harness_facts", limit=4)
     assert [f.read_text() for f in files] == before
-    assert load_record(run_dir)["evaluation"]["harness_facts"]["acc"]["n"] == 2  # merged, others kept
+    assert load_record(run_dir)["evaluation"]["harness_facts"]["acc"]["n"] == 4  # merged, others kept
     assert "harness_copy" in load_record(run_dir)["evaluation"]
+    assert load_record(run_dir)["evaluation_kept_aside"]["harness_facts"]["3"]["acc"]["n"] == 3
+    assert len(list((run_dir / "lm_eval_results").glob("*.json"))) == 2  # lm-eval's files accumulate
+
+
+def test_a_limited_eval_never_replaces_a_full_one(tmp_path, cache_tmp, capsys):
+    """A full evaluation, then `--limit 5`: the record keeps the full result and the limited one beside it."""
+    run_dir = synthetic_run(tmp_path)
+    full = evaluate_run(run_dir, tasks="harness_facts")["harness_facts"]["acc"]
+    assert full["n"] > 5
+    limited = evaluate_run(run_dir, tasks="harness_facts", limit=5)["harness_facts"]["acc"]
+    assert limited["n"] == 5
+    note = capsys.readouterr().err
+    assert "n = 5 result is smaller than the n = " in note and "kept aside" in note
+    record = load_record(run_dir)
+    assert record["evaluation"]["harness_facts"]["acc"] == full
+    assert record["evaluation_kept_aside"]["harness_facts"]["5"]["acc"] == limited
+    files = sorted(path.name for path in (run_dir / "lm_eval_results").glob("*.json"))
+    assert len(files) == 2 and "_0shot_all_" in files[0] and "_0shot_limit5_" in files[1]
+    # a larger n later takes the record's place, and the full one is not lost either way
+    evaluate_run(run_dir, tasks="harness_facts", limit=6)
+    record = load_record(run_dir)
+    assert record["evaluation"]["harness_facts"]["acc"] == full
+    assert set(record["evaluation_kept_aside"]["harness_facts"]) == {"5", "6"}
 
 
 def test_harness_model_is_registered_with_lm_eval(tmp_path):

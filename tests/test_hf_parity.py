@@ -315,8 +315,10 @@ def test_eval_keeps_zero_and_few_shot_results_apart(tiny, tmp_path, shared_data)
     assert list(zero) == ["arc_easy"] and list(few) == ["arc_easy@2shot"]
     evaluation = load_record(run)["evaluation"]
     assert evaluation["arc_easy"]["acc"]["n"] == 2 and evaluation["arc_easy@2shot"]["acc"]["n"] == 2
-    assert json.loads((run / "lm_eval_results.json").read_text())["n-shot"] == {"arc_easy": 0}
-    assert json.loads((run / "lm_eval_results_2shot.json").read_text())["n-shot"] == {"arc_easy": 2}
+    (zero_file,) = (run / "lm_eval_results").glob("*_0shot_limit2_arc_easy.json")
+    (few_file,) = (run / "lm_eval_results").glob("*_2shot_limit2_arc_easy.json")
+    assert json.loads(zero_file.read_text())["n-shot"] == {"arc_easy": 0}
+    assert json.loads(few_file.read_text())["n-shot"] == {"arc_easy": 2}
 
 
 def _eval_entry(value: float) -> dict:

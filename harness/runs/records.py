@@ -11,8 +11,11 @@ world_size, torch_version, git_commit, seed, data, recipe (incl. grad_accum and
 micro_batch_per_rank), last_metrics, machine_load ({start, end}: load averages, CPU count and
 torch threads, see ``harness.machine``), warnings (a list of sentences, e.g. a final loss above
 the unigram baseline; the run is still ``ok``), and after evaluation
-``evaluation`` = {task: {metric: {value, stderr, n, version}}} (with ``evaluation_step`` when
-an unfinished run was scored with ``--allow-partial``).
+``evaluation`` = {task: {metric: {value, stderr, n, version}}} (the largest n per task and shot
+count; other results in ``evaluation_kept_aside`` = {task: {"<n>": {metric: entry}}}, see
+``harness.evaluation.kept``; with ``evaluation_step`` when an unfinished run was scored with
+``--allow-partial``). ``mfu`` is a fraction of the peak (0–1); printed tables show it as a
+percentage labelled "%".
 """
 
 from __future__ import annotations
