@@ -88,7 +88,7 @@ def assess(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Find
 
 def _num(value: float, digits: int = 3) -> str:
     if not math.isfinite(value):
-        return "n/a"
+        return "—"
     return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.2e}"
 
 
@@ -157,7 +157,7 @@ def split(findings: Sequence[Finding]) -> FindingsSummary:
 def findings_markdown(findings: Sequence[Finding]) -> str:
     """The Findings section: resolved sentences, then unresolved ones, then how they were tested."""
     if not findings:
-        return "n/a: no planned comparison had data in these records."
+        return "No planned comparison had data in these records."
     parts = split(findings)
     alpha = findings[0].alpha
     lines = [f"**Resolved** (Holm-adjusted p < {alpha:g} across the {len(findings)} comparisons below):", ""]

@@ -34,7 +34,7 @@ def _metrics(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def _cell(entry: dict[str, Any] | None) -> str:
     if not entry or entry.get("value") is None or not math.isfinite(entry["value"]):
-        return "n/a"
+        return "—"
     stderr = entry.get("stderr")
     return f"{entry['value']:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
 
