@@ -106,7 +106,7 @@ def write_run(root, run_id, arch, seed, lr, *, loss, recall48, facts):
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def test_study_report_from_fabricated_records(tmp_path):
+def test_study_report_from_fabricated_records(tmp_path, assert_no_fill_ins):
     from harness.sweeps.study import StudySpec, StudySweep, write_study_file
     from harness.reporting.study_report import build_study_report
 
@@ -128,6 +128,8 @@ def test_study_report_from_fabricated_records(tmp_path):
                                              "hi": {"role": "lr", "command": "c2", "run_ids": lr}})
     report = build_study_report("fab", results_dir=results, reports_dir=reports)
     text = report.path.read_text()
+    assert_no_fill_ins(text)
+    assert "| *n (documents scored per run)* |" in text
     findings = text.split("## Findings")[1].split("## Synthetic")[0]
     resolved, unresolved = findings.split("**Not resolved**")
     assert "**GPT-3 (dense/banded) is worse than GPT-2 (pre-LN, dense)** on recall accuracy 48 tokens back" in resolved

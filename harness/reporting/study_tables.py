@@ -117,7 +117,16 @@ def evaluation_table(setting: Setting, order: Sequence[str] = ()) -> str:
         rows.append(row)
     chances = [chance_level(t, m, config) for t, m in pairs]
     rows.append(["*chance*"] + [f"{c:.3g}" if c is not None else "—" for c in chances])
+    rows.append(["*n (documents scored per run)*"] + [_documents(runs, f"eval/{t}/{m}/n") for t, m in pairs])
     return markdown_table(headers, rows)
+
+
+def _documents(runs: pd.DataFrame, column: str) -> str:
+    """The distinct lm-eval n of a column over runs: ``200`` or ``100–200``."""
+    counts = sorted({int(n) for n in pd.to_numeric(runs.get(column, pd.Series(dtype=float)), errors="coerce").dropna()})
+    if not counts:
+        return "not recorded"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
 
 
 def moe_table(setting: Setting) -> str:
