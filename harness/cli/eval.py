@@ -36,12 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="score the last checkpoint of an interrupted or failed run (refused otherwise)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show lm-eval's progress bars and warnings even when the output is not a terminal")
     parser.add_argument("--wait", action="store_true",
                         help="if another process is using the run, wait for it instead of exiting (code 2)")
 
 
 def main(args: argparse.Namespace) -> int:
     from harness.evaluation.run import check_limit, evaluate_run, latest_results_file
+    from harness.reporting.run_summary import evaluation_lines
     from harness.runs.records import record_path
     from harness.runs.run_dir import resolve_run_dir
 
@@ -61,11 +64,9 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         allow_partial=args.allow_partial,
         wait=args.wait,
+        verbose=True if args.verbose else None,
     )
-    for task, metrics in summary.items():
-        for metric, entry in metrics.items():
-            stderr = f" ± {entry['stderr']:.4g}" if entry["stderr"] is not None else ""
-            value = f"{entry['value']:.4g}" if entry["value"] is not None else "n/a"
-            print(f"{task:24s} {metric:24s} {value}{stderr}  (n={entry['n']})")
+    for line in evaluation_lines(summary):
+        print(line)
     print(f"→ {latest_results_file(run_dir)}, evaluation merged into {record_path(run_dir)}")
     return 0

@@ -18,7 +18,8 @@ alpha 2 × rank.
 
 Writes results/<ft-run-id>/ (a normal run directory: record.json with parent_run, metrics.jsonl,
 checkpoint.pt holding the plain — for LoRA merged — weights, tokenizer/, adapter/ for LoRA).
-The same command resumes an interrupted run and reuses a finished one.
+Running the same command again continues an interrupted run from its last checkpoint (no --resume
+needed) and reuses a finished one.
 """
 
 from __future__ import annotations

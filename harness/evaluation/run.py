@@ -30,6 +30,7 @@ from harness.evaluation.lm import DEFAULT_BATCH_SIZE, HarnessLM, parse_batch_siz
 from harness.evaluation.tasks import parse_task_names, task_manager, write_task_yamls
 from harness.io import write_text_atomic
 from harness.paths import temporary_environ
+from harness.progress import quiet_third_party
 from harness.runs.records import load_record, update_record
 from harness.runs.run_dir import checkpoint_step, load_run_model, resolve_run_dir, resume_rule
 
@@ -67,11 +68,13 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     generator: Any = None,
     bootstrap_iters: int = BOOTSTRAP_ITERS,
+    verbose: bool | None = None,
 ) -> dict:
     """Run lm-eval on ``tasks`` and return its results dict (``results``, ``versions``, ``n-samples`` ...).
 
     ``model``: a model with its ``tokenizer``, or a ready ``HarnessLM``. ``generator``: the
-    synthetic generator the model was trained on, needed by the probe tasks.
+    synthetic generator the model was trained on, needed by the probe tasks. ``verbose``: show
+    lm-eval's progress bars and warnings (None: only when stderr is a terminal; ``harness.progress``).
     """
     import lm_eval
 
@@ -91,7 +94,9 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="harness-tasks-") as include_dir:
         needs_builtins = write_task_yamls(names, include_dir, task_data=task_data, probe_files=probe_files)
         manager = task_manager(include_dir, include_defaults=needs_builtins)
-        with temporary_environ(DISABLE_MULTIPROC="1", TOKENIZERS_PARALLELISM="false"):
+        note = (f"evaluating {', '.join(names)} with lm-eval" + (f" (at most {limit} documents per task)" if limit else "")
+                + "; --verbose shows its progress bars and warnings")
+        with temporary_environ(DISABLE_MULTIPROC="1", TOKENIZERS_PARALLELISM="false"), quiet_third_party(verbose, note):
             results = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=names,
@@ -159,6 +164,7 @@ def evaluate_run(
     allow_partial: bool = False,
     wait: bool = False,
     on_note=None,
+    verbose: bool | None = None,
 ) -> dict[str, dict[str, dict]]:
     """Evaluate a trained run; write lm-eval's results file and merge ``evaluation`` into its record.
 
@@ -168,7 +174,7 @@ def evaluate_run(
     whose record is not ``ok`` (interrupted, failed) is refused unless ``allow_partial``:
     then its last checkpoint is scored and the record's ``evaluation_step`` says at which step.
     ``on_note`` gets one sentence per result kept aside (a smaller n than the one recorded, or
-    displaced by a larger one; default: printed to stderr).
+    displaced by a larger one; default: printed to stderr). ``verbose``: as for ``evaluate``.
     """
     from harness.runs.lock import hold_run_lock
 
@@ -177,7 +183,7 @@ def evaluate_run(
     with hold_run_lock(run_dir, wait=wait, purpose="eval"):
         check_finished(run_dir, allow_partial)
         return _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device,
-                                on_note or (lambda note: print(f"note: {note}", file=sys.stderr)))
+                                on_note or (lambda note: print(f"note: {note}", file=sys.stderr)), verbose)
 
 
 def check_finished(run_dir: Path, allow_partial: bool) -> None:
@@ -196,7 +202,7 @@ def check_finished(run_dir: Path, allow_partial: bool) -> None:
 
 
 def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device,
-                     on_note) -> dict[str, dict[str, dict]]:
+                     on_note, verbose) -> dict[str, dict[str, dict]]:
     model, tokenizer, record = load_run_model(run_dir)
     data_kind = (record.get("data") or {}).get("kind", "text")
     names = parse_task_names(tasks if tasks is not None else default_tasks(data_kind))
@@ -210,7 +216,8 @@ def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm = HarnessLM(model.to(device), tokenizer, batch_size=batch_size)
     results = evaluate(
-        lm, tasks=names, limit=limit, num_fewshot=num_fewshot, task_data=task_data, generator=generator
+        lm, tasks=names, limit=limit, num_fewshot=num_fewshot, task_data=task_data, generator=generator,
+        verbose=verbose,
     )
     results.setdefault("config", {})["run_dir"] = str(run_dir)
     results_path = run_dir / lm_eval_results_name(names, num_fewshot, limit)

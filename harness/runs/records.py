@@ -21,6 +21,7 @@ percentage labelled "%".
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,18 @@ def provenance() -> dict[str, Any]:
     """What produced a record: torch version, harness commit, the command line."""
     import torch
 
-    return {"torch_version": torch.__version__, "git_commit": git_commit(), "command": " ".join(sys.argv)}
+    return {"torch_version": torch.__version__, "git_commit": git_commit(), "command": command_line(sys.argv)}
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as a person pastes it back: ``python -m harness run ...`` for the harness's entry
+    point (``.../harness/__main__.py``), each argument quoted for the shell where it needs it."""
+    if not argv:
+        return ""
+    program = argv[0]
+    if Path(program).name == "__main__.py" and Path(program).parent.name == "harness":
+        program = "python -m harness"
+    return " ".join([program, *(shlex.quote(arg) for arg in argv[1:])])
 
 
 def progress_fields(steps: int, plan) -> dict[str, Any]:

@@ -40,6 +40,11 @@ def resume_rule(command: str = "command") -> str:
     return f"running the same {command} again continues it from its last checkpoint (no --resume needed)"
 
 
+def resuming_line(run_id: str, step: int, planned_steps: int) -> str:
+    """What a run that continues from its checkpoint prints first."""
+    return f"resuming {run_id} from step {step} of {planned_steps} (its last checkpoint)"
+
+
 def resolve_run_dir(run: str | os.PathLike) -> Path:
     """A run directory, given as a path or as a run id under ``harness.paths.results_dir()``."""
     path = Path(run)

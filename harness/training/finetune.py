@@ -217,15 +217,14 @@ class _Run:
 
 def _loop(run: _Run, model, optimizer, scheduler, start: int, wall_before: float, stop_after_steps, progress) -> Outcome:
     """Steps ``start`` → ``plan.steps``, or until interrupted or the loss is not finite; checkpoints on the way."""
-    from tqdm.auto import tqdm
+    from harness.progress import progress_bar
 
     spec, plan = run.spec, run.plan
     grad_accum = spec.recipe.batch_tokens // spec.recipe.seq_len // spec.recipe.micro_batch_size
     eval_interval = spec.eval_interval or max(1, plan.steps // 5)
     checkpoint_interval = spec.checkpoint_interval or max(1, plan.steps // 4)
     outcome, t_start = Outcome(step=start), time.perf_counter()
-    bar = tqdm(total=plan.steps, initial=start, disable=not (sys.stderr.isatty() if progress is None else progress),
-               unit="step", dynamic_ncols=True)
+    bar = progress_bar(plan.steps, start, show=progress, desc=f"fine-tuning {run.run_id}")
     metrics = JsonlAppender(run.run_dir / run_files.METRICS_NAME)
     try:
         with StopSignal() as stop:
@@ -362,6 +361,8 @@ def finetune(
     optimizer = make_optimizer(model, recipe, fused=settings.fused_adamw)
     scheduler = make_scheduler(optimizer, plan.steps, recipe)
     start, wall_before = _restore(run_dir, model, optimizer, scheduler) if resume else (0, 0.0)
+    if resume:
+        print(run_files.resuming_line(run_id, start, plan.steps), file=sys.stderr)
     record = _initial_record(run, parent_record, parent_dir, lora.parameter_counts(model), parts, before, start)
     _write_setup(run, record, tokenizer, parent_dir, start if resume else None)
     try:
