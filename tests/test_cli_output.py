@@ -80,3 +80,18 @@ def test_line_progress_prints_at_the_interval_and_a_last_line(capsys):
     lines = stream.getvalue().splitlines()
     assert [line.split(",")[0] for line in lines] == ["training x: step 3 of 4 (75 %)", "training x: step 4 of 4 (100 %)"]
     assert "train loss 4.100 nats/token" in lines[0]
+
+
+def test_small_messages_say_the_first_thing_wrong(results_tmp, capsys):
+    assert cli_main(["run", "--arch", "gpt2", "--budget", "-3e11"]) == 2
+    assert capsys.readouterr().err.startswith("error: --budget must be a positive finite number of training FLOPs")
+    assert cli_main(["finetune", "--run", "no-such-run", "--data", "task:fact"]) == 2  # before the budget or the run
+    assert capsys.readouterr().err == ("error: unknown task 'fact' in 'task:fact'; known: task:facts, task:recall, "
+                                       "task:reverse_recall.\n")
+    from harness.sweeps.runs_file import write_runs_file
+
+    write_runs_file(results_tmp.parent / "reports" / "planned", {"name": "planned", "mode": "runs",
+                                                                   "run_ids": ["a-s0", "b-s0"], "command": None})
+    assert cli_main(["report", "planned"]) == 2
+    err = capsys.readouterr().err
+    assert "lists 2 run(s) and not one has a readable finished record" in err and "none of the 0" not in err

@@ -418,6 +418,10 @@ def test_unknown_task_lists_close_matches():
         evaluate(nano(), ByteTokenizer(), "piqaa,harness_recal_16")
     assert "piqa" in one_sentence(error.value)
     with pytest.raises(ValueError) as error:
+        evaluate(nano(), ByteTokenizer(), "hellaswg")
+    suggestions = str(error.value).split("did you mean ")[1].rstrip("?").split(", ")
+    assert "hellaswag" in suggestions and len(suggestions) == len(set(suggestions))  # each named once
+    with pytest.raises(ValueError) as error:
         evaluate(nano(), ByteTokenizer(), "harness_recal_16")
     assert "harness_recall_16" in one_sentence(error.value)
     with pytest.raises(ValueError):

@@ -56,8 +56,10 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.data.pairs import check_task_name
     from harness.training.finetune import finetune
 
+    check_task_name(args.data)  # a misspelt task is named before any default (budget, lr) is looked up
     result = finetune(spec_from_args(args), force=args.force)
     r = result.record
     what = "reused" if result.reused else r["status"]

@@ -242,8 +242,9 @@ def build_report(
     if not loaded.records and loaded.references:
         return _reference_only_report(inputs, loaded.references, notes, reports_root)
     if not loaded.records:
-        raise ValueError(f"none of the {len(inputs.run_ids)} run(s) for report {inputs.name!r} has a readable finished "
-                         f"record in {results_root}; train them first (`python -m harness compare ...`).")
+        listed = len(inputs.run_ids) + len(inputs.missing)
+        raise ValueError(f"report {inputs.name!r} lists {listed} run(s) and not one has a readable finished record in "
+                         f"{results_root}; train them first (`python -m harness compare ...`).")
     scope, mixed_notes = _scope(inputs, loaded.records, loaded.references, allow_mixed, reference, reports_root,
                                 results_root)
     notes += mixed_notes
