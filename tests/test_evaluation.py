@@ -473,3 +473,20 @@ def test_probes_need_a_synthetic_run_and_text_tasks_a_text_run(tmp_path):
     with pytest.raises(ValueError) as error:
         evaluate(nano(), ByteTokenizer(), "harness_copy")
     assert "generator" in one_sentence(error.value)
+
+
+def test_merging_keeps_the_larger_n_and_sets_the_other_aside():
+    from harness.evaluation.kept import merge_evaluations
+
+    def result(n, value=0.5):
+        return {"acc": {"value": value, "stderr": 0.1, "n": n, "version": 1}}
+
+    full, limited, again = result(200, 0.8), result(5, 0.2), result(200, 0.81)
+    merged = merge_evaluations({"facts": full, "copy": result(50)}, None, {"facts": limited})
+    assert merged.evaluation == {"facts": full, "copy": result(50)} and merged.kept_aside == {"facts": {"5": limited}}
+    assert len(merged.notes) == 1 and "smaller than the n = 200" in merged.notes[0]
+    merged = merge_evaluations(merged.evaluation, merged.kept_aside, {"facts": again})  # equal n: the newer
+    assert merged.evaluation["facts"] == again and merged.kept_aside == {"facts": {"5": limited}} and not merged.notes
+    merged = merge_evaluations({"facts": limited}, None, {"facts": full})  # larger later: takes the place
+    assert merged.evaluation["facts"] == full and merged.kept_aside == {"facts": {"5": limited}}
+    assert "replaces the n = 5 one" in merged.notes[0]

@@ -31,7 +31,7 @@ from harness.evaluation.tasks import parse_task_names, task_manager, write_task_
 from harness.io import write_text_atomic
 from harness.paths import temporary_environ
 from harness.progress import quiet_third_party
-from harness.runs.records import load_record, update_record
+from harness.runs.records import load_record, write_record
 from harness.runs.run_dir import checkpoint_step, load_run_model, resolve_run_dir, resume_rule
 
 TEXT_TASKS = ("wikitext", "lambada_openai")
@@ -227,9 +227,13 @@ def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, 
     extra = {}
     if record.get("status") != "ok":  # scored with --allow-partial: say what was scored
         extra["evaluation_step"] = checkpoint_step(run_dir)
-    record = load_record(run_dir)  # as on disk now (training may have added fields since the model was read)
+    record = load_record(run_dir)  # as on disk now, under the run lock
     merged = merge_evaluations(record.get("evaluation"), record.get(KEPT_ASIDE_FIELD), summary)
-    update_record(run_dir, evaluation=merged.evaluation, **{KEPT_ASIDE_FIELD: merged.kept_aside}, **extra)
+    record.update(evaluation=merged.evaluation, **extra)
+    record.pop(KEPT_ASIDE_FIELD, None)
+    if merged.kept_aside:
+        record[KEPT_ASIDE_FIELD] = merged.kept_aside
+    write_record(run_dir, record)
     for note in merged.notes:
         on_note(note)
     return summary
