@@ -109,12 +109,15 @@ def provenance() -> dict[str, Any]:
 
 def command_line(argv: list[str]) -> str:
     """The command as a person pastes it back: ``python -m harness run ...`` for the harness's entry
-    point (``.../harness/__main__.py``), each argument quoted for the shell where it needs it."""
+    point (``.../harness/__main__.py``; ``torchrun --nproc_per_node=N -m harness ...`` under torchrun),
+    each argument quoted for the shell where it needs it."""
     if not argv:
         return ""
     program = argv[0]
     if Path(program).name == "__main__.py" and Path(program).parent.name == "harness":
-        program = "python -m harness"
+        world_size = os.environ.get("WORLD_SIZE", "1")
+        program = (f"torchrun --nproc_per_node={world_size} -m harness" if world_size.isdigit() and int(world_size) > 1
+                   else "python -m harness")
     return " ".join([program, *(shlex.quote(arg) for arg in argv[1:])])
 
 
