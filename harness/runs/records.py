@@ -115,10 +115,18 @@ def command_line(argv: list[str]) -> str:
         return ""
     program = argv[0]
     if Path(program).name == "__main__.py" and Path(program).parent.name == "harness":
-        world_size = os.environ.get("WORLD_SIZE", "1")
-        program = (f"torchrun --nproc_per_node={world_size} -m harness" if world_size.isdigit() and int(world_size) > 1
-                   else "python -m harness")
+        program = _torchrun_prefix() or "python -m harness"
     return " ".join([program, *(shlex.quote(arg) for arg in argv[1:])])
+
+
+def _torchrun_prefix() -> str | None:
+    """``torchrun [--nnodes=N] --nproc_per_node=P -m harness`` from torchrun's variables, None outside it."""
+    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "")
+    if not world.isdigit() or int(world) < 2:
+        return None
+    per_node = int(local) if local.isdigit() and int(local) > 0 else int(world)
+    nodes = f"--nnodes={int(world) // per_node} " if int(world) > per_node else ""
+    return f"torchrun {nodes}--nproc_per_node={per_node} -m harness"
 
 
 def progress_fields(steps: int, plan) -> dict[str, Any]:
