@@ -95,3 +95,14 @@ def test_small_messages_say_the_first_thing_wrong(results_tmp, capsys):
     assert cli_main(["report", "planned"]) == 2
     err = capsys.readouterr().err
     assert "lists 2 run(s) and not one has a readable finished record" in err and "none of the 0" not in err
+
+
+def test_record_command_is_pasteable_under_python_and_torchrun(monkeypatch):
+    from harness.runs.records import command_line
+
+    main_py = str(REPO / "harness" / "__main__.py")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert command_line([main_py, "run", "--data", "a b.txt"]) == "python -m harness run --data 'a b.txt'"
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert command_line([main_py, "run"]) == "torchrun --nnodes=2 --nproc_per_node=8 -m harness run"
