@@ -178,8 +178,8 @@ def bench(
     overrides: dict | None = None,
     dtype: str | None = None,
     device: str | None = None,
-    steps: int = DEFAULT_STEPS,
-    warmup: int = DEFAULT_WARMUP,
+    steps: int | None = None,
+    warmup: int | None = None,
     compile: bool | None = None,
     prefill: bool = True,
     refresh_peak: bool = False,
@@ -187,15 +187,20 @@ def bench(
     settings: DeviceSettings | None = None,
     run: str | None = None,
 ) -> dict:
-    """Benchmark one architecture at one shape (or a run's shape, ``run``); returns a JSON-ready dict."""
+    """Benchmark one architecture at one shape (or a run's shape, ``run``); returns a JSON-ready dict.
+
+    ``steps`` / ``warmup``: None takes ``DEFAULT_STEPS`` / ``DEFAULT_WARMUP`` (reported as defaults)."""
     import architectures
 
+    given_steps, given_warmup = steps is not None, warmup is not None
+    steps = DEFAULT_STEPS if steps is None else steps
+    warmup = DEFAULT_WARMUP if warmup is None else warmup
     _check_counts(steps, warmup, batch_size)
     config = model_config(arch, size, overrides) if run is None else run_model_config(run, overrides)
     T = config.check_seq_len(seq_len)
     settings = settings or configure_device(device, dtype, compile=compile)
     choices = _choices(settings, batch_size, T, given_seq_len=seq_len is not None, given_dtype=bool(dtype),
-                       given_device=bool(device), steps=steps, warmup=warmup)
+                       given_device=bool(device), steps=(steps, given_steps), warmup=(warmup, given_warmup))
     torch.manual_seed(seed)
     model = architectures.get(config.arch).build(config).to(settings.device)
     if settings.device_type == "cuda":
@@ -229,8 +234,10 @@ def bench(
 
 
 def _choices(settings: DeviceSettings, batch_size: int | None, seq_len: int, *, given_seq_len: bool,
-             given_dtype: bool, given_device: bool, steps: int, warmup: int) -> dict[str, _Choice]:
-    """Each setting's value and whether the user gave it or a default chose it (reported with the result)."""
+             given_dtype: bool, given_device: bool, steps: tuple[int, bool],
+             warmup: tuple[int, bool]) -> dict[str, _Choice]:
+    """Each setting's value and whether the user gave it or a default chose it (reported with the result);
+    ``steps`` / ``warmup``: (value, whether given)."""
     return {
         "batch_size": _Choice(
             DEFAULT_BATCH_SIZE[settings.device_type] if batch_size is None else batch_size,
@@ -239,8 +246,8 @@ def _choices(settings: DeviceSettings, batch_size: int | None, seq_len: int, *, 
         "seq_len": _Choice(seq_len, "given" if given_seq_len else "default (the context)"),
         "dtype": _Choice(settings.dtype, "given" if given_dtype else "default"),
         "device": _Choice(settings.device, "given" if given_device else "default"),
-        "steps": _Choice(steps, "given"),
-        "warmup": _Choice(warmup, "given"),
+        "steps": _Choice(steps[0], "given" if steps[1] else "default"),
+        "warmup": _Choice(warmup[0], "given" if warmup[1] else "default"),
     }
 
 

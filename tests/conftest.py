@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,20 @@ def results_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HARNESS_RESULTS_DIR", str(results))
     monkeypatch.setenv("HARNESS_REPORTS_DIR", str(tmp_path / "reports"))
     return results
+
+
+FILL_INS = re.compile(r"\b(None|n/a|N/A|nan|NaN)\b")
+
+
+def fill_ins(text: str) -> list[str]:
+    """Lines of a generated report where a missing value was pasted in as None, n/a or nan."""
+    return [line for line in text.splitlines() if FILL_INS.search(line)]
+
+
+@pytest.fixture
+def assert_no_fill_ins():
+    """``check(text)``: fail naming the lines of a report that print None / n/a / nan for a missing value."""
+    def check(text: str) -> None:
+        found = fill_ins(text)
+        assert not found, "report prints a missing value as None/n/a/nan:\n" + "\n".join(found[:10])
+    return check

@@ -89,9 +89,16 @@ def test_bench_reports_every_key_and_a_sane_mfu(arch, cache_env):
     assert result["device"] == "cpu" and result["tokens_per_step"] == 64
     assert result["defaults"]["batch_size"] == {"value": 2, "source": "given"}
     assert result["defaults"]["dtype"]["source"] == "default"
+    assert result["defaults"]["steps"] == {"value": 2, "source": "given"}
     assert "ru_maxrss" in result["peak_memory_kind"]
     assert math.isfinite(result["final_loss"])
     json.dumps(result)  # JSON-ready
+
+
+def test_bench_says_default_for_steps_left_at_their_default(cache_env):
+    result = bench("gpt2", "nano", batch_size=1, seq_len=8, device="cpu", prefill=False)
+    assert result["defaults"]["steps"] == {"value": 10, "source": "default"}
+    assert result["defaults"]["warmup"] == {"value": 3, "source": "default"}
 
 
 def test_bench_command_json(capsys, cache_env):

@@ -134,7 +134,7 @@ def test_shapes_follow_the_papers(rows):
 def test_table_format_lists_human_counts(capsys):
     assert main(["list", "--arch", "gpt3"]) == 0
     out = capsys.readouterr().out
-    header, rule, *lines = out.splitlines()
+    header, rule, *lines = out.split("\n\n")[0].splitlines()
     assert header.split()[:3] == ["arch", "size", "params"]
     assert set(rule.replace(" ", "")) == {"-"}
     assert len(lines) == 11  # nano, mini, micro and the 8 paper sizes
@@ -161,3 +161,11 @@ def test_python_dash_m_harness_list(rows):
     assert math.isclose(
         next(r["params"] for r in data if (r["arch"], r["size"]) == ("gpt3", "175b")), 175e9, rel_tol=0.01
     )
+
+
+def test_counts_say_which_vocabulary_they_assume(rows, capsys):
+    """`list` counts the embeddings at each size's preset vocabulary, and says so (records use the data's)."""
+    assert rows[("gpt2", "mini")]["vocab_size"] == 4096 and rows[("gpt2", "124m")]["vocab_size"] == 50257
+    assert main(["list", "--arch", "gpt2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[-1] == "vocab" and "a run's record counts them at its data's vocabulary" in out

@@ -40,7 +40,7 @@ def test_t_interval_matches_the_t_distribution():
     assert fmt_interval(interval, 2) == f"3.15 ± {expected:.2f}"
     one = t_interval([2.5])
     assert one.n == 1 and math.isnan(one.half_width) and fmt_interval(one, 2) == "2.50"
-    assert fmt_interval(t_interval([])) == "n/a"
+    assert fmt_interval(t_interval([])) == "—"
 
 
 def test_welch_test_agrees_with_scipy_and_explains_when_unavailable():

@@ -143,7 +143,7 @@ def test_two_ranks_resumed_equal_one_rank_with_the_same_global_batch(two_ranks, 
         assert [m[name] for m in b] == pytest.approx([m[name] for m in a], abs=1e-5), name
     assert [m.get("val_loss") for m in b] == pytest.approx([m.get("val_loss") for m in a], abs=1e-5)
     # rank 0 alone prints the summary; the checkpoint holds the unwrapped model and both RNG streams
-    assert two_ranks["stdout"].count("gpt4 nano: ok") == 1
+    assert two_ranks["stdout"].count("gpt4 nano (seed 0): ok") == 1
     checkpoint = torch.load(two_ranks["run_dir"] / "checkpoint.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in checkpoint["model"])
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng_by_rank"]) == 2

@@ -274,7 +274,8 @@ def test_eval_command_on_a_synthetic_run_writes_results_and_record(tmp_path, cac
 
     run_dir = synthetic_run(tmp_path)
     assert main(["eval", "--run", str(run_dir), "--limit", "3", "--batch-size", "4"]) == 0
-    results = json.loads((run_dir / "lm_eval_results.json").read_text())
+    (results_file,) = (run_dir / "lm_eval_results").glob("*_0shot_limit3_harness_*.json")
+    results = json.loads(results_file.read_text())
     evaluation = load_record(run_dir)["evaluation"]
     assert sorted(evaluation) == sorted(default_tasks("synthetic")) == sorted(results["results"])
     for task, metrics in evaluation.items():
@@ -287,10 +288,33 @@ def test_eval_command_on_a_synthetic_run_writes_results_and_record(tmp_path, cac
     files = sorted((cache_tmp / "probes").glob("*/*.jsonl"))
     assert len(files) == 6
     before = [f.read_text() for f in files]
-    evaluate_run(run_dir, tasks="harness_facts", limit=2)
+    evaluate_run(run_dir, tasks="harness_facts", limit=4)
     assert [f.read_text() for f in files] == before
-    assert load_record(run_dir)["evaluation"]["harness_facts"]["acc"]["n"] == 2  # merged, others kept
+    assert load_record(run_dir)["evaluation"]["harness_facts"]["acc"]["n"] == 4  # merged, others kept
     assert "harness_copy" in load_record(run_dir)["evaluation"]
+    assert load_record(run_dir)["evaluation_kept_aside"]["harness_facts"]["3"]["acc"]["n"] == 3
+    assert len(list((run_dir / "lm_eval_results").glob("*.json"))) == 2  # lm-eval's files accumulate
+
+
+def test_a_limited_eval_never_replaces_a_full_one(tmp_path, cache_tmp, capsys):
+    """A full evaluation, then `--limit 5`: the record keeps the full result and the limited one beside it."""
+    run_dir = synthetic_run(tmp_path)
+    full = evaluate_run(run_dir, tasks="harness_facts")["harness_facts"]["acc"]
+    assert full["n"] > 5
+    limited = evaluate_run(run_dir, tasks="harness_facts", limit=5)["harness_facts"]["acc"]
+    assert limited["n"] == 5
+    note = capsys.readouterr().err
+    assert "n = 5 result is smaller than the n = " in note and "kept aside" in note
+    record = load_record(run_dir)
+    assert record["evaluation"]["harness_facts"]["acc"] == full
+    assert record["evaluation_kept_aside"]["harness_facts"]["5"]["acc"] == limited
+    files = sorted(path.name for path in (run_dir / "lm_eval_results").glob("*.json"))
+    assert len(files) == 2 and "_0shot_all_" in files[0] and "_0shot_limit5_" in files[1]
+    # a larger n later takes the record's place, and the full one is not lost either way
+    evaluate_run(run_dir, tasks="harness_facts", limit=6)
+    record = load_record(run_dir)
+    assert record["evaluation"]["harness_facts"]["acc"] == full
+    assert set(record["evaluation_kept_aside"]["harness_facts"]) == {"5", "6"}
 
 
 def test_harness_model_is_registered_with_lm_eval(tmp_path):
@@ -394,6 +418,10 @@ def test_unknown_task_lists_close_matches():
         evaluate(nano(), ByteTokenizer(), "piqaa,harness_recal_16")
     assert "piqa" in one_sentence(error.value)
     with pytest.raises(ValueError) as error:
+        evaluate(nano(), ByteTokenizer(), "hellaswg")
+    suggestions = str(error.value).split("did you mean ")[1].rstrip("?").split(", ")
+    assert "hellaswag" in suggestions and len(suggestions) == len(set(suggestions))  # each named once
+    with pytest.raises(ValueError) as error:
         evaluate(nano(), ByteTokenizer(), "harness_recal_16")
     assert "harness_recall_16" in one_sentence(error.value)
     with pytest.raises(ValueError):
@@ -445,3 +473,20 @@ def test_probes_need_a_synthetic_run_and_text_tasks_a_text_run(tmp_path):
     with pytest.raises(ValueError) as error:
         evaluate(nano(), ByteTokenizer(), "harness_copy")
     assert "generator" in one_sentence(error.value)
+
+
+def test_merging_keeps_the_larger_n_and_sets_the_other_aside():
+    from harness.evaluation.kept import merge_evaluations
+
+    def result(n, value=0.5):
+        return {"acc": {"value": value, "stderr": 0.1, "n": n, "version": 1}}
+
+    full, limited, again = result(200, 0.8), result(5, 0.2), result(200, 0.81)
+    merged = merge_evaluations({"facts": full, "copy": result(50)}, None, {"facts": limited})
+    assert merged.evaluation == {"facts": full, "copy": result(50)} and merged.kept_aside == {"facts": {"5": limited}}
+    assert len(merged.notes) == 1 and "smaller than the n = 200" in merged.notes[0]
+    merged = merge_evaluations(merged.evaluation, merged.kept_aside, {"facts": again})  # equal n: the newer
+    assert merged.evaluation["facts"] == again and merged.kept_aside == {"facts": {"5": limited}} and not merged.notes
+    merged = merge_evaluations({"facts": limited}, None, {"facts": full})  # larger later: takes the place
+    assert merged.evaluation["facts"] == full and merged.kept_aside == {"facts": {"5": limited}}
+    assert "replaces the n = 5 one" in merged.notes[0]

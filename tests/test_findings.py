@@ -126,7 +126,7 @@ comparisons:
 """
 
 
-def test_study_report_from_fabricated_records(tmp_path):
+def test_study_report_from_fabricated_records(tmp_path, assert_no_fill_ins):
     import yaml
 
     from harness.reporting.study_report import build_study_report
@@ -152,6 +152,8 @@ def test_study_report_from_fabricated_records(tmp_path):
     register_plan(reports / "fab" / "data", Plan.from_dict(yaml.safe_load(FAB_PLAN)), data_exist=False, now="T0")
     report = build_study_report("fab", results_dir=results, reports_dir=reports)
     text = report.path.read_text()
+    assert_no_fill_ins(text)
+    assert "| *n (documents scored per run)* |" in text
     findings = text.split("## Findings")[1].split("## Synthetic")[0]
     resolved, unresolved = findings.split("**Not resolved**")
     assert "**GPT-3 (dense/banded) is worse than GPT-2 (pre-LN, dense)** on recall accuracy 48 tokens back" in resolved

@@ -251,3 +251,29 @@ def test_resolving_copies_the_recipe_and_hashes_the_dtype_this_machine_would_use
     assert recipe == Recipe() and ids[True] != ids[False]
     with pytest.raises(ValueError, match="seq_len 65 is longer than the context of 64"):
         FinetuneSpec(parent="p", data="task:facts", recipe=Recipe(seq_len=65)).resolve(parent, config)
+
+
+def test_finetune_report_says_what_ran_alone_and_beside_its_parent(parents, results_tmp, assert_no_fill_ins):
+    """A fine-tune's report names the method, parent, trainable share, FLOP convention and before → after."""
+    import shutil
+
+    from harness.evaluation import evaluate_run
+    from harness.reporting.report import build_report
+
+    results_tmp.mkdir(parents=True, exist_ok=True)
+    parent = shutil.copytree(parents["gpt2"], results_tmp / parents["gpt2"].name)
+    evaluate_run(parent, tasks="harness_facts", limit=3)
+    record = finetune(FinetuneSpec(parent=str(parent), data="task:facts", method="lora", budget_flops=5e9),
+                      results_tmp, progress=False).record
+    for targets in ([record["run_id"]], [parent.name, record["run_id"]]):
+        text = build_report(targets, name=f"ft-{len(targets)}").path.read_text()
+        assert_no_fill_ins(text)
+        assert "matched-compute comparison of pre-trained" in text and "3 × forward" not in text
+        assert f"LoRA r = {record['finetune']['rank']}" in text and f"`{parent.name}`" in text
+        assert f"({100 * record['fraction_trainable']:.2f} % of" in text
+        assert record["flop_convention"] in text
+        assert f"{record['val_loss_before']:.4f} → {record['val_loss_after']:.4f}" in text
+    assert "| harness_facts | acc |" in text and "(n = 3) | not evaluated |" in text  # parent's, with n
+    with pytest.raises(ValueError, match="neither fine-tunes nor their parents"):
+        other = shutil.copytree(parents["gpt4"], results_tmp / parents["gpt4"].name)
+        build_report([record["run_id"], other.name], name="ft-mixed")

@@ -35,7 +35,7 @@ def test_which_records_are_evaluated():
 def test_run_trains_evaluates_and_reuses(results_tmp, monkeypatch):
     calls = []
 
-    def fake_evaluate(run_dir, tasks, limit, task_data):
+    def fake_evaluate(run_dir, tasks, limit, task_data, verbose=None):
         calls.append((tasks, limit, task_data))
         return {task: {"acc": {"value": 0.5}} for task in tasks}
 
@@ -51,7 +51,7 @@ def test_run_trains_evaluates_and_reuses(results_tmp, monkeypatch):
 
 @pytest.mark.parametrize("eval_errors", ["raise", "record"])
 def test_a_failed_evaluation_keeps_the_trained_run(results_tmp, monkeypatch, capsys, eval_errors):
-    def failing_evaluate(run_dir, tasks, limit, task_data):
+    def failing_evaluate(run_dir, tasks, limit, task_data, verbose=None):
         print("lm-eval notice", file=__import__("sys").stderr)
         raise ValueError("unknown task 'nope'")
 

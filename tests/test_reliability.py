@@ -367,6 +367,27 @@ def one_error_line(capsys) -> str:
     return err
 
 
+def test_the_same_command_resumes_and_says_from_which_step(interrupted_run, capsys):
+    """One resume rule: the same command (no --resume) continues an interrupted run and says so first."""
+    capsys.readouterr()
+    assert cli_main(ARGS) == 0
+    captured = capsys.readouterr()
+    assert f"resuming {interrupted_run.name} from step 3 of 12 (its last checkpoint)" in captured.err
+    assert load_record(interrupted_run)["status"] == "ok" and load_record(interrupted_run)["steps"] == 12
+
+
+def test_interrupted_run_says_the_one_resume_rule(tmp_path, monkeypatch, capsys):
+    import harness.training.trainer as trainer
+
+    monkeypatch.setenv("HARNESS_RESULTS_DIR", str(tmp_path / "results"))
+    original = trainer.train
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: original(*a, **{**k, "stop_after_steps": 2}))
+    assert cli_main(ARGS) == 130
+    out = capsys.readouterr().out
+    assert "interrupted after step 2: checkpoint saved in" in out
+    assert "running the same command again continues it from its last checkpoint (no --resume needed)" in out
+
+
 def test_corrupt_checkpoint_under_resume_is_one_line(interrupted_run, capsys):
     (interrupted_run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     assert cli_main([*ARGS, "--resume"]) == 2
@@ -390,6 +411,7 @@ def test_eval_refuses_an_interrupted_run(interrupted_run, capsys):
     assert cli_main(["eval", "--run", str(interrupted_run), "--limit", "5"]) == 2
     err = one_error_line(capsys)
     assert "is interrupted at step 3 of 12" in err and "--allow-partial" in err
+    assert "running the same `harness run` command again continues it from its last checkpoint" in err
     assert "evaluation" not in load_record(interrupted_run)
 
 
@@ -415,7 +437,7 @@ NANO = ["run", "--arch", "gpt2", "--size", "nano", "--no-eval"]
         (["--set", "init_std=-1"], "init_std must be a positive finite number"),
         (["--set", "layer_norm_eps=0"], "layer_norm_eps must be a positive finite number"),
         (["--set", "moe_z_weight=-1"], "moe_z_weight must be a finite number ≥ 0"),
-        (["--budget", "1e40"], "plans 1.1e+31 optimizer steps, more than 1e+07"),
+        (["--budget", "1e40"], "plans 1.17e+31 optimizer steps, more than 1e+07"),
     ],
 )
 def test_bad_numbers_are_one_line_and_exit_2(results_tmp, capsys, extra, message):

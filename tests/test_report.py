@@ -43,7 +43,7 @@ def _assert_images(report):
         assert f"figures/{path.name}" in report.path.read_text()
 
 
-def test_matched_report_from_records(results_tmp):
+def test_matched_report_from_records(results_tmp, assert_no_fill_ins):
     losses = {"gpt1": (3.30, 3.32, 3.31), "gpt2": (3.00, 3.02, 3.01), "gpt3": (3.01, 2.99, 3.03), "gpt4": (2.80, 2.81, 2.79)}
     ids = []
     for arch in ARCHS:
@@ -51,6 +51,7 @@ def test_matched_report_from_records(results_tmp):
             ids.append(make_run(results_tmp, arch, seed, loss, evaluation=probe_eval(1 / loss)).name)
     report = build_report(ids, name="four")
     text = report.path.read_text()
+    assert_no_fill_ins(text)
     assert report.path == results_tmp.parent / "reports" / "four" / "report.md"
     rows = _table_rows(text, "| arch | seeds |")
     assert [row[0] for row in rows] == list(ARCHS)
@@ -86,16 +87,17 @@ def test_matched_report_from_records(results_tmp):
     assert {p: p.read_bytes() for p in sorted(report.directory.rglob("*")) if p.is_file()} == files
 
 
-def test_one_seed_says_why_significance_is_unavailable(results_tmp):
+def test_one_seed_says_why_significance_is_unavailable(results_tmp, assert_no_fill_ins):
     ids = [make_run(results_tmp, arch, 0, 3.0 + i / 10).name for i, arch in enumerate(("gpt2", "gpt3"))]
     text = build_report(ids).path.read_text()
+    assert_no_fill_ins(text)
     row = _table_rows(text, "| arch | vs |")[0]
-    assert row[0] == "gpt3" and row[-1] == "n/a: needs at least 2 seeds on each side (has 1 and 1)"
+    assert row[0] == "gpt3" and row[-1] == "not tested: needs at least 2 seeds on each side (has 1 and 1)"
     assert "| gpt2 | 1 |" in text  # seeds column; the loss has no interval
-    assert "*lm-eval metrics with stderr error bars*: not drawn — no lm-eval results" in text
+    assert "*lm-eval metrics with stderr error bars*: not drawn — no lm-eval results in these records" in text
 
 
-def test_mixed_budgets_and_datasets_are_refused(results_tmp):
+def test_mixed_budgets_and_datasets_are_refused(results_tmp, assert_no_fill_ins):
     a = make_run(results_tmp, "gpt2", 0, 3.0, budget=1e10).name
     b = make_run(results_tmp, "gpt3", 0, 3.0, budget=2e10).name
     c = make_run(results_tmp, "gpt3", 0, 3.0, data="corpus.txt").name
@@ -105,6 +107,7 @@ def test_mixed_budgets_and_datasets_are_refused(results_tmp):
         build_report([a, c])
     report = build_report([a, b], allow_mixed=True, name="mixed")
     assert "Mixed budgets" in report.path.read_text()
+    assert_no_fill_ins(report.path.read_text())
     # regenerating by name keeps the --allow-mixed decision
     assert build_report(["mixed"]).path.exists()
     code, _, err = _cli(["report", a, c])

@@ -184,7 +184,8 @@ def test_results_command_formats(results_tmp):
     (bad / "record.json").write_text("not json")
     code, out, err = _cli(["results"])
     assert code == 0
-    assert out.startswith("| run_id |") and "eval/harness_copy/token_acc" in out
+    assert out.startswith("| run_id | arch | variant | seed | status | tokens | final_val_loss | excess_loss |")
+    assert "eval/harness_copy/token_acc" in out and "| 0.5 (n=50) |" in out
     assert f"warning: skipping {bad / 'record.json'}" in err
     code, out, _ = _cli(["results", "--format", "csv"])
     csv = pd.read_csv(io.StringIO(out))
@@ -195,3 +196,22 @@ def test_results_command_formats(results_tmp):
     assert code == 0 and "val_loss" in out
     code, _, err = _cli(["results", "--columns", "nope"])
     assert code == 2 and "unknown column" in err
+    code, out, _ = _cli(["results", "--columns", "run_id,mfu"])
+    assert code == 0 and out.startswith("| run_id | mfu % |")
+
+
+def test_results_default_table_fits_160_characters_and_shows_n(results_tmp):
+    """Many runs with many scores: the default table stays ≤ 160 wide; --all shows every column."""
+    tasks = [f"harness_task_{i}" for i in range(12)]
+    for seed in range(3):
+        evaluation = {task: {"acc": {"value": 0.5 + seed / 10, "stderr": 0.01, "n": 200, "version": 1.0}}
+                      for task in tasks}
+        make_run(results_tmp, "gpt4", seed, 3.0, evaluation=evaluation, overrides={"d_model": 96})
+    code, out, err = _cli(["results"])
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 160
+    header = out.splitlines()[0]
+    assert "eval/harness_task_0/acc" in header and "| 0.5 (n=200) |" in out
+    assert "do not fit in 160 characters" in err and "--all" in err
+    code, out, _ = _cli(["results", "--all"])
+    assert code == 0 and "recipe/lr" in out.splitlines()[0] and "eval/harness_task_11/acc" in out.splitlines()[0]
+    assert "| mfu % |" in out.splitlines()[0]

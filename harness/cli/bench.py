@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_set_argument(parser)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), help="compute dtype (default: chosen per device)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps; the median is reported (default: 10)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    parser.add_argument("--steps", type=int, help="timed steps; the median is reported (default: 10)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default: 3)")
     compile_group = parser.add_mutually_exclusive_group()
     compile_group.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile")
     compile_group.add_argument("--no-compile", dest="compile", action="store_false", help="no torch.compile")
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _si(value: float | None, unit: str) -> str:
     if value is None:
-        return "n/a"
+        return "not measured"
     for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.4g} {suffix}{unit}"
@@ -61,7 +61,7 @@ def format_table(result: dict) -> str:
         ("train FLOPs per token", _si(result["train_flops_per_token"], "FLOPs/token") + " (analytic, 3 x forward)"),
         ("achieved", _si(result["achieved_flops_per_s"], "FLOP/s") + " (analytic FLOPs/token x tokens/s)"),
         ("peak", _si(result["peak_flops_per_s"], "FLOP/s") + f" ({result['peak_flops_source']})"),
-        ("MFU", f"{100 * result['mfu']:.2f} % (achieved / peak)"),
+        ("MFU", f"{100 * result['mfu']:.2f} % of peak (achieved / peak)"),
         ("peak memory", f"{result['peak_memory_bytes'] / 2**20:,.1f} MiB ({result['peak_memory_kind']})"),
     ]
     width = max(len(label) for label, _ in rows)

@@ -188,7 +188,8 @@ def _finish(plan, outcome, name: str, command: str) -> int:
         file=sys.stderr,
     )
     if outcome.interrupted:
-        print(f"interrupted at {outcome.interrupted}; run the same command again to resume: {command}", file=sys.stderr)
+        print(f"interrupted at {outcome.interrupted}; running the same command again continues it from its last "
+              f"checkpoint (no --resume needed): {command}", file=sys.stderr)
         return 130
     from harness.reporting.report import build_report
 

@@ -1,9 +1,11 @@
 """Evaluate a trained run with lm-eval: probes and standard tasks, metrics into its record.
 
-Writes lm-eval's results to results/<run_id>/lm_eval_results.json and merges each metric
-(value, stderr, n, task version) into record.json under "evaluation". With --num-fewshot k
-(k > 0) the results go to lm_eval_results_<k>shot.json and into the record as "<task>@<k>shot",
-so zero- and few-shot results of one task stay side by side (a report shows both).
+Writes lm-eval's results to results/<run_id>/lm_eval_results/<time>_<k>shot_<limit>_<tasks>.json
+(one file per call; none is overwritten) and merges each metric (value, stderr, n, task
+version) into record.json under "evaluation". With --num-fewshot k (k > 0) the record keys
+are "<task>@<k>shot", so zero- and few-shot results of one task stay side by side (a report
+shows both). Of two results of one key, the larger n stays in "evaluation" and the other is
+kept under "evaluation_kept_aside" (a line says so): a --limit run never replaces a full one.
 
 Tasks: the harness probes (harness_recall_16, harness_recall_48, harness_recall_128,
 harness_copy, harness_facts, harness_heldout; "harness_probes" for all of them; synthetic
@@ -34,14 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="score the last checkpoint of an interrupted or failed run (refused otherwise)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show lm-eval's progress bars and warnings even when the output is not a terminal")
     parser.add_argument("--wait", action="store_true",
                         help="if another process is using the run, wait for it instead of exiting (code 2)")
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.evaluation.run import check_limit, evaluate_run
+    from harness.evaluation.run import check_limit, evaluate_run, latest_results_file
+    from harness.reporting.run_summary import evaluation_lines
     from harness.runs.records import record_path
-    from harness.runs.run_dir import resolve_run_dir, results_name
+    from harness.runs.run_dir import resolve_run_dir
 
     check_limit(args.limit)  # before paying for the imports and the model
     if args.num_fewshot < 0:
@@ -59,11 +64,9 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         allow_partial=args.allow_partial,
         wait=args.wait,
+        verbose=True if args.verbose else None,
     )
-    for task, metrics in summary.items():
-        for metric, entry in metrics.items():
-            stderr = f" ± {entry['stderr']:.4g}" if entry["stderr"] is not None else ""
-            value = f"{entry['value']:.4g}" if entry["value"] is not None else "n/a"
-            print(f"{task:24s} {metric:24s} {value}{stderr}  (n={entry['n']})")
-    print(f"→ {run_dir / results_name(args.num_fewshot)}, evaluation merged into {record_path(run_dir)}")
+    for line in evaluation_lines(summary):
+        print(line)
+    print(f"→ {latest_results_file(run_dir)}, evaluation merged into {record_path(run_dir)}")
     return 0

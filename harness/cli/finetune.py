@@ -21,8 +21,9 @@ alpha 2 × rank.
 
 Writes results/<ft-run-id>/ (a normal run directory: record.json with parent_run, metrics.jsonl,
 checkpoint.pt holding the plain — for LoRA merged — weights, tokenizer/, adapter/ for LoRA).
-The same command resumes an interrupted run and reuses a finished one; under
-`torchrun --nproc_per_node=N -m harness finetune --parent ...` the steps are data-parallel (DDP).
+Running the same command again continues an interrupted run from its last checkpoint (no --resume
+needed) and reuses a finished one; under `torchrun --nproc_per_node=N -m harness finetune --parent ...`
+the steps are data-parallel (DDP).
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.data.pairs import check_task_name
     from harness.training.finetune import finetune
 
+    check_task_name(args.data)  # a misspelt task is named before any default (budget, lr) is looked up
     result = finetune(spec_from_args(args), force=args.force)
     r = result.record
     what = "reused" if result.reused else r["status"]

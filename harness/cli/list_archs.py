@@ -3,6 +3,11 @@
 Counts are exact (models are built on the meta device, so 175B costs no memory):
 params = all parameters (tied head once); non_embedding = minus token/position
 embeddings (Kaplan et al.); active = what one token uses (MoE: k of E experts).
+
+Vocabulary: counts are at each size's preset vocabulary (the vocab column: 4,096 tokens for
+nano/mini/micro, the paper's 50,257 for the paper sizes). A run's record counts the model it
+trained, at its data's vocabulary (synthetic data: 512 tokens; text: the BPE's --vocab-size),
+so its params differ from this table while non-embedding params agree.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def architecture_rows(arch: str | None = None) -> list[dict]:
                     "d_model": config.d_model,
                     "n_head": config.n_head,
                     "context": config.context,
+                    "vocab_size": config.vocab_size,
                 }
             )
     return rows
@@ -59,7 +65,8 @@ def main(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("arch", "size", "params", "non-emb params", "active params", "layers", "d_model", "heads", "context")
+    header = ("arch", "size", "params", "non-emb params", "active params", "layers", "d_model", "heads", "context",
+              "vocab")
     table = [header] + [
         (
             r["arch"],
@@ -71,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
             str(r["d_model"]),
             str(r["n_head"]),
             str(r["context"]),
+            f"{r['vocab_size']:,}",
         )
         for r in rows
     ]
@@ -79,4 +87,6 @@ def main(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * width for width in widths))
+    print("\nparams count the embeddings at the vocab shown; a run's record counts them at its data's vocabulary "
+          "(synthetic: 512 tokens; text: --vocab-size), so only non-emb params are the same there.")
     return 0

@@ -6,7 +6,10 @@
 
 Outputs go to results/<run_id>/ (config.json, metrics.jsonl, record.json, checkpoint.pt,
 tokenizer/). The same spec and seed give the same run id: a finished run is reused
-(--force retrains), an interrupted one continues from its checkpoint (--resume).
+(--force retrains); an interrupted one (Ctrl-C, SIGTERM, a killed process): running the same
+command again continues it from its last checkpoint (no --resume needed). It ends with a
+summary: status, training, loss, excess loss or bits per byte beside the unigram baseline,
+the evaluation (n = documents scored) and where the record is.
 Budgets are training FLOPs (2 per multiply-add, training = 3 x forward).
 
 The run directory is locked (results/<run_id>/run.lock) while this runs: the same command
@@ -60,6 +63,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -
     parser.add_argument("--eval-limit", type=int, help="evaluate at most N documents per task")
     parser.add_argument("--task-data", help="folder with local copies of standard task data (offline)")
     parser.add_argument("--no-eval", action="store_true", help="skip lm-eval evaluation after training")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show lm-eval's progress bars and warnings even when the output is not a terminal")
     parser.add_argument("--force", action="store_true",
                         help="retrain even if a finished run with this id exists; allow plans of over 1e7 steps")
     parser.add_argument("--wait", action="store_true",
@@ -68,7 +73,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="also continue from a checkpoint whose record is missing (an interrupted run with its "
+                             "record continues without it: running the same command again continues it)")
     parser.add_argument("--checkpoint-interval", type=int, help="checkpoint every N steps (default: 4 per run)")
     parser.add_argument("--eval-interval", type=int,
                         help="quick validation every N steps (default: 10 points per run, and the last step)")
@@ -86,7 +93,8 @@ def eval_options_from_args(args: argparse.Namespace, *, redo_done: bool):
     from harness.runs.pipeline import EvalOptions
 
     return EvalOptions(tasks=tuple(args.tasks.split(",")) if args.tasks else None, limit=args.eval_limit,
-                       task_data=args.task_data, enabled=not args.no_eval, redo_done=redo_done)
+                       task_data=args.task_data, enabled=not args.no_eval, redo_done=redo_done,
+                       verbose=True if args.verbose else None)
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -112,23 +120,6 @@ def spec_from_args(args: argparse.Namespace):
     )
 
 
-def summary_line(record: dict, run_dir) -> str:
-    quality = ""
-    if "val_bpb" in record:
-        quality = f", val {record['val_bpb']:.3f} bits/byte (unigram {record['unigram_val_bpb']:.3f})"
-    elif "excess_loss" in record:
-        quality = (
-            f", excess over entropy floor {record['excess_loss']:.3f} nats/token "
-            f"(unigram {record['unigram_excess_loss']:.3f})"
-        )
-    return (
-        f"{record['arch']} {record['size']}: {record['status']}, {record['steps']} steps, "
-        f"{record['tokens']:.3g} tokens, {record['flops_used']:.3g} of {record['budget_flops']:.3g} training FLOPs "
-        f"(2/multiply-add), val loss {record.get('final_val_loss', float('nan')):.3f} nats/token{quality}, "
-        f"{record['tokens_per_s']:.0f} tokens/s in {record['wall_s']:.0f} s → {run_dir}/record.json"
-    )
-
-
 def warning_lines(record: dict) -> list[str]:
     """The record's ``warnings`` (e.g. a final loss above the unigram baseline), one line each."""
     return [f"warning: {warning}" for warning in record.get("warnings") or []]
@@ -138,8 +129,10 @@ def main(args: argparse.Namespace) -> int:
     from harness.training.distributed import is_main_process
     from harness.io import WriteFailed
     from harness.runs.pipeline import run
+    from harness.reporting.run_summary import run_summary
     from harness.runs.records import load_record
     from harness.runs.lock import RunLocked
+    from harness.runs.run_dir import resume_rule
     from harness.training.trainer import TrainingFailed
 
     try:
@@ -162,10 +155,11 @@ def main(args: argparse.Namespace) -> int:
     if outcome.reused:
         print(f"{outcome.run_dir} already holds this finished run; reusing it (--force retrains).", file=sys.stderr)
     if interrupted:
-        print(f"interrupted: checkpoint saved; continue with the same command plus --resume ({outcome.run_dir}).")
+        print(f"interrupted after step {outcome.record.get('steps')}: checkpoint saved in {outcome.run_dir}; "
+              f"{resume_rule()}.")
         return 130
     record = load_record(outcome.run_dir)
-    print(summary_line(record, outcome.run_dir))
+    print(run_summary(record, outcome.run_dir, outcome.evaluation_error))
     for line in warning_lines(record):
         print(line)
     return 0

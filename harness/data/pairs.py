@@ -78,10 +78,18 @@ def load_pairs(spec: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]],
     return pairs[:-n_val], pairs[-n_val:], {"spec": spec, "kind": "pairs", "source": str(path)}
 
 
-def generate_task(spec: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict]:
-    name, _, query = spec[len("task:"):].partition("?")
+def check_task_name(spec: str) -> None:
+    """Refuse a ``task:NAME`` spec naming no generated task (other specs pass): checked before anything else."""
+    if not spec.startswith("task:"):
+        return
+    name = spec[len("task:"):].partition("?")[0]
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r} in {spec!r}; known: {', '.join('task:' + t for t in TASKS)}.")
+
+
+def generate_task(spec: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict]:
+    check_task_name(spec)
+    name, _, query = spec[len("task:"):].partition("?")
     defaults = {"pairs": 4, "n_train": 20000, "n_val": 500, "seed": 0}
     config_defaults = {f.name: f.default for f in fields(SyntheticConfig)}
     options = take_options(parse_spec("synthetic" + ("?" + query if query else "")), {**defaults, **config_defaults})

@@ -2,10 +2,12 @@
 
     evaluate(model, tokenizer, tasks, ...)        → lm-eval's results dict
     evaluate_run(run_dir, tasks=None, ...)        → {task: {metric: {value, stderr, n, version}}}
-        writes run_dir/lm_eval_results.json (lm-eval's own output; lm_eval_results_<k>shot.json
-        at k shots) and merges the metrics into record.json under ``evaluation``, keyed by
-        ``evaluation_key``: the task name at 0 shots, ``<task>@<k>shot`` at k > 0, so one
-        record keeps a task's zero- and few-shot results side by side
+        writes lm-eval's own output to run_dir/lm_eval_results/<time>_<k>shot_<limit>_<tasks>.json
+        (one file per call, never overwritten) and merges the metrics into record.json under
+        ``evaluation``, keyed by ``evaluation_key``: the task name at 0 shots, ``<task>@<k>shot``
+        at k > 0, so one record keeps a task's zero- and few-shot results side by side; the
+        larger n of a key stays in ``evaluation``, the other results beside it in
+        ``evaluation_kept_aside`` (``harness.evaluation.kept``)
     (a run's model is read by ``harness.runs.run_dir.load_run_model``, its file names live there too)
     default_tasks(data_kind)                      → probes (synthetic) or wikitext + lambada_openai (text)
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,14 @@ from typing import Any
 import torch
 
 import harness.evaluation.probes as probes
+from harness.evaluation.kept import KEPT_ASIDE_FIELD, lm_eval_results_name, merge_evaluations
 from harness.evaluation.lm import DEFAULT_BATCH_SIZE, HarnessLM, parse_batch_size
 from harness.evaluation.tasks import parse_task_names, task_manager, write_task_yamls
 from harness.io import write_text_atomic
 from harness.paths import temporary_environ
-from harness.runs.records import load_record, update_record
-from harness.runs.run_dir import checkpoint_step, load_run_model, resolve_run_dir, results_name
+from harness.progress import quiet_third_party
+from harness.runs.records import load_record, write_record
+from harness.runs.run_dir import checkpoint_step, load_run_model, resolve_run_dir, resume_rule
 
 TEXT_TASKS = ("wikitext", "lambada_openai")
 BOOTSTRAP_ITERS = 1000  # lm-eval's default (100000) takes minutes for perplexity metrics on a CPU
@@ -63,11 +68,13 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     generator: Any = None,
     bootstrap_iters: int = BOOTSTRAP_ITERS,
+    verbose: bool | None = None,
 ) -> dict:
     """Run lm-eval on ``tasks`` and return its results dict (``results``, ``versions``, ``n-samples`` ...).
 
     ``model``: a model with its ``tokenizer``, or a ready ``HarnessLM``. ``generator``: the
-    synthetic generator the model was trained on, needed by the probe tasks.
+    synthetic generator the model was trained on, needed by the probe tasks. ``verbose``: show
+    lm-eval's progress bars and warnings (None: only when stderr is a terminal; ``harness.progress``).
     """
     import lm_eval
 
@@ -87,7 +94,9 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="harness-tasks-") as include_dir:
         needs_builtins = write_task_yamls(names, include_dir, task_data=task_data, probe_files=probe_files)
         manager = task_manager(include_dir, include_defaults=needs_builtins)
-        with temporary_environ(DISABLE_MULTIPROC="1", TOKENIZERS_PARALLELISM="false"):
+        note = (f"evaluating {', '.join(names)} with lm-eval" + (f" (at most {limit} documents per task)" if limit else "")
+                + "; --verbose shows its progress bars and warnings")
+        with temporary_environ(DISABLE_MULTIPROC="1", TOKENIZERS_PARALLELISM="false"), quiet_third_party(verbose, note):
             results = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=names,
@@ -154,6 +163,8 @@ def evaluate_run(
     device: str | None = None,
     allow_partial: bool = False,
     wait: bool = False,
+    on_note=None,
+    verbose: bool | None = None,
 ) -> dict[str, dict[str, dict]]:
     """Evaluate a trained run; write lm-eval's results file and merge ``evaluation`` into its record.
 
@@ -162,6 +173,8 @@ def evaluate_run(
     locked meanwhile (``harness.runs.lock``; ``wait``: wait for a process holding it). A run
     whose record is not ``ok`` (interrupted, failed) is refused unless ``allow_partial``:
     then its last checkpoint is scored and the record's ``evaluation_step`` says at which step.
+    ``on_note`` gets one sentence per result kept aside (a smaller n than the one recorded, or
+    displaced by a larger one; default: printed to stderr). ``verbose``: as for ``evaluate``.
     """
     from harness.runs.lock import claim_run
 
@@ -169,7 +182,8 @@ def evaluate_run(
     check_limit(limit)
     with claim_run(run_dir, purpose="eval", wait=wait):
         check_finished(run_dir, allow_partial)
-        return _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device)
+        return _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device,
+                                on_note or (lambda note: print(f"note: {note}", file=sys.stderr)), verbose)
 
 
 def check_finished(run_dir: Path, allow_partial: bool) -> None:
@@ -182,12 +196,13 @@ def check_finished(run_dir: Path, allow_partial: bool) -> None:
         status = "interrupted (its process died)"
     raise ValueError(
         f"run {run_dir.name} is {status} at step {record.get('steps', '?')} of {record.get('planned_steps', '?')}; "
-        f"finish it first (the same `harness run` command resumes it), or pass --allow-partial to score "
+        f"finish it first ({resume_rule('`harness run` command')}), or pass --allow-partial to score "
         f"its last checkpoint anyway."
     )
 
 
-def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device) -> dict[str, dict[str, dict]]:
+def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, device,
+                     on_note, verbose) -> dict[str, dict[str, dict]]:
     model, tokenizer, record = load_run_model(run_dir)
     data_kind = (record.get("data") or {}).get("kind", "text")
     names = parse_task_names(tasks if tasks is not None else default_tasks(data_kind))
@@ -201,13 +216,32 @@ def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm = HarnessLM(model.to(device), tokenizer, batch_size=batch_size)
     results = evaluate(
-        lm, tasks=names, limit=limit, num_fewshot=num_fewshot, task_data=task_data, generator=generator
+        lm, tasks=names, limit=limit, num_fewshot=num_fewshot, task_data=task_data, generator=generator,
+        verbose=verbose,
     )
     results.setdefault("config", {})["run_dir"] = str(run_dir)
-    write_text_atomic(run_dir / results_name(num_fewshot), results_json(results))
+    results_path = run_dir / lm_eval_results_name(names, num_fewshot, limit)
+    results_path.parent.mkdir(exist_ok=True)
+    write_text_atomic(results_path, results_json(results))
     summary = summarize(results, num_fewshot)
     extra = {}
     if record.get("status") != "ok":  # scored with --allow-partial: say what was scored
         extra["evaluation_step"] = checkpoint_step(run_dir)
-    update_record(run_dir, evaluation=summary, **extra)
+    record = load_record(run_dir)  # as on disk now, under the run lock
+    merged = merge_evaluations(record.get("evaluation"), record.get(KEPT_ASIDE_FIELD), summary)
+    record.update(evaluation=merged.evaluation, **extra)
+    record.pop(KEPT_ASIDE_FIELD, None)
+    if merged.kept_aside:
+        record[KEPT_ASIDE_FIELD] = merged.kept_aside
+    write_record(run_dir, record)
+    for note in merged.notes:
+        on_note(note)
     return summary
+
+
+def latest_results_file(run_dir: str | os.PathLike) -> Path | None:
+    """The newest lm-eval output file of a run (``lm_eval_results/``), None when it has none."""
+    from harness.evaluation.kept import LM_EVAL_RESULTS_DIR
+
+    files = sorted((Path(run_dir) / LM_EVAL_RESULTS_DIR).glob("*.json"))
+    return files[-1] if files else None

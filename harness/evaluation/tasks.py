@@ -96,7 +96,7 @@ def check_known(names: list[str]) -> bool:
     known = lm_eval_task_names()
     for name in others:
         if name not in known:
-            candidates = [*probes.probe_task_names(), probes.PROBES_ALIAS, *STANDARD_TASKS, *known]
+            candidates = list(dict.fromkeys([*probes.probe_task_names(), probes.PROBES_ALIAS, *STANDARD_TASKS, *known]))
             close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
             hint = f"did you mean {', '.join(close)}?" if close else "see `lm_eval ls tasks` for lm-eval's names."
             raise ValueError(f"unknown evaluation task {name!r}; {hint}")

@@ -227,7 +227,7 @@ def throughput(runs: pd.DataFrame, archs: Sequence[str]):
             ax.set_ylabel(ylabel)
             ax.set_title(title)
             if all(len(v) == 0 for v in values):
-                ax.text(0.5, 0.5, "n/a: peak FLOP/s of this device unknown", transform=ax.transAxes, ha="center")
+                ax.text(0.5, 0.5, "not drawn: peak FLOP/s of this device unknown", transform=ax.transAxes, ha="center")
         axes[0].legend(fontsize=8)
         fig.suptitle("Training speed (bars: mean over seeds; " + FLOP_NOTE + ", training = 3 × forward)", fontsize=9)
         return fig

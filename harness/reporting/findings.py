@@ -135,7 +135,7 @@ def check_causal(sentence: str, finding: Finding) -> str:
 
 def _num(value: float, digits: int = 3) -> str:
     if not math.isfinite(value):
-        return "n/a"
+        return "—"
     return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.2e}"
 
 
@@ -252,7 +252,7 @@ def _method_paragraph(findings: Sequence[Finding], m: int, alpha: float) -> str:
 def findings_markdown(findings: Sequence[Finding]) -> str:
     """The Findings section: resolved, not resolved, untestable, exploratory, then how they were tested."""
     if not findings:
-        return "n/a: the study has no planned comparison."
+        return "No planned comparison had data in these records."
     parts, m, alpha = split(findings), family_size(findings), findings[0].alpha
     lines = [f"**Resolved** (Holm-adjusted p < {alpha:g} across the {m} planned confirmatory comparisons):", ""]
     lines += [f"- {f.sentence()}" for f in parts.resolved] or ["- none: no comparison reached significance."]

@@ -9,7 +9,7 @@
 - ``fmt_range``: mean over seeds with the (min–max) range.
 - ``markdown_table``, ``markdown_notes``, ``markdown_figure``: report building blocks.
 
-Missing values (None, nan, inf) read ``n/a`` unless a function says otherwise.
+Missing values (None, nan, inf) read ``—`` (an em dash) unless a function says otherwise.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _scaled(value: float, suffixes: Sequence[tuple[float, str]], digits: int = 3
 
 def fmt_count(value: Any) -> str:
     """1234567 → ``1.23M`` (k, M, B, T)."""
-    return "n/a" if _missing(value) else _scaled(float(value), COUNT_SUFFIXES)
+    return "—" if _missing(value) else _scaled(float(value), COUNT_SUFFIXES)
 
 
 def fmt_si(value: float) -> str:
@@ -49,7 +49,7 @@ def fmt_si(value: float) -> str:
 def fmt_sci(value: Any, digits: int = 3) -> str:
     """``digits`` significant figures in [1e-3, 1e4), else e-notation with ``digits - 1`` decimals."""
     if _missing(value):
-        return "n/a"
+        return "—"
     value = float(value)
     return f"{value:.{digits}g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.{digits - 1}e}"
 
@@ -57,7 +57,7 @@ def fmt_sci(value: Any, digits: int = 3) -> str:
 def fmt_p(p: float) -> str:
     """A p-value with 2 significant figures; ``< 1e-4`` below 1e-4."""
     if not math.isfinite(p):
-        return "n/a"
+        return "—"
     return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
 
 
@@ -74,7 +74,7 @@ def fmt_precise(value: float | None, digits: int = 6) -> str:
 def fmt_interval(interval: Interval, digits: int = 3, one_seed: str = "") -> str:
     """``mean ± half-width`` with ``digits`` decimals; the mean alone (then ``one_seed``) without an interval."""
     if interval.n == 0 or not math.isfinite(interval.mean):
-        return "n/a"
+        return "—"
     if interval.n < 2 or not math.isfinite(interval.half_width):
         return f"{interval.mean:.{digits}f}{one_seed}"
     return f"{interval.mean:.{digits}f} ± {interval.half_width:.{digits}f}"
@@ -85,7 +85,7 @@ def fmt_range(values: Sequence[float], digits: int = 3) -> str:
     array = np.asarray(values, dtype=np.float64)
     array = array[~np.isnan(array)]
     if len(array) == 0:
-        return "n/a"
+        return "—"
     if len(array) == 1:
         return f"{array[0]:.{digits}f}"
     return f"{array.mean():.{digits}f} ({array.min():.{digits}f}–{array.max():.{digits}f})"

@@ -23,34 +23,49 @@ def _unique(values: Iterable[Any]) -> list[str]:
     return list(dict.fromkeys(str(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))))
 
 
+def _known(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 def _data_lines(first: dict[str, Any]) -> list[str]:
+    """Data and tokenizer; a field the record lacks is left out of the sentence, never printed as None."""
     data = first.get("data") or {}
-    line = f"- **Data**: `{data.get('spec')}` ({data.get('kind', '?')})"
-    if data.get("n_train_tokens") is not None:
+    line = f"- **Data**: `{data.get('spec')}` ({data.get('kind', 'kind not recorded')})"
+    if _known(data.get("n_train_tokens")):
         line += (f"; {fmt_count(data.get('n_train_tokens'))} training and {fmt_count(data.get('n_val_tokens'))} "
                  "validation tokens")
     if data.get("content_hash"):
         line += f"; content hash `{str(data['content_hash'])[:12]}`"
+    held_out = (f"the first {fmt_count(first['val_tokens'])} held-out tokens" if _known(first.get("val_tokens"))
+                else "the held-out tokens")
+    tokenizer = f"- **Tokenizer**: {data.get('tokenizer') or 'as recorded in each run directory'}"
+    if _known(data.get("vocab_size")):
+        tokenizer += f" with a vocabulary of {data['vocab_size']} tokens"
     return [
-        line + f". Validation metrics use the first {fmt_count(first.get('val_tokens'))} held-out tokens, "
-        "the same for every run. Batches are a pure function of (seed, step), so every architecture at a "
-        "seed sees the same tokens in the same order.",
-        f"- **Tokenizer**: {data.get('tokenizer')} with a vocabulary of {data.get('vocab_size')} tokens "
-        "(one tokenizer for every architecture).",
+        line + f". Validation metrics use {held_out}, the same for every run. Batches are a pure function of "
+        "(seed, step), so every architecture at a seed sees the same tokens in the same order.",
+        tokenizer + " (one tokenizer for every architecture).",
     ]
+
+
+def _step_shape(recipe: dict[str, Any]) -> str:
+    """``8 sequences × 256 tokens × 1 accumulation step(s) × 1 process(es)``, leaving out factors not recorded."""
+    parts = [(recipe.get("micro_batch_size"), "sequences"), (recipe.get("seq_len"), "tokens"),
+             (recipe.get("grad_accum"), "accumulation step(s)"), (recipe.get("world_size"), "process(es)")]
+    return " × ".join(f"{value} {unit}" for value, unit in parts if _known(value))
 
 
 def _recipe_line(records: list[dict[str, Any]]) -> str:
     recipe = dict(records[0].get("recipe") or {})
     differing = sorted({k for r in records for k, v in (r.get("recipe") or {}).items() if recipe.get(k) != v})
+    shape = _step_shape(recipe)
     return (
         f"- **Recipe** (identical for every architecture{'' if not differing else ' except ' + ', '.join(differing)}): "
         f"AdamW β = ({recipe.get('beta1')}, {recipe.get('beta2')}), ε = {recipe.get('eps')}, weight decay "
         f"{recipe.get('weight_decay')} on matrices only, gradient clipping at global norm {recipe.get('grad_clip')}, "
         f"peak learning rate {recipe.get('lr')} with linear warm-up over {recipe.get('warmup_fraction')} of the steps "
         f"then cosine decay to {recipe.get('min_lr_ratio')} × peak; {recipe.get('batch_tokens')} tokens per optimizer "
-        f"step ({recipe.get('micro_batch_size')} sequences × {recipe.get('seq_len')} tokens × "
-        f"{recipe.get('grad_accum')} accumulation step(s) × {recipe.get('world_size')} process(es))."
+        f"step" + (f" ({shape})." if shape else ".")
     )
 
 
@@ -75,7 +90,7 @@ def _budget_lines(runs: pd.DataFrame, meta: dict | None, records: list[dict[str,
     ]
 
 
-def _hardware_line(records: list[dict[str, Any]]) -> str:
+def hardware_line(records: list[dict[str, Any]]) -> str:
     """Devices, dtypes, the peak used for MFU and the CPU threads (``device_settings.threads``)."""
     peaks = _unique(fmt_sci(r.get("peak_flops_per_s")) for r in records if r.get("peak_flops_per_s"))
     settings = records[0].get("device_settings") or {}
@@ -90,7 +105,7 @@ def _hardware_line(records: list[dict[str, Any]]) -> str:
     return line + f"; report machine: {platform.machine()} {platform.system()}, Python {platform.python_version()}."
 
 
-def _software_line(records: list[dict[str, Any]]) -> str:
+def software_line(records: list[dict[str, Any]]) -> str:
     software = [f"torch {', '.join(_unique(r.get('torch_version') for r in records))} (training)"]
     for module in ("numpy", "pandas", "scipy", "matplotlib"):
         try:
@@ -109,7 +124,7 @@ def _software_line(records: list[dict[str, Any]]) -> str:
     return f"- **Software**: {', '.join(software)}" + (f"; lm-eval tasks {', '.join(tasks)}" if tasks else "") + "."
 
 
-def _code_line(records: list[dict[str, Any]]) -> str:
+def code_line(records: list[dict[str, Any]]) -> str:
     from harness.runs.records import git_commit
 
     commits = _unique(r.get("git_commit") for r in records)
@@ -130,5 +145,5 @@ def _reproduce(records: list[dict[str, Any]], meta: dict | None, report_command:
 def methods_section(records: list[dict[str, Any]], runs: pd.DataFrame, meta: dict | None, report_command: str) -> str:
     """The Methods section's markdown for the finished trained runs of a report."""
     lines = _data_lines(records[0]) + [_recipe_line(records)] + _budget_lines(runs, meta, records)
-    lines += [_hardware_line(records), _software_line(records), _code_line(records), STATISTICS]
+    lines += [hardware_line(records), software_line(records), code_line(records), STATISTICS]
     return "\n".join(lines + _reproduce(records, meta, report_command))

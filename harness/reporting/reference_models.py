@@ -34,9 +34,10 @@ def _metrics(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def _cell(entry: dict[str, Any] | None) -> str:
     if not entry or entry.get("value") is None or not math.isfinite(entry["value"]):
-        return "n/a"
-    stderr = entry.get("stderr")
-    return f"{entry['value']:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
+        return "—"
+    stderr, n = entry.get("stderr"), entry.get("n")
+    return (f"{entry['value']:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
+            + (f" (n = {n})" if n is not None else ""))
 
 
 def reference_section(records: list[dict[str, Any]]) -> tuple[str, pd.DataFrame]:
@@ -56,7 +57,7 @@ def reference_section(records: list[dict[str, Any]]) -> tuple[str, pd.DataFrame]
     text = markdown_table(headers, rows, align=["l"] * 4 + ["r"] * (len(headers) - 4)) + (
         "\n\nImported with `python -m harness import` (weights mapped exactly; the record keeps the source, the sha256 "
         "of the weights and the transformers config). They were not trained at this report's budget, so they are not in "
-        "the matched-compute tables or tests; metrics are ± lm-eval's stderr, `<task>@<k>shot` at k few-shot examples."
+        "the matched-compute tables or tests; metrics are ± lm-eval's stderr with n = documents scored, `<task>@<k>shot` at k few-shot examples."
     )
     return text, pd.DataFrame(numbers)
 

@@ -37,6 +37,7 @@ from harness.io import write_text_atomic
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
 from harness.reporting.adaptation import adaptation_section
+from harness.reporting.finetune_report import is_finetune, write_finetune_report
 from harness.reporting.inputs import ReportInputs, arch_order, check_comparable, load_report_runs, numeric, resolve_targets
 from harness.reporting.methods import methods_section
 from harness.reporting.sections import isoflop_section, runs_section, significance_section, summary_section
@@ -108,7 +109,7 @@ def _draw_figures(scope: ReportScope, isoflop: Sequence[IsoFlopRow]) -> DrawnFig
         "flops_breakdown": fig.flops_breakdown(flops_breakdowns(scope.records, runs, archs), archs),
         "evaluation": fig.evaluation(runs, scope.evals, archs),
     }
-    skipped = {} if scope.evals else {"evaluation": "no lm-eval results in these records (trained with --no-eval)"}
+    skipped = {} if scope.evals else {"evaluation": "no lm-eval results in these records"}
     if scope.kind == "synthetic":
         names = list((scope.records[0].get("data") or {}).get("segment_names") or
                      sorted({c.split("/")[1] for c in runs.columns if c.startswith("segment/")}))
@@ -232,6 +233,16 @@ def _from_data(inputs: ReportInputs, reports_root: Path, results_root: Path) -> 
     return ReportInputs(inputs.name, present, inputs.meta, missing, list(planned)), data_root, notes
 
 
+def _finetune_report(inputs: ReportInputs, records: list[dict], notes: list[str], reports_root: Path) -> Report:
+    """Fine-tunes alone or beside their parents: ``harness.reporting.finetune_report``."""
+    finetunes = [r for r in records if is_finetune(r)]
+    others = [r for r in records if not is_finetune(r)]
+    path = write_finetune_report(reports_root / inputs.name, inputs.name, finetunes, others, inputs.run_ids, notes,
+                                 with_runs_file=inputs.meta is None)
+    return Report(inputs.name, path, path.parent, [], inputs.run_ids, notes, pd.DataFrame(), pd.DataFrame(),
+                  pd.DataFrame())
+
+
 def build_report(
     targets: Sequence[str],
     *,
@@ -248,11 +259,14 @@ def build_report(
                                                reports_root, results_root)
     loaded = load_report_runs(inputs, results_root)
     notes = skipped + loaded.notes
+    if any(is_finetune(r) for r in loaded.records):
+        return _finetune_report(inputs, loaded.records + loaded.references, notes, reports_root)
     if not loaded.records and loaded.references:
         return _reference_only_report(inputs, loaded.references, notes, reports_root)
     if not loaded.records:
-        raise ValueError(f"none of the {len(inputs.run_ids)} run(s) for report {inputs.name!r} has a readable finished "
-                         f"record in {results_root}; train them first (`python -m harness compare ...`).")
+        listed = len(inputs.run_ids) + len(inputs.missing)
+        raise ValueError(f"report {inputs.name!r} lists {listed} run(s) and not one has a readable finished record in "
+                         f"{results_root}; train them first (`python -m harness compare ...`).")
     scope, mixed_notes = _scope(inputs, loaded.records, loaded.references, allow_mixed, reference, reports_root,
                                 results_root)
     notes += mixed_notes

@@ -43,8 +43,9 @@ LEADING_COLUMNS = (
     "final_val_loss", "val_bpb", "entropy_floor", "excess_loss", "unigram_val_loss", "unigram_val_bpb",
     "unigram_excess_loss", "wall_s", "tokens_per_s", "achieved_flops_per_s", "peak_flops_per_s", "mfu",
 )
-# Record fields not flattened into the frame (curves cover last_metrics; the rest is bulky).
-SKIPPED_FIELDS = ("last_metrics",)
+# Record fields not flattened into the frame (curves cover last_metrics; results kept aside by a
+# smaller or larger n stay in the record, harness.evaluation.kept).
+SKIPPED_FIELDS = ("last_metrics", "evaluation_kept_aside")
 # Columns of the long curves frame besides metric/value.
 CURVE_INDEX = ("run_id", "arch", "variant", "seed", "step", "tokens", "flops", "wall_s")
 

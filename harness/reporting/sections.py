@@ -50,8 +50,11 @@ def _summary_headers(evals: Sequence[tuple[str, str, str]], kind: str, several_b
 
 def _eval_cell(entry: EvalSummary) -> str:
     if not entry.n:
-        return "n/a"
-    return f"{entry.mean:.4g}" + (f" ± {entry.stderr_rms:.2g}" if math.isfinite(entry.stderr_rms) else "")
+        return "—"
+    documents = entry.documents
+    scored = (f" (n = {documents[0]})" if len(documents) == 1
+              else f" (n = {documents[0]}–{documents[-1]})" if documents else "")
+    return f"{entry.mean:.4g}" + (f" ± {entry.stderr_rms:.2g}" if math.isfinite(entry.stderr_rms) else "") + scored
 
 
 def _summary_cells(row: SummaryRow, several_budgets: bool, several_variants: bool) -> list[str]:
@@ -66,7 +69,7 @@ def _summary_cells(row: SummaryRow, several_budgets: bool, several_variants: boo
         fmt_interval(row.quality, 4),
     ]
     cells += [_eval_cell(entry) for entry in row.evals]
-    return cells + [fmt_range(row.tokens_per_s, 0), fmt_range(row.mfu * 100.0, 2) if len(row.mfu) else "n/a",
+    return cells + [fmt_range(row.tokens_per_s, 0), fmt_range(row.mfu * 100.0, 2) if len(row.mfu) else "—",
                     fmt_range(row.wall_s, 1)]
 
 
@@ -87,7 +90,7 @@ def _summary_notes(runs: pd.DataFrame, kind: str, has_evals: bool, noisy: Sequen
                      f"nats/token ({unigram_quality.mean():.4f} {unit}) on the same validation tokens.")
     if has_evals:
         notes.append("Evaluation metrics are lm-eval's (mean over seeds; ± is lm-eval's bootstrap/analytic stderr, "
-                     "root-mean-square over seeds).")
+                     "root-mean-square over seeds; n = documents scored per run).")
     notes.append(SPEED_CONVENTIONS)
     if noisy:
         several_variants = runs["variant"].nunique() > 1
@@ -115,10 +118,10 @@ def summary_section(rows: Sequence[SummaryRow], runs: pd.DataFrame, evals: Seque
 def _significance_cells(row: SignificanceRow) -> list[str]:
     test, reference = row.test, row.reference
     if test is None:
-        return [reference, "n/a", "n/a", "n/a", "n/a", f"n/a: no {reference} run at this budget and size"]
+        return [reference, "—", "—", "—", "—", f"not tested: no {reference} run at this budget and size"]
     if not test.available:
-        diff = f"{test.diff:+.4f}" if math.isfinite(test.diff) else "n/a"
-        return [reference, diff, "n/a", "n/a", "n/a", f"n/a: {test.reason}"]
+        diff = f"{test.diff:+.4f}" if math.isfinite(test.diff) else "—"
+        return [reference, diff, "—", "—", "—", f"not tested: {test.reason}"]
     verdict = (f"yes ({'worse' if test.diff > 0 else 'better'}, p < 0.05)" if test.significant
                else "no (within seed noise)")
     return [reference, f"{test.diff:+.4f}", f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}]", f"{test.t:.2f}",
@@ -128,7 +131,7 @@ def _significance_cells(row: SignificanceRow) -> list[str]:
 def significance_section(rows: Sequence[SignificanceRow], runs: pd.DataFrame, reference: str) -> str:
     """Each architecture against the reference (same budget and model variant): Welch's t-test."""
     if not rows:
-        return f"n/a: there is no architecture other than the reference ({reference}) to compare."
+        return f"Not tested: there is no architecture other than the reference ({reference}) to compare."
     headers = ["arch", "vs", "Δ val loss (nats/token)", "95 % CI of Δ", "Welch t", "p-value", "exceeds seed noise?"]
     several = runs["variant"].nunique() > 1 or runs["budget_flops"].nunique() > 1
     if several:
@@ -160,16 +163,16 @@ ISOFLOP_METHOD = (
 
 
 def _count_range(interval: tuple[float, float] | None) -> str:
-    return "n/a" if interval is None else f"{fmt_count(interval[0])}–{fmt_count(interval[1])}"
+    return "—" if interval is None else f"{fmt_count(interval[0])}–{fmt_count(interval[1])}"
 
 
 def _isoflop_cells(row: IsoFlopRow) -> list[str]:
     fit = row.fit
     if not fit.ok:
-        return [row.arch, fmt_sci(row.budget), f"{row.n_sizes} / {row.n_runs}", "n/a", "n/a", "n/a", "n/a", "n/a",
-                "n/a", fit.reason or "—"]
+        return [row.arch, fmt_sci(row.budget), f"{row.n_sizes} / {row.n_runs}", "—", "—", "—", "—", "—",
+                "—", fit.reason or "—"]
     loss_se = f" ± {fit.loss_opt_se:.4f}" if math.isfinite(fit.loss_opt_se) else ""
-    loss_ci = f"{fit.loss_opt_ci[0]:.4f}–{fit.loss_opt_ci[1]:.4f}" if fit.loss_opt_ci else "n/a"
+    loss_ci = f"{fit.loss_opt_ci[0]:.4f}–{fit.loss_opt_ci[1]:.4f}" if fit.loss_opt_ci else "—"
     note = "optimum outside the trained sizes (extrapolated)" if fit.extrapolated else "—"
     return [row.arch, fmt_sci(row.budget), f"{row.n_sizes} / {row.n_runs}", fmt_count(fit.params_opt),
             _count_range(fit.params_opt_delta_interval()), _count_range(fit.params_opt_ci or None),
@@ -184,9 +187,9 @@ def _comparisons_table(rows: Sequence[IsoFlopRow], reference: str) -> str | None
                           fmt_p(comparison.p), f"{comparison.params_ratio:.2f}",
                           "yes" if comparison.significant else "no (within fit uncertainty)"])
         else:
-            diff = f"{comparison.diff:+.4f}" if math.isfinite(comparison.diff) else "n/a"
-            ratio = fmt_count(comparison.params_ratio) if math.isfinite(comparison.params_ratio) else "n/a"
-            cells.append([row.arch, fmt_sci(row.budget), diff, "n/a", ratio, f"n/a: {comparison.reason}"])
+            diff = f"{comparison.diff:+.4f}" if math.isfinite(comparison.diff) else "—"
+            ratio = fmt_count(comparison.params_ratio) if math.isfinite(comparison.params_ratio) else "—"
+            cells.append([row.arch, fmt_sci(row.budget), diff, "—", ratio, f"not compared: {comparison.reason}"])
     if not cells:
         return None
     return markdown_table(["arch", "budget (FLOPs)", f"Δ loss at N* vs {reference} (nats/token ± s.e.)",
@@ -214,7 +217,7 @@ def isoflop_section(rows: Sequence[IsoFlopRow], reference: str) -> str | None:
 
 
 def _cell(value, digits: int) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "—"
 
 
 def runs_section(runs: pd.DataFrame, archs: Sequence[str]) -> str:

@@ -203,7 +203,7 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
         lines.append(f"- **{setting.name}** ({setting.role}): `{data.get('spec')}`, {data.get('tokenizer')} vocabulary "
                      f"{data.get('vocab_size')}; {record.get('budget_flops'):.3g} training FLOPs per run, "
                      f"{recipe.get('batch_tokens')} tokens/step, peak lr {recipe.get('lr')}, "
-                     f"{len(setting.records)} runs. Command: `{setting.command or 'n/a'}`")
+                     f"{len(setting.records)} runs" + (f". Command: `{setting.command}`" if setting.command else "."))
     lines.append("- **Recipe** (every architecture): GPT-3's AdamW (β 0.9/0.95, weight decay 0.1 on matrices), "
                  "clip 1.0, warm-up then cosine to 10 %; seed i gives every architecture the same data order.")
     lines.append(f"- **FLOP convention**: {convention_line([r for s in settings.values() for r in s.records])}.")

@@ -114,7 +114,7 @@ def evaluation_table(setting: Setting, order: Sequence[str] = ()) -> str:
     config = (setting.records[0].get("data") or {}).get("synthetic_config")
     pairs = _eval_columns(runs, order)
     if not pairs:
-        return "n/a: these runs hold no lm-eval results."
+        return "These runs hold no lm-eval results."
     headers = ["arch"] + [f"{task} {metric}" for task, metric in pairs]
     rows = []
     for arch in ordered_archs(runs):
@@ -130,7 +130,16 @@ def evaluation_table(setting: Setting, order: Sequence[str] = ()) -> str:
         rows.append(row)
     chances = [chance_level(t, m, config) for t, m in pairs]
     rows.append(["*chance*"] + [f"{c:.3g}" if c is not None else "—" for c in chances])
+    rows.append(["*n (documents scored per run)*"] + [_documents(runs, f"eval/{t}/{m}/n") for t, m in pairs])
     return markdown_table(headers, rows)
+
+
+def _documents(runs: pd.DataFrame, column: str) -> str:
+    """The distinct lm-eval n of a column over runs: ``200`` or ``100–200``."""
+    counts = sorted({int(n) for n in pd.to_numeric(runs.get(column, pd.Series(dtype=float)), errors="coerce").dropna()})
+    if not counts:
+        return "not recorded"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
 
 
 def moe_table(setting: Setting) -> str:
@@ -181,7 +190,7 @@ def throughput_table(settings: Sequence[Setting]) -> tuple[str, int]:
             speeds = _values(setting.runs, arch, "tokens_per_s")
             load_values = [load["loadavg_5m"] for load in loads if load and load.get("loadavg_5m") is not None]
             rows.append([setting.name, arch, f"{speeds.mean():.0f} ({speeds.min():.0f}–{speeds.max():.0f})",
-                         f"{sum(load_values) / len(load_values):.1f}" if load_values else "n/a",
+                         f"{sum(load_values) / len(load_values):.1f}" if load_values else "—",
                          f"{contended} of {len(ids)}" if any(f is not None for f in flags) else "unknown"])
     return markdown_table(headers, rows), contended_total
 

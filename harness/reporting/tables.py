@@ -30,7 +30,8 @@ def quality_column(kind: str) -> str:
 
 @dataclass
 class EvalSummary:
-    """An lm-eval metric over seeds: mean and root-mean-square of lm-eval's stderr (n = 0: not evaluated)."""
+    """An lm-eval metric over seeds: mean and root-mean-square of lm-eval's stderr (n = 0: not evaluated);
+    ``documents``: the distinct numbers of documents scored per seed (lm-eval's n), smallest first."""
 
     column: str
     task: str
@@ -38,6 +39,7 @@ class EvalSummary:
     n: int
     mean: float
     stderr_rms: float
+    documents: tuple[int, ...] = ()
 
 
 @dataclass
@@ -84,7 +86,8 @@ def _eval_summary(group: pd.DataFrame, column: str, task: str, metric: str) -> E
     if len(values) == 0:
         return EvalSummary(column, task, metric, 0, math.nan, math.nan)
     rms = float(np.sqrt((stderr**2).mean())) if len(stderr) else math.nan
-    return EvalSummary(column, task, metric, len(values), values.mean(), rms)
+    documents = tuple(sorted({int(n) for n in numeric(group.get(f"{column}/n")).dropna()}))
+    return EvalSummary(column, task, metric, len(values), values.mean(), rms, documents)
 
 
 def summary_rows(runs: pd.DataFrame, archs: Sequence[str], evals: list[tuple[str, str, str]], kind: str) -> list[SummaryRow]:

@@ -41,7 +41,8 @@ class EvalOptions:
     local copies of standard task data (offline); ``enabled``: False skips evaluation;
     ``redo_done``: evaluate explicitly named tasks again even when the record already holds
     them (``harness run`` does, so a reused run can be re-evaluated; a sweep skips them);
-    ``quiet``: hold lm-eval's progress bars and notices back, printing them only if evaluation fails.
+    ``quiet``: hold lm-eval's progress bars and notices back, printing them only if evaluation fails;
+    ``verbose``: show lm-eval's progress bars and warnings (None: only on a terminal, ``harness.progress``).
     """
 
     tasks: tuple[str, ...] | None = None
@@ -50,6 +51,7 @@ class EvalOptions:
     enabled: bool = True
     redo_done: bool = False
     quiet: bool = False
+    verbose: bool | None = None
 
     def __post_init__(self) -> None:
         if self.tasks is not None:
@@ -151,7 +153,7 @@ def _evaluate(outcome: RunOutcome, options: EvalOptions, eval_errors: EvalErrors
     try:
         with contextlib.redirect_stderr(captured) if options.quiet else contextlib.nullcontext():
             outcome.evaluation = evaluate_run(outcome.run_dir, tasks=tasks, limit=options.limit,
-                                              task_data=options.task_data)
+                                              task_data=options.task_data, verbose=options.verbose)
     except RECORDED_EVAL_ERRORS as error:
         sys.stderr.write(captured.getvalue())
         if eval_errors == "raise":

@@ -11,13 +11,17 @@ world_size, torch_version, git_commit, seed, data, recipe (incl. grad_accum and
 micro_batch_per_rank), last_metrics, machine_load ({start, end}: load averages, CPU count and
 torch threads, see ``harness.machine``), warnings (a list of sentences, e.g. a final loss above
 the unigram baseline; the run is still ``ok``), and after evaluation
-``evaluation`` = {task: {metric: {value, stderr, n, version}}} (with ``evaluation_step`` when
-an unfinished run was scored with ``--allow-partial``).
+``evaluation`` = {task: {metric: {value, stderr, n, version}}} (the largest n per task and shot
+count; other results in ``evaluation_kept_aside`` = {task: {"<n>": {metric: entry}}}, see
+``harness.evaluation.kept``; with ``evaluation_step`` when an unfinished run was scored with
+``--allow-partial``). ``mfu`` is a fraction of the peak (0–1); printed tables show it as a
+percentage labelled "%".
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +105,29 @@ def provenance() -> dict[str, Any]:
     """What produced a record: torch version, harness commit, the command line."""
     import torch
 
-    return {"torch_version": torch.__version__, "git_commit": git_commit(), "command": " ".join(sys.argv)}
+    return {"torch_version": torch.__version__, "git_commit": git_commit(), "command": command_line(sys.argv)}
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as a person pastes it back: ``python -m harness run ...`` for the harness's entry
+    point (``.../harness/__main__.py``; ``torchrun --nproc_per_node=N -m harness ...`` under torchrun),
+    each argument quoted for the shell where it needs it."""
+    if not argv:
+        return ""
+    program = argv[0]
+    if Path(program).name == "__main__.py" and Path(program).parent.name == "harness":
+        program = _torchrun_prefix() or "python -m harness"
+    return " ".join([program, *(shlex.quote(arg) for arg in argv[1:])])
+
+
+def _torchrun_prefix() -> str | None:
+    """``torchrun [--nnodes=N] --nproc_per_node=P -m harness`` from torchrun's variables, None outside it."""
+    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "")
+    if not world.isdigit() or int(world) < 2:
+        return None
+    per_node = int(local) if local.isdigit() and int(local) > 0 else int(world)
+    nodes = f"--nnodes={int(world) // per_node} " if int(world) > per_node else ""
+    return f"torchrun {nodes}--nproc_per_node={per_node} -m harness"
 
 
 def progress_fields(steps: int, plan) -> dict[str, Any]:

@@ -8,7 +8,8 @@
 - ``checkpoint.pt`` (``CHECKPOINT_NAME``): ``{"model", "config", "step", "run_id", ...}``, loaded
   with ``torch.load(weights_only=True)`` by ``load_checkpoint`` alone;
 - ``metrics.jsonl`` (``METRICS_NAME``): one JSON object per logged step;
-- ``lm_eval_results.json`` / ``lm_eval_results_<k>shot.json`` (``results_name``);
+- ``lm_eval_results/``: lm-eval's output, one file per evaluation call
+  (``harness.evaluation.kept.lm_eval_results_name``), never overwritten;
 - ``run.lock`` (``LOCK_NAME``, ``harness.runs.lock``).
 
 ``load_run_model(run)`` is the one way eval, bench, export and fine-tuning read a run's model.
@@ -31,15 +32,17 @@ METRICS_NAME = "metrics.jsonl"
 TOKENIZER_DIR = "tokenizer"
 ADAPTER_DIR = "adapter"
 LOCK_NAME = "run.lock"
-LM_EVAL_RESULTS_NAME = "lm_eval_results.json"
 RESTART = "delete it and run the training again (it restarts from scratch)."
 
 
-def results_name(num_fewshot: int = 0) -> str:
-    """lm-eval's output file in a run: ``lm_eval_results.json``, or ``lm_eval_results_<k>shot.json``."""
-    if not num_fewshot:
-        return LM_EVAL_RESULTS_NAME
-    return LM_EVAL_RESULTS_NAME.replace(".json", f"_{int(num_fewshot)}shot.json")
+def resume_rule(command: str = "command") -> str:
+    """The one resume rule, said the same way by every command that mentions it."""
+    return f"running the same {command} again continues it from its last checkpoint (no --resume needed)"
+
+
+def resuming_line(run_id: str, step: int, planned_steps: int) -> str:
+    """What a run that continues from its checkpoint prints first."""
+    return f"resuming {run_id} from step {step} of {planned_steps} (its last checkpoint)"
 
 
 def resolve_run_dir(run: str | os.PathLike) -> Path:
@@ -69,7 +72,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path.parent} has no {path.name}; train it first with `python -m harness run` "
-                                f"(or finish it with --resume).")
+                                f"(an interrupted run: {resume_rule('`harness run` command')}).")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated/garbled files

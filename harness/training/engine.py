@@ -187,6 +187,8 @@ class Engine:
                                                           self.scheduler, load_model=self.method.load_state)
             restore_rank_rng(checkpoint, self.dist, self.kind.seed, self.device.type)
             self.start_step, self.wall_before = int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
+            if self.dist.is_main:
+                print(run_files.resuming_line(self.kind.run_id, self.start_step, self.plan.steps), file=sys.stderr)
         if self.dist.is_main:
             run_files.start_metrics(self.kind.run_dir, self.start_step if resumed else None)
         self.synced, self.train_model = data_parallel.wrap_for_training(self.model, self.device, self.dist,
@@ -297,10 +299,11 @@ class Engine:
         return metrics
 
     def _progress_bar(self, progress: bool | None):
-        from tqdm.auto import tqdm
+        """A bar on a terminal, a line every 30 s otherwise (``harness.progress``); rank 0 only."""
+        from harness.progress import progress_bar
 
-        show = self.dist.is_main and (sys.stderr.isatty() if progress is None else progress)
-        return tqdm(total=self.plan.steps, initial=self.start_step, disable=not show, unit="step", dynamic_ncols=True)
+        return progress_bar(self.plan.steps, self.start_step, show=progress if self.dist.is_main else False,
+                            desc=f"{self.method.name if self.method.name != 'pretrain' else 'training'} {self.kind.run_id}")
 
     def _failure(self, exc: Exception, step: int) -> str:
         if self.dist.enabled:
