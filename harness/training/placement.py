@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from harness.training import distributed
+from harness.training.parallel import check_parallel
 from harness.device import DeviceSettings, configure_device
 from harness.runs.records import load_record
 from harness.runs.run_dir import set_rng_state
@@ -38,6 +39,7 @@ def place(spec) -> tuple[DeviceSettings, torch.device, distributed.DistContext, 
     recipe = spec.recipe
     rows_per_step = recipe.batch_tokens // recipe.seq_len
     world_size = distributed.env_world_size()  # checked before the ranks rendezvous
+    check_parallel(spec.parallel, world_size)
     rank_micro_bs = micro_batch_per_rank(rows_per_step, recipe.micro_batch_size, recipe.seq_len,
                                           recipe.batch_tokens, world_size)
     dist = distributed.init_distributed(device.type)

@@ -42,6 +42,7 @@ from harness.flops import forward_flops_per_token, plan_budget, train_flops_per_
 from harness.io import JsonlAppender, WriteFailed, write_json_atomic
 from harness.machine import machine_load
 from harness.training.optim import make_optimizer, make_scheduler
+from harness.training.parallel import ParallelStrategy, make_strategy
 from harness.training.placement import Layout, merge_rank_errors, place, rank_error, rank_seed, restore_rank_rng
 from harness.runs.records import (closing_fields, load_record, training_record, utilization_fields, write_final_record,
                              write_record)
@@ -99,7 +100,7 @@ def train(
         existing = {} if force else _existing_record(run_dir)
         if existing.get("status") == "ok":
             return TrainResult(run_dir, existing, reused=True)
-        resume = resume or (bool(existing) and run_files.checkpoint_path(run_dir).exists())
+        resume = resume or (bool(existing) and run_files.has_checkpoint(run_dir))
         trainer = Trainer.setup(spec, run_dir, force=force)
         trainer.restore(resume)
         trainer.write_setup()
@@ -126,14 +127,14 @@ class Trainer:
     layout: Layout
     data: Any
     config: Any
-    model: torch.nn.Module
+    model: torch.nn.Module  # the model itself (sharded in place under fsdp2): validation, counts, state
+    parallel: ParallelStrategy  # single, ddp or fsdp2 (harness.training.parallel)
+    train_model: torch.nn.Module  # the model as stepped: DDP-wrapped and/or compiled
     plan: Any
     optimizer: torch.optim.Optimizer
     scheduler: Any
     start_step: int = 0
     wall_before: float = 0.0  # seconds trained before this process (resumed runs)
-    ddp_model: torch.nn.Module | None = None  # the model, DDP-wrapped under torchrun
-    train_model: torch.nn.Module | None = None  # the model as stepped: DDP-wrapped and/or compiled
     record: dict = field(default_factory=dict)
     _t_start: float = 0.0
     _last_checkpoint: float = 0.0
@@ -142,7 +143,8 @@ class Trainer:
 
     @classmethod
     def setup(cls, spec: RunSpec, run_dir: Path, *, force: bool = False) -> "Trainer":
-        """Device and ranks, data (rank 0 first), the model (same init on every rank), the plan, AdamW."""
+        """Device and ranks, data (rank 0 first), the model (same init on every rank) prepared by the
+        parallel strategy, the plan, AdamW (on the prepared, possibly sharded, parameters)."""
         settings, device, dist, layout = place(spec)
         data = distributed.main_first(dist, lambda: prepare_data(spec.data, vocab_size=spec.vocab_size, seed=spec.seed))
         config = spec.model_config(data.tokenizer.vocab_size)
@@ -154,9 +156,13 @@ class Trainer:
         tokens_per_step = recipe.batch_tokens // recipe.seq_len * recipe.seq_len
         plan = plan_budget(spec.budget_flops, train_flops_per_token(config, recipe.seq_len), tokens_per_step)
         check_plan_steps(plan.steps, spec.budget_flops, force)
+        parallel = make_strategy(spec.parallel, dist, device, mixed_precision=settings.dtype_name == "bf16")
+        train_model = parallel.prepare(model, compile=settings.compile,
+                                       activation_checkpointing=spec.activation_checkpointing)
         optimizer = make_optimizer(model, recipe, fused=settings.fused_adamw)
         scheduler = make_scheduler(optimizer, plan.steps, recipe)
-        return cls(spec, Path(run_dir), settings, device, dist, layout, data, config, model, plan, optimizer, scheduler)
+        return cls(spec, Path(run_dir), settings, device, dist, layout, data, config, model, parallel, train_model, plan,
+                   optimizer, scheduler)
 
     @property
     def eval_interval(self) -> int:
@@ -167,18 +173,16 @@ class Trainer:
         return self.spec.checkpoint_interval or max(1, self.plan.steps // 4)
 
     def restore(self, resume: bool) -> None:
-        """Continue from the run's checkpoint (``resume``), else start fresh; then wrap the model for training."""
-        path = run_files.checkpoint_path(self.run_dir)
-        resumed = resume and path.exists()
-        if resumed:
-            checkpoint = run_files.restore_training_state(path, self.spec.run_id(), self.model, self.optimizer, self.scheduler)
+        """Continue from the run's latest checkpoint, full or sharded (``resume``), else start fresh."""
+        checkpoint = None
+        if resume:
+            checkpoint = self.parallel.load_checkpoint(self.run_dir, self.spec.run_id(), self.model, self.optimizer,
+                                                       self.scheduler)
+        if checkpoint is not None:
             restore_rank_rng(checkpoint, self.dist, self.spec.seed, self.device.type)
             self.start_step, self.wall_before = int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
         if self.dist.is_main:
-            run_files.start_metrics(self.run_dir, self.start_step if resumed else None)
-        self.ddp_model = distributed.wrap_ddp(self.model, self.device, self.dist) if self.dist.enabled else self.model
-        # compile(DDP(model)): DDPOptimizer splits graphs at buckets
-        self.train_model = torch.compile(self.ddp_model) if self.settings.compile else self.ddp_model
+            run_files.start_metrics(self.run_dir, self.start_step if checkpoint is not None else None)
 
     def write_setup(self) -> None:
         """The ``running`` record, and on rank 0 config.json, the tokenizer and that record on disk."""
@@ -193,6 +197,7 @@ class Trainer:
             settings=self.settings,
             kernels=self.model.kernels(seq_len, self.device) if hasattr(self.model, "kernels") else {},
         )
+        self.record["parallel"] = self.parallel.describe()
         if not self.dist.is_main:
             return
         try:
@@ -217,9 +222,8 @@ class Trainer:
                 micro_step=micro, rank=rank, world_size=self.dist.world_size))
             for micro in range(self.layout.grad_accum)
         )
-        no_sync = self.ddp_model.no_sync if self.dist.enabled else None  # all-reduce on the last micro-step
         lm_loss, aux = accumulate_gradients(self.train_model, batches, self.layout.grad_accum, self.settings.autocast,
-                                            no_sync=no_sync)
+                                            no_sync=self.parallel.no_sync)
         checkpoint_due = (time.perf_counter() - self._last_checkpoint) > self.spec.checkpoint_minutes * 60
         stop_requested = stop is not None and stop.requested
         means, (stop_agreed, checkpoint_due) = distributed.consensus(
@@ -297,13 +301,18 @@ class Trainer:
             "grad_norm": result.grad_norm,
             **result.aux,
         }
-        if self.dist.is_main and (step % self.eval_interval == 0 or step == plan.steps):
+        if self._validates_here and (step % self.eval_interval == 0 or step == plan.steps):
             micro_bs, seq_len = recipe.micro_batch_size, recipe.seq_len
             metrics["val_loss"] = heldout.validation_metrics(
                 self.model, self.data, seq_len, micro_bs, self.device, self.settings.autocast,
                 max_tokens=16 * seq_len * micro_bs,
             )["val_loss"]
         return metrics
+
+    @property
+    def _validates_here(self) -> bool:
+        """Rank 0 validates; under fsdp2 every rank runs the forward with it (the weights are sharded)."""
+        return self.dist.is_main or self.parallel.sharded
 
     def _progress_bar(self, progress: bool | None):
         from tqdm.auto import tqdm
@@ -318,14 +327,11 @@ class Trainer:
             return f"{exc} (at step {step}); the last good checkpoint is kept"
         return f"{type(exc).__name__}: {exc} (at step {step})"
 
-    def save_checkpoint(self, step: int, wall_s: float) -> None:
-        """Model (unwrapped), optimizer, scheduler, step, wall time and every rank's RNG; rank 0 writes it."""
+    def save_checkpoint(self, step: int, wall_s: float, *, final: bool = False) -> None:
+        """Model, optimizer, scheduler, step, wall time and every rank's RNG, written by the parallel strategy
+        (rank 0's ``checkpoint.pt``, or every rank's shard under fsdp2 until the ``final`` one)."""
         rng_by_rank = distributed.gather_objects(run_files.rng_state(self.device.type), self.dist)  # every rank
-        if not self.dist.is_main:
-            return
-        payload = {
-            "model": self.model.state_dict(),  # the unwrapped model: no DDP "module." prefix
-            "optimizer": self.optimizer.state_dict(),
+        extras = {
             "scheduler": self.scheduler.state_dict(),
             "step": step,
             "wall_s": wall_s,
@@ -334,9 +340,9 @@ class Trainer:
             "run_id": self.spec.run_id(),
         }
         if self.dist.enabled:
-            payload["rng_by_rank"] = rng_by_rank
-            payload["world_size"] = self.dist.world_size
-        run_files.save_checkpoint(self.run_dir, payload)
+            extras["rng_by_rank"] = rng_by_rank
+            extras["world_size"] = self.dist.world_size
+        self.parallel.save_checkpoint(self.run_dir, self.model, self.optimizer, extras, final=final)
 
     # ---- finish ---------------------------------------------------------------------------
 
@@ -344,7 +350,7 @@ class Trainer:
         """Final checkpoint, the closing record (final validation when ``ok``); raises ``TrainingFailed`` on failure."""
         if outcome.status != "failed" and not outcome.hard_interrupt:  # else the weights may be mid-update
             try:
-                self.save_checkpoint(outcome.step, outcome.wall_s)
+                self.save_checkpoint(outcome.step, outcome.wall_s, final=outcome.status == "ok")
             except WriteFailed as exc:
                 outcome.status = "failed"
                 outcome.error = f"{exc} (the final checkpoint, step {outcome.step}); the last good checkpoint is kept"
@@ -372,7 +378,7 @@ class Trainer:
         peak = self.settings.peak_flops_per_s() if self.dist.is_main else None
         record.update(utilization_fields(record["tokens_per_s"], self.plan.train_flops_per_token, peak,
                                          self.dist.world_size))
-        if outcome.status == "ok" and self.dist.is_main:  # rank 0 evaluates; the others wait at the barrier
+        if outcome.status == "ok" and self._validates_here:  # rank 0 evaluates (fsdp2: all ranks); the others wait
             recipe = self.spec.recipe
             final = heldout.validation_metrics(self.model, self.data, recipe.seq_len, recipe.micro_batch_size,
                                                self.device, self.settings.autocast)
