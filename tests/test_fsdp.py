@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -72,6 +73,23 @@ def torchrun(target: list[str], results: Path | None = None, fault: str | None =
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
+@contextlib.contextmanager
+def counting_training_forwards(monkeypatch):
+    """``{"n": training forward passes}`` while the block runs (sharded models count too: same class)."""
+    import architectures.model as model_module
+
+    original, calls = model_module.GPT.forward, {"n": 0}
+
+    def forward(self, idx, targets=None, **kwargs):
+        if targets is not None and self.training:
+            calls["n"] += 1
+        return original(self, idx, targets=targets, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model_module.GPT, "forward", forward)
+        yield calls
+
+
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -114,13 +132,17 @@ def test_shards_are_padded_tied_weights_stay_in_the_root_and_experts_are_sharded
 
 # ---- the CLI under torchrun -----------------------------------------------------------------------
 
+def one_process_spec(**fields) -> RunSpec:
+    """The CLI's spec (``ARGS``) as one process runs it: 1 rank x 2 micro-steps of 8 rows."""
+    return RunSpec(arch="gpt2", size="nano", budget_flops=BUDGET, dtype="fp32", checkpoint_interval=3,
+                   recipe=Recipe(micro_batch_size=8), **fields)
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> dict:
-    """The same spec in one process (1 rank x 2 micro-steps of 8 rows)."""
+    """The uninterrupted run in one process."""
     with torch_threads(1):
-        spec = RunSpec(arch="gpt2", size="nano", budget_flops=BUDGET, dtype="fp32", checkpoint_interval=3,
-                       recipe=Recipe(micro_batch_size=8))
-        result = train(spec, tmp_path_factory.mktemp("one_process"), progress=False)
+        result = train(one_process_spec(), tmp_path_factory.mktemp("one_process"), progress=False)
     return {"record": result.record, "metrics": metrics(result.run_dir)}
 
 
@@ -135,6 +157,7 @@ def assert_equals_one_process(run_dir: Path, one_process: dict) -> None:
     record, reference = load_record(run_dir), one_process["record"]
     assert record["status"] == "ok" and record["steps"] == reference["steps"] == 12
     assert record["run_id"] == reference["run_id"]  # the strategy is not part of the run's identity
+    assert record["params"] == reference["params"]  # counted once, over the full (unsharded) shapes
     assert record["final_val_loss"] == pytest.approx(reference["final_val_loss"], abs=1e-4)
     lines = metrics(run_dir)
     assert [m["step"] for m in lines] == list(range(1, 13))  # each step exactly once
@@ -160,7 +183,7 @@ def test_fsdp2_run_equals_one_process_and_leaves_an_ordinary_checkpoint(one_proc
     assert all(int(state["step"]) == 12 for state in optimizer.state.values())
 
 
-def test_sigkill_then_the_same_command_resumes_from_the_sharded_checkpoint(one_process, worker, tmp_path):
+def test_sigkill_then_the_same_command_resumes_from_the_sharded_checkpoint(one_process, worker, tmp_path, monkeypatch):
     killed = torchrun([str(worker), *ARGS], tmp_path, fault="kill:1:8")  # rank 1, step 8: after the step-6 shards
     assert killed.returncode != 0
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -170,10 +193,36 @@ def test_sigkill_then_the_same_command_resumes_from_the_sharded_checkpoint(one_p
     assert shard_files == [".metadata", "__0_0.distcp", "__1_0.distcp"]  # each rank wrote its own shard
     assert not (run_dir / "checkpoint.pt").exists()
     assert run_files.planned_action(run_dir) == "resume"
-    resumed = torchrun(["-m", "harness", *ARGS], tmp_path)
+    copy = tmp_path / "copy" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    # the same command, the same fault: resumed at step 6, rank 1 makes only 6 more forwards and is not killed
+    resumed = torchrun([str(worker), *ARGS], tmp_path, fault="kill:1:8")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_equals_one_process(run_dir, one_process)
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "checkpoint_shards").exists()
+    # the same shards resume in one process without FSDP too (loaded unsharded, no process group)
+    with torch_threads(1), counting_training_forwards(monkeypatch) as forwards:
+        train(one_process_spec(), copy.parent, progress=False)
+    assert forwards["n"] == 6 * 2  # steps 7..12, 2 micro-steps each
+    assert_equals_one_process(copy, one_process)
+
+
+def test_fsdp2_resumes_from_an_ordinary_checkpoint(one_process, tmp_path, monkeypatch):
+    """A run interrupted under --parallel single continues under fsdp2 (a mesh of one process)."""
+    import torch.distributed as dist
+
+    with torch_threads(1):
+        stopped = train(one_process_spec(), tmp_path, progress=False, stop_after_steps=5)
+        assert stopped.record["status"] == "interrupted"
+        try:
+            with counting_training_forwards(monkeypatch) as forwards:
+                finished = train(one_process_spec(parallel="fsdp2"), tmp_path, progress=False)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    assert finished.record["parallel"]["strategy"] == "fsdp2"
+    assert forwards["n"] == 7 * 2  # resumed: steps 6..12, 2 micro-steps each
+    assert_equals_one_process(finished.run_dir, one_process)
 
 
 # ---- choosing a strategy --------------------------------------------------------------------------
@@ -215,3 +264,23 @@ def test_activation_checkpointing_gives_the_same_gradients():
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fsdp2_on_one_gpu_uses_bf16_mixed_precision_and_matches_single(tmp_path):
+    """One process, a mesh of one GPU: bf16 parameters for compute, fp32 reduction, compiled blocks."""
+    import torch.distributed as dist
+
+    records = {}
+    for parallel in ("single", "fsdp2"):
+        spec = RunSpec(arch="gpt4", size="nano", budget_flops=5e9, dtype="bf16", parallel=parallel)
+        records[parallel] = train(spec, tmp_path / parallel, progress=False).record
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    fsdp = records["fsdp2"]
+    assert fsdp["status"] == "ok" and fsdp["parallel"]["mixed_precision"] == {"param_dtype": "bf16",
+                                                                               "reduce_dtype": "fp32"}
+    assert fsdp["final_val_loss"] == pytest.approx(records["single"]["final_val_loss"], abs=5e-2)  # bf16 weights
+    model, _, _ = run_files.load_run_model(tmp_path / "fsdp2" / fsdp["run_id"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the master weights, gathered

@@ -41,7 +41,9 @@ def ensure_process_group(device: torch.device) -> None:
     """A process group of one when not launched by torchrun (FSDP2 needs a mesh even on one device)."""
     if dist.is_initialized():
         return
-    kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+    kwargs: dict[str, Any] = {}
+    if device.type == "cuda":
+        kwargs["device_id"] = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
                             world_size=1, **kwargs)
 

@@ -86,7 +86,8 @@ def load_sharded(run_dir: Path, run_id: str, model, optimizer, scheduler) -> dic
     _check_owner(pointer, pointer_path(run_dir), run_id)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     try:
-        dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=Path(run_dir) / pointer["shards"])
+        dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=Path(run_dir) / pointer["shards"],
+                 no_dist=not dist.is_initialized())  # one process without a group: reads every shard itself
         set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
         scheduler.load_state_dict(pointer["scheduler"])
     except (RuntimeError, KeyError, ValueError, FileNotFoundError) as error:
