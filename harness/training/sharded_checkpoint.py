@@ -23,15 +23,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict, set_state_dict)
 
 from harness.io import torch_save_atomic
 from harness.runs import run_dir as run_files
 
 SHARDS_DIR = "checkpoint_shards"
-FULL_ON_RANK_0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# torch.distributed.checkpoint is imported in the functions that use it: it costs seconds to import,
+# and a run without sharded checkpoints never needs it
 
 
 def pointer_path(run_dir: Path) -> Path:
@@ -54,6 +52,9 @@ def save_sharded(run_dir: Path, model, optimizer, meta: dict, *, is_main: bool) 
     if is_main and (run_dir / folder).exists():  # a save at this step that was killed half-way
         shutil.rmtree(run_dir / folder)
     _barrier()
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     model_state, optimizer_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=run_dir / folder)
     if is_main:  # dcp.save returns on rank 0 after every rank's write is done and .metadata is written
@@ -84,6 +85,9 @@ def load_sharded(run_dir: Path, run_id: str, model, optimizer, scheduler) -> dic
     """Load the sharded checkpoint into ``model`` (sharded or not) and ``optimizer``; returns its pointer."""
     pointer = read_pointer(run_dir)
     _check_owner(pointer, pointer_path(run_dir), run_id)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
     model_state, optimizer_state = get_state_dict(model, optimizer)
     try:
         dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=Path(run_dir) / pointer["shards"],
@@ -99,7 +103,10 @@ def load_sharded(run_dir: Path, run_id: str, model, optimizer, scheduler) -> dic
 def full_state(model, optimizer) -> tuple[dict, dict]:
     """The model's and optimizer's full state in ``checkpoint.pt``'s form, on rank 0's CPU (collective;
     the other ranks get empty dicts)."""
-    model_state, optimizer_state = get_state_dict(model, optimizer, options=FULL_ON_RANK_0)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     if not optimizer_state:
         return model_state, optimizer_state
     return model_state, numbered_optimizer_state(optimizer_state)
@@ -132,6 +139,8 @@ def named_optimizer_state(numbered: dict, model, optimizer) -> dict:
 
 def load_full_into_sharded(path: Path, run_id: str, model, optimizer, scheduler) -> dict:
     """Load an ordinary ``checkpoint.pt`` into a sharded model and its optimizer (every rank reads it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
     checkpoint = run_files.load_checkpoint(path)
     _check_owner(checkpoint, path, run_id)
     options = StateDictOptions(full_state_dict=True)
