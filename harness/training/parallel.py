@@ -14,7 +14,7 @@ accumulation, and to save and load checkpoints. Every strategy resumes from eith
 checkpoint form (``checkpoint.pt`` or the sharded one), whichever is later.
 
 The strategy is not part of a run's identity (like the world size): the same spec gives the
-same run id and, to float round-off, the same losses under any strategy.
+same run id and, in fp32 to float round-off, the same losses under any strategy.
 """
 
 from __future__ import annotations
