@@ -225,6 +225,22 @@ def test_fsdp2_resumes_from_an_ordinary_checkpoint(one_process, tmp_path, monkey
     assert_equals_one_process(finished.run_dir, one_process)
 
 
+def test_a_corrupt_shard_is_one_sentence(tmp_path):
+    import torch.distributed as dist
+
+    with torch_threads(1):
+        try:  # fsdp2 in one process (a mesh of one), interrupted after 4 steps: sharded checkpoint at step 4
+            stopped = train(one_process_spec(parallel="fsdp2"), tmp_path, progress=False, stop_after_steps=4)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        shard = stopped.run_dir / "checkpoint_shards" / "step-00000004" / "__0_0.distcp"
+        shard.write_bytes(shard.read_bytes()[:100])
+        with pytest.raises(ValueError, match=r"^sharded checkpoint .*step-00000004 cannot be loaded into this model "
+                                             r"\(rank 0: EOFError\); move it away"):
+            train(one_process_spec(), tmp_path, progress=False)
+
+
 # ---- choosing a strategy --------------------------------------------------------------------------
 
 def test_the_strategy_and_activation_checkpointing_do_not_change_the_run_id():

@@ -19,6 +19,7 @@ the optimizer's ``state_dict()`` with parameters numbered in optimizer order.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -90,12 +91,14 @@ def load_sharded(run_dir: Path, run_id: str, model, optimizer, scheduler) -> dic
 
     model_state, optimizer_state = get_state_dict(model, optimizer)
     try:
-        dcp.load({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=Path(run_dir) / pointer["shards"],
-                 no_dist=not dist.is_initialized())  # one process without a group: reads every shard itself
+        with warnings.catch_warnings():  # one process without a group reads every shard itself, as intended
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load({"model": model_state, "optimizer": optimizer_state},
+                     checkpoint_id=Path(run_dir) / pointer["shards"], no_dist=not dist.is_initialized())
         set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
         scheduler.load_state_dict(pointer["scheduler"])
-    except (RuntimeError, KeyError, ValueError, FileNotFoundError) as error:
-        raise ValueError(f"sharded checkpoint {run_dir / pointer['shards']} does not fit this model "
+    except (RuntimeError, KeyError, ValueError, OSError, dcp.CheckpointException) as error:  # the last: a BaseException
+        raise ValueError(f"sharded checkpoint {run_dir / pointer['shards']} cannot be loaded into this model "
                          f"({_first_line(error)}); move it away to start this run from scratch.") from None
     return pointer
 
@@ -182,4 +185,10 @@ def _check_owner(checkpoint: dict, path: Path, run_id: str) -> None:
 
 
 def _first_line(error: BaseException) -> str:
+    failures = getattr(error, "failures", None)  # CheckpointException: {rank: the exception on that rank}
+    if failures:
+        rank, cause = next(iter(failures.items()))
+        cause = cause[0] if isinstance(cause, tuple) else cause  # (exception, its stack)
+        message = (str(cause).strip().splitlines() or [""])[0][:200]
+        return f"rank {rank}: {type(cause).__name__}" + (f": {message}" if message else "")
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
