@@ -55,7 +55,7 @@ if str(REPO) not in sys.path:  # run as a script: make the repository importable
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.gpu_check_fsdp import fsdp2  # noqa: E402
+from benchmarks.gpu_check_fsdp import fsdp2, fsdp2_markdown  # noqa: E402
 
 TARGETS = {
     "mfu": ("gpt2 124m training MFU (bf16, T=1024, compiled) ≥ 45 %", 0.45),
@@ -397,6 +397,7 @@ def markdown(result: dict) -> str:
         for r in runs:
             lines.append(f"| {r['arch']} | {r['size']} | {r['status']} | {r['steps']} | {fmt(r['flops_used'])} | "
                          f"{fmt(r['final_val_loss'])} | {fmt(r['tokens_per_s'], 'tok')} |")
+    lines += fsdp2_markdown(sections.get("fsdp2", {}))
     return "\n".join(lines) + "\n"
 
 

@@ -59,3 +59,19 @@ def _checkpoint_loads(run_dir: Path) -> bool:
 
     model, _, _ = load_run_model(run_dir)
     return sum(p.numel() for p in model.parameters()) > 0
+
+
+def fsdp2_markdown(section: dict) -> list[str]:
+    """The section's table for gpu_check.md (nothing unless it ran)."""
+    if section.get("status") != "ok":
+        return []
+    lines = ["", f"## DDP against FSDP2 on 2 ranks: `{section['command']}`", "",
+             "| strategy | status | steps | final val loss (nats/token) | tokens/s (global batch) | MFU |",
+             "|---|---|---|---|---|---|"]
+    for strategy, run in section["runs"].items():
+        mfu = f"{100 * run['mfu']:.1f} %" if run.get("mfu") else "—"
+        lines.append(f"| {strategy} | {run['status']} | {run['steps']} | {run['final_val_loss']:.4f} | "
+                     f"{run['tokens_per_s']:,.0f} | {mfu} |")
+    lines += ["", f"Validation loss difference {section['val_loss_difference_nats']:.2g} nats/token; fsdp2's "
+                  f"checkpoint.pt loads with load_run_model: {section['runs']['fsdp2']['checkpoint_loads']}."]
+    return lines

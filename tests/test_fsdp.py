@@ -262,6 +262,18 @@ def test_a_strategy_that_cannot_run_on_this_many_processes_is_one_sentence(name,
     check_parallel("fsdp2", world_size)  # fsdp2 runs on any number of processes (a mesh of one too)
 
 
+def test_run_and_compare_take_parallel_and_activation_checkpointing(results_tmp, capsys):
+    from harness.cli import main as cli_main
+    from harness.sweeps.compare import SweepOptions, plan_sweep
+
+    assert cli_main(["run", "--arch", "gpt2", "--size", "nano", "--no-eval", "--parallel", "ddp"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --parallel ddp needs 2 or more processes (torchrun "
+                                               "--nproc_per_node=N); use --parallel single for one process.")
+    plan = plan_sweep(SweepOptions(archs=("gpt2", "gpt4"), sizes=("nano",), parallel="fsdp2",
+                                   activation_checkpointing=True))
+    assert {(spec.parallel, spec.activation_checkpointing) for spec in plan.specs} == {("fsdp2", True)}
+
+
 def test_activation_checkpointing_gives_the_same_gradients():
     from architectures import build_from_config, get
     from harness.training.parallel import checkpoint_activations
