@@ -33,90 +33,95 @@ from harness.training.step import accumulate_gradients, apply_gradients
 VOCAB, ROWS_PER_RANK, SEQ, STEPS = 4097, 2, 64, 4
 
 
-def main(arch: str, out: str) -> None:
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    config = get(arch).config("nano", vocab_size=VOCAB, **({"n_experts": 3} if arch == "gpt4" else {}))
-    context = DistContext(rank, world, rank)
+class Check:
+    """The two sides of the comparison on this rank: sharded models (FSDP2) and one-process references."""
 
-    def build(sharded: bool):
+    def __init__(self, arch: str):
+        self.arch, self.rank, self.world = arch, dist.get_rank(), dist.get_world_size()
+        self.config = get(arch).config("nano", vocab_size=VOCAB, **({"n_experts": 3} if arch == "gpt4" else {}))
+        self.context = DistContext(self.rank, self.world, self.rank)
+
+    def build(self, sharded: bool):
         torch.manual_seed(0)
-        model = build_from_config(config)
+        model = build_from_config(self.config)
         if sharded:
-            make_strategy("fsdp2", context, torch.device("cpu"), mixed_precision=False).prepare(
+            make_strategy("fsdp2", self.context, torch.device("cpu"), mixed_precision=False).prepare(
                 model, compile=False, activation_checkpointing=False)
         return model
 
-    def global_batch(step: int):
+    def backward(self, model, step: int, sharded: bool) -> None:
+        """This rank's rows (sharded), or the whole global batch of ``step`` (the reference)."""
         generator = torch.Generator().manual_seed(1000 + step)
-        return [torch.randint(0, VOCAB, (ROWS_PER_RANK * world, SEQ), generator=generator) for _ in range(2)]
-
-    def backward(model, step: int, sharded: bool) -> None:
-        x, y = global_batch(step)
+        x, y = [torch.randint(0, VOCAB, (ROWS_PER_RANK * self.world, SEQ), generator=generator) for _ in range(2)]
         rows = [(x[r * ROWS_PER_RANK:(r + 1) * ROWS_PER_RANK], y[r * ROWS_PER_RANK:(r + 1) * ROWS_PER_RANK])
-                for r in range(world)]
+                for r in range(self.world)]
         if sharded:
-            accumulate_gradients(model, [rows[rank]], 1, contextlib.nullcontext)
-        elif arch == "gpt2":
+            accumulate_gradients(model, [rows[self.rank]], 1, contextlib.nullcontext)
+        elif self.arch == "gpt2":
             accumulate_gradients(model, [(x, y)], 1, contextlib.nullcontext)
         else:
-            accumulate_gradients(model, rows, world, contextlib.nullcontext)
+            accumulate_gradients(model, rows, self.world, contextlib.nullcontext)
 
-    def largest_difference(sharded_model, reference, attribute: str) -> float:
-        expected = dict(reference.named_parameters())
-        worst = 0.0
-        for name, parameter in sharded_model.named_parameters():
-            value = parameter if attribute == "data" else parameter.grad
-            if value is None:
-                assert getattr(expected[name], attribute if attribute == "grad" else "data") is None, name
-                continue
-            full = value.full_tensor()
-            worst = max(worst, (full - getattr(expected[name], attribute)).abs().max().item())
-        return worst
+    def gradients(self) -> dict:
+        sharded, reference = self.build(True), self.build(False)
+        self.backward(sharded, 0, True)
+        self.backward(reference, 0, False)
+        shards = {
+            "token": list(sharded.embed.token.weight.to_local().shape),
+            "tied": sharded.lm_head.weight is sharded.embed.token.weight,
+            "root_holds_token": any(p is sharded.embed.token.weight for p in _root_params(sharded)),
+        }
+        if self.arch == "gpt4":
+            w_in = sharded.blocks[0].ffn.w_in
+            shards.update(w_in=list(w_in.to_local().shape), w_in_placement=str(w_in.placements))
+        return {"grad_difference": largest_difference(sharded, reference, "grad"),
+                "grad_scale": max(p.grad.abs().max().item() for p in reference.parameters() if p.grad is not None),
+                "shards": shards}
 
-    results: dict = {}
-    # 1. gradients after the first backward
-    sharded, reference = build(True), build(False)
-    backward(sharded, 0, True)
-    backward(reference, 0, False)
-    results["grad_difference"] = largest_difference(sharded, reference, "grad")
-    results["grad_scale"] = max(p.grad.abs().max().item() for p in reference.parameters() if p.grad is not None)
-    results["shards"] = {
-        "token": list(sharded.embed.token.weight.to_local().shape),
-        "tied": sharded.lm_head.weight is sharded.embed.token.weight,
-        "root_holds_token": any(p is sharded.embed.token.weight for p in _root_params(sharded)),
-    }
-    if arch == "gpt4":
-        w_in = sharded.blocks[0].ffn.w_in
-        results["shards"]["w_in"] = list(w_in.to_local().shape)
-        results["shards"]["w_in_placement"] = str(w_in.placements)
-
-    # 2. SGD with momentum: the update is proportional to the gradient (unlike AdamW's)
-    for optimizer_kind in ("sgd", "adamw"):
-        sharded, reference = build(True), build(False)
+    def steps(self, optimizer_kind: str) -> dict:
+        """``STEPS`` optimizer steps on both sides: SGD with momentum, or the real AdamW recipe."""
+        sharded, reference = self.build(True), self.build(False)
         initial = {name: p.detach().clone() for name, p in reference.named_parameters()}
-        recipe = Recipe(lr=3e-3, micro_batch_size=ROWS_PER_RANK, batch_tokens=ROWS_PER_RANK * world * SEQ, seq_len=SEQ)
-        norms = []
+        recipe = Recipe(lr=3e-3, micro_batch_size=ROWS_PER_RANK, batch_tokens=ROWS_PER_RANK * self.world * SEQ,
+                        seq_len=SEQ)
         steppers = []
         for model in (sharded, reference):
             if optimizer_kind == "sgd":
-                optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-                steppers.append((optimizer, None, None))
+                steppers.append((torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), None, None))
             else:
                 optimizer = make_optimizer(model, recipe, fused=False)
                 steppers.append((optimizer, make_scheduler(optimizer, STEPS, recipe), recipe.grad_clip))
+        norms = []
         for step in range(STEPS):
             step_norms = []
             for (optimizer, scheduler, clip), model, is_sharded in zip(steppers, (sharded, reference), (True, False)):
-                backward(model, step, is_sharded)
+                self.backward(model, step, is_sharded)
                 norm = apply_gradients(model, optimizer, clip, scheduler)
                 step_norms.append(None if norm is None else float(norm.full_tensor() if is_sharded else norm))
             norms.append(step_norms)
-        results[f"{optimizer_kind}_difference"] = largest_difference(sharded, reference, "data")
-        results[f"{optimizer_kind}_moved"] = max((p.detach() - initial[name]).abs().max().item()
-                                                 for name, p in reference.named_parameters())
-        results[f"{optimizer_kind}_grad_norms"] = norms
-    if rank == 0:
+        moved = max((p.detach() - initial[name]).abs().max().item() for name, p in reference.named_parameters())
+        return {f"{optimizer_kind}_difference": largest_difference(sharded, reference, "data"),
+                f"{optimizer_kind}_moved": moved, f"{optimizer_kind}_grad_norms": norms}
+
+
+def largest_difference(sharded_model, reference, attribute: str) -> float:
+    """Largest |full sharded - reference| over every parameter (``data``) or gradient (``grad``)."""
+    expected = dict(reference.named_parameters())
+    worst = 0.0
+    for name, parameter in sharded_model.named_parameters():
+        value = parameter if attribute == "data" else parameter.grad
+        if value is None:
+            assert expected[name].grad is None, name  # unused by text (gpt4's image prefix) on both sides
+            continue
+        worst = max(worst, (value.full_tensor() - getattr(expected[name], attribute)).abs().max().item())
+    return worst
+
+
+def main(arch: str, out: str) -> None:
+    dist.init_process_group("gloo")
+    check = Check(arch)
+    results = {**check.gradients(), **check.steps("sgd"), **check.steps("adamw")}
+    if check.rank == 0:
         with open(out, "w") as handle:
             json.dump(results, handle)
     dist.destroy_process_group()
