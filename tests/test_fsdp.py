@@ -30,7 +30,7 @@ from harness.runs.spec import Recipe, RunSpec
 from harness.threads import torch_threads
 from harness.training.optim import make_optimizer
 from harness.training.parallel import check_parallel
-from harness.training.trainer import train
+from harness.training.trainer import TrainingFailed, train
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET = 1.1e10  # gpt2 nano: 12 steps of 16 x 64 tokens
@@ -239,6 +239,25 @@ def test_a_corrupt_shard_is_one_sentence(tmp_path):
         with pytest.raises(ValueError, match=r"^sharded checkpoint .*step-00000004 cannot be loaded into this model "
                                              r"\(rank 0: EOFError\); move it away"):
             train(one_process_spec(), tmp_path, progress=False)
+
+
+def test_a_shard_that_cannot_be_written_fails_the_record_with_one_line(tmp_path):
+    import torch.distributed as dist
+
+    spec = one_process_spec(parallel="fsdp2")
+    run_dir = tmp_path / spec.run_id()
+    run_dir.mkdir()
+    (run_dir / "checkpoint_shards").write_text("a file where the shards folder goes")
+    with torch_threads(1), pytest.raises(TrainingFailed):
+        try:
+            train(spec, tmp_path, progress=False)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    record = load_record(run_dir)
+    assert record["status"] == "failed" and record["steps"] == 3
+    assert record["error"] == (f"cannot write {run_dir}/checkpoint_shards/step-00000003: a part of the path is a file, "
+                               f"not a folder (at step 3); the last good checkpoint is kept")
 
 
 # ---- choosing a strategy --------------------------------------------------------------------------

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from harness.io import WriteFailed
 from harness.runs import run_dir as run_files
 from harness.training import sharded_checkpoint
 from harness.training.distributed import DistContext
@@ -81,9 +83,21 @@ class FullyShardedDataParallel(StrategyBase):
             sharded_checkpoint.save_sharded(run_dir, model, optimizer, extras, is_main=self.dist.is_main)
             return
         model_state, optimizer_state = sharded_checkpoint.full_state(model, optimizer)
+        failure = None
         if self.dist.is_main:
-            run_files.save_checkpoint(run_dir, {"model": model_state, "optimizer": optimizer_state, **extras})
-            sharded_checkpoint.remove_sharded(run_dir)
+            try:
+                run_files.save_checkpoint(run_dir, {"model": model_state, "optimizer": optimizer_state, **extras})
+                sharded_checkpoint.remove_sharded(run_dir)
+            except WriteFailed as error:
+                failure = error
+        # every rank learns whether rank 0's write failed: all then skip the final validation's collectives
+        reason = [None if failure is None else (failure.errno or errno.EIO, str(failure))]
+        if self.dist.enabled:
+            dist.broadcast_object_list(reason, src=0)
+        if failure is not None:
+            raise failure
+        if reason[0] is not None:
+            raise WriteFailed(run_files.checkpoint_path(run_dir), OSError(reason[0][0], f"on rank 0: {reason[0][1]}"))
 
     def _load_full(self, path: Path, run_id: str, model, optimizer, scheduler) -> dict:
         return sharded_checkpoint.load_full_into_sharded(path, run_id, model, optimizer, scheduler)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from harness.io import torch_save_atomic
+from harness.io import as_write_failed, torch_save_atomic
 from harness.runs import run_dir as run_files
 
 SHARDS_DIR = "checkpoint_shards"
@@ -57,7 +57,13 @@ def save_sharded(run_dir: Path, model, optimizer, meta: dict, *, is_main: bool) 
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=run_dir / folder)
+    try:
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=run_dir / folder)
+    except dcp.CheckpointException as error:  # a BaseException, raised on every rank: make it the trainer's kind
+        cause = _cause(error)
+        if isinstance(cause, OSError):
+            raise as_write_failed(run_dir / folder, cause) from None
+        raise RuntimeError(f"writing the sharded checkpoint {run_dir / folder} failed ({_first_line(error)})") from None
     if is_main:  # dcp.save returns on rank 0 after every rank's write is done and .metadata is written
         torch_save_atomic(pointer_path(run_dir), {**meta, "shards": folder.as_posix()})
         for old in (run_dir / SHARDS_DIR).iterdir():
@@ -184,11 +190,19 @@ def _check_owner(checkpoint: dict, path: Path, run_id: str) -> None:
                          f"move it away to start this run from scratch.")
 
 
+def _cause(error: BaseException) -> BaseException:
+    """The first rank's exception inside a ``CheckpointException`` (``failures``: {rank: (exception, stack)})."""
+    failures = getattr(error, "failures", None)
+    if not failures:
+        return error
+    cause = next(iter(failures.values()))
+    return cause[0] if isinstance(cause, tuple) else cause
+
+
 def _first_line(error: BaseException) -> str:
-    failures = getattr(error, "failures", None)  # CheckpointException: {rank: the exception on that rank}
+    failures = getattr(error, "failures", None)
     if failures:
-        rank, cause = next(iter(failures.items()))
-        cause = cause[0] if isinstance(cause, tuple) else cause  # (exception, its stack)
+        cause = _cause(error)
         message = (str(cause).strip().splitlines() or [""])[0][:200]
-        return f"rank {rank}: {type(cause).__name__}" + (f": {message}" if message else "")
+        return f"rank {next(iter(failures))}: {type(cause).__name__}" + (f": {message}" if message else "")
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
