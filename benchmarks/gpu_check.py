@@ -17,6 +17,9 @@ no longer fits in ``--time-limit`` is skipped and says so):
    FLOPs per token equal the dense FFN's) against gpt3 125m, its dense twin, at T=2048.
 5. ``compare``: ``python -m harness compare`` of gpt1..gpt4 at the ``micro`` size and its
    default budget (matched training FLOPs), no lm-eval: losses, FLOPs used, tokens/s.
+6. ``fsdp2`` (2 or more GPUs; skipped on one): gpt2 124m under torchrun on 2 GPUs with
+   ``--parallel ddp`` and ``--parallel fsdp2``: final validation losses, tokens/s, and the
+   fsdp2 run's ``checkpoint.pt`` loaded (``benchmarks/gpu_check_fsdp.py``).
 
 Targets (measured here, never asserted by unit tests): MFU ≥ 45 % for gpt2 124m; banded
 layer ≥ 2× faster than dense at T=2048, w=256; MoE ≥ 0.6× the dense twin's tokens/s. Each is
@@ -52,6 +55,8 @@ if str(REPO) not in sys.path:  # run as a script: make the repository importable
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.gpu_check_fsdp import fsdp2, fsdp2_markdown  # noqa: E402
+
 TARGETS = {
     "mfu": ("gpt2 124m training MFU (bf16, T=1024, compiled) ≥ 45 %", 0.45),
     "banded": ("banded attention layer (T=2048, w=256) ≥ 2× faster than dense", 2.0),
@@ -72,7 +77,8 @@ DRY = {
     "compare": ["--archs", "gpt2,gpt4", "--size", "nano", "--seeds", "1", "--budget", "3e9", "--dtype", "fp32"],
 }
 # rough seconds each section needs on an H100 (compilation included); a section starts only if it fits
-SECTION_SECONDS = {"cuda_tests": 150, "gpt2_mfu": 100, "banded_vs_dense": 90, "moe_vs_dense": 40, "compare": 90}
+SECTION_SECONDS = {"cuda_tests": 150, "gpt2_mfu": 100, "banded_vs_dense": 90, "moe_vs_dense": 40, "compare": 90,
+                   "fsdp2": 150}
 
 
 class Deadline:
@@ -391,6 +397,7 @@ def markdown(result: dict) -> str:
         for r in runs:
             lines.append(f"| {r['arch']} | {r['size']} | {r['status']} | {r['steps']} | {fmt(r['flops_used'])} | "
                          f"{fmt(r['final_val_loss'])} | {fmt(r['tokens_per_s'], 'tok')} |")
+    lines += fsdp2_markdown(sections.get("fsdp2", {}))
     return "\n".join(lines) + "\n"
 
 
@@ -457,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     twin = band.get("models", {}).get("gpt3_banded")
     section("moe_vs_dense", lambda: moe_vs_dense(device, shapes, twin))
     section("compare", lambda: compare(out, shapes, device, timeout=max(30.0, deadline.left() - 5), dry_run=dry_run))
+    section("fsdp2", lambda: fsdp2(out, device, dry_run, timeout=max(60.0, deadline.left() - 5) if not dry_run else 240,
+                                   env=subprocess_env(out, dry_run)))
 
     result["wall_s"] = round(time.perf_counter() - deadline.start, 1)
     result["targets"] = judge(result, device, dry_run)

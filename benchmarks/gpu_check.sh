@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check (see docs/gpu.md): CUDA tests, gpt2 124m MFU, banded vs dense attention,
-# MoE vs its dense twin, a short matched-compute compare. One CUDA GPU, under 8 minutes on an H100/H200.
+# MoE vs its dense twin, a short matched-compute compare, and with 2 or more GPUs DDP against FSDP2
+# (--parallel fsdp2, torchrun on 2 GPUs; skipped on one). One CUDA GPU: under 8 minutes on an H100/H200.
 #
 #   bash benchmarks/gpu_check.sh OUTDIR [gpu_check.py options]     # OUTDIR defaults to $OUT, else gpu_check_out
 #

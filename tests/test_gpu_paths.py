@@ -111,10 +111,13 @@ def test_gpu_check_dry_run_runs_end_to_end_on_cpu(tmp_path):
     table = (out / "gpu_check.md").read_text()
     assert result["dry_run"] is True and result["device"] == "cpu"
     sections = {section["name"]: section for section in result["sections"]}
-    assert set(sections) == {"cuda_tests", "gpt2_mfu", "banded_vs_dense", "moe_vs_dense", "compare"}
+    assert set(sections) == {"cuda_tests", "gpt2_mfu", "banded_vs_dense", "moe_vs_dense", "compare", "fsdp2"}
     assert all(section["status"] in ("ok", "skipped") for section in sections.values()), sections
     assert sections["gpt2_mfu"]["status"] == "ok" and sections["gpt2_mfu"]["train_tokens_per_s"] > 0
     assert sections["banded_vs_dense"]["layer_speedup"] > 0 and sections["moe_vs_dense"]["tokens_per_s_ratio"] > 0
+    fsdp = sections["fsdp2"]  # on the CPU: 2 gloo ranks, ddp against fsdp2 at nano
+    assert fsdp["status"] == "ok" and fsdp["val_loss_difference_nats"] < 1e-4, fsdp
+    assert fsdp["runs"]["fsdp2"]["checkpoint_loads"] and fsdp["runs"]["fsdp2"]["parallel"]["strategy"] == "fsdp2"
     targets = {target["name"]: target for target in result["targets"]}
     assert len(targets) == 3 and all(target["met"] is None for target in targets.values())  # not judged on a CPU
     assert "| target |" in table and "not judged" in table

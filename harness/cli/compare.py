@@ -82,7 +82,8 @@ def sweep_options_from_args(args: argparse.Namespace):
         archs=tuple(archs), seeds=args.seeds, sizes=tuple(sizes), widths=tuple(widths) if widths else None,
         budgets=tuple(budgets) if budgets else None, data=args.data, vocab_size=args.vocab_size,
         recipe=recipe_from_args(args), overrides=parse_overrides(args.set), device=args.device, dtype=args.dtype,
-        compile=False if args.no_compile else None, reference=args.reference,
+        compile=False if args.no_compile else None, parallel=args.parallel,
+        activation_checkpointing=args.activation_checkpointing, reference=args.reference,
         attention_flops=args.attention_flops, match=args.match,
         evaluation=eval_options_from_args(args, redo_done=False), force=args.force, wait=args.wait,
     )

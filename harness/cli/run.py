@@ -3,6 +3,7 @@
     python -m harness run --arch gpt3                       # micro size, synthetic data, default budget
     python -m harness run --arch gpt2 --data ../shared/data/corpora/tinyshakespeare.txt --budget 3e13
     torchrun --nproc_per_node=2 -m harness run --arch gpt2  # data parallel (gloo on CPU, NCCL on CUDA)
+    torchrun --nproc_per_node=2 -m harness run --arch gpt2 --parallel fsdp2   # sharded (FSDP2)
 
 Outputs go to results/<run_id>/ (config.json, metrics.jsonl, record.json, checkpoint.pt,
 tokenizer/). The same spec and seed give the same run id: a finished run is reused
@@ -59,6 +60,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), help="default: chosen per device (see `harness bench`)")
     parser.add_argument("--no-compile", action="store_true", help="do not torch.compile on CUDA")
+    parser.add_argument("--parallel", choices=("single", "ddp", "fsdp2"),
+                        help="how the model spreads over torchrun's processes: ddp (full replicas) or fsdp2 (parameters, "
+                             "gradients and AdamW state sharded; sharded checkpoints); default single, ddp under torchrun")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute each block's activations in the backward pass (less memory, ~1/3 more compute)")
     parser.add_argument("--tasks", help="evaluation tasks after training (comma-separated; default per data kind)")
     parser.add_argument("--eval-limit", type=int, help="evaluate at most N documents per task")
     parser.add_argument("--task-data", help="folder with local copies of standard task data (offline)")
@@ -117,6 +123,8 @@ def spec_from_args(args: argparse.Namespace):
         device=args.device,
         dtype=args.dtype,
         compile=False if args.no_compile else None,
+        parallel=args.parallel,
+        activation_checkpointing=args.activation_checkpointing,
     )
 
 

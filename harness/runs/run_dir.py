@@ -7,6 +7,9 @@
 - ``tokenizer/`` (``TOKENIZER_DIR``); ``adapter/`` (``ADAPTER_DIR``, LoRA fine-tunes only);
 - ``checkpoint.pt`` (``CHECKPOINT_NAME``): ``{"model", "config", "step", "run_id", ...}``, loaded
   with ``torch.load(weights_only=True)`` by ``load_checkpoint`` alone;
+- ``checkpoint_sharded.pt`` (``SHARDED_CHECKPOINT_NAME``) and ``checkpoint_shards/``: an
+  unfinished ``--parallel fsdp2`` run's sharded checkpoint (``harness.training.sharded_checkpoint``),
+  replaced by ``checkpoint.pt`` when the run finishes;
 - ``metrics.jsonl`` (``METRICS_NAME``): one JSON object per logged step;
 - ``lm_eval_results/``: lm-eval's output, one file per evaluation call
   (``harness.evaluation.kept.lm_eval_results_name``), never overwritten;
@@ -27,6 +30,7 @@ from harness.io import torch_save_atomic, write_text_atomic
 from harness.runs.records import load_record
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SHARDED_CHECKPOINT_NAME = "checkpoint_sharded.pt"
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 TOKENIZER_DIR = "tokenizer"
@@ -58,6 +62,11 @@ def resolve_run_dir(run: str | os.PathLike) -> Path:
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / CHECKPOINT_NAME
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """True when the run can resume: it has ``checkpoint.pt`` or a sharded checkpoint."""
+    return checkpoint_path(run_dir).exists() or (Path(run_dir) / SHARDED_CHECKPOINT_NAME).exists()
 
 
 def save_checkpoint(run_dir: str | os.PathLike, payload: dict) -> Path:
@@ -96,7 +105,7 @@ def planned_action(run_dir: str | os.PathLike) -> str:
         return "train"
     if status == "ok":
         return "reuse"
-    return "resume" if checkpoint_path(run_dir).exists() else "train"
+    return "resume" if has_checkpoint(run_dir) else "train"
 
 
 def load_run_model(run: str | os.PathLike) -> tuple[Any, Any, dict]:

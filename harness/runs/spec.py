@@ -2,7 +2,8 @@
 
 Two runs with the same resolved spec and seed get the same ``run_id``, so ``run`` and
 ``compare`` recognise (and reuse) a finished run. Fields that do not change the result
-(progress bars, checkpoint cadence) are kept out of the hash.
+(progress bars, checkpoint cadence, the device, the parallel strategy and activation
+checkpointing) are kept out of the hash.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from architectures import ModelConfig, get
 from harness.device import resolve_dtype
 from harness.flops.analytic import DEFAULT_ATTENTION_FLOPS, check_attention_flops
+from harness.training.distributed import env_world_size
+from harness.training.parallel import PARALLEL_CHOICES, default_parallel
 from harness.runs.validation import check_recipe, check_recipe_field, check_run_numbers
 
 # Used where a size's ``architectures.presets.SizeDefaults`` leave a value open (None).
@@ -67,8 +70,11 @@ class RunSpec:
     device: str | None = None
     dtype: str | None = None  # None: the device's default (harness.device.resolve_dtype)
     compile: bool | None = None
+    parallel: str | None = None  # single | ddp | fsdp2; None: single, or ddp under torchrun (harness.training.parallel)
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
 
-    IDENTITY_EXCLUDES = ("eval_interval", "checkpoint_interval", "checkpoint_minutes", "device", "compile")
+    IDENTITY_EXCLUDES = ("eval_interval", "checkpoint_interval", "checkpoint_minutes", "device", "compile", "parallel",
+                         "activation_checkpointing")
 
     def __post_init__(self) -> None:
         if isinstance(self.recipe, dict):
@@ -105,6 +111,10 @@ class RunSpec:
         check_recipe(recipe)
         check_run_numbers(self)
         self.dtype = resolve_dtype(self.device, self.dtype)
+        if self.parallel is None:
+            self.parallel = default_parallel(env_world_size())
+        elif self.parallel not in PARALLEL_CHOICES:
+            raise ValueError(f"unknown parallel strategy {self.parallel!r}; choose one of {', '.join(PARALLEL_CHOICES)}.")
         return self
 
     def model_config(self, vocab_size: int) -> ModelConfig:

@@ -152,6 +152,7 @@ class SweepOptions:
     (``harness.flops.ATTENTION_FLOPS``); ``match``: ``compute`` or ``tokens``
     (``harness.sweeps.matching``: every run trains the reference's compute-matched tokens). ``data`` … ``compile`` go into every run's
     ``RunSpec`` (``overrides``: model config fields; ``recipe``: copied for each run).
+    ``parallel`` and ``activation_checkpointing`` likewise.
     ``evaluation`` follows every run; ``force`` retrains finished runs; ``wait`` waits for a
     run another process holds instead of noting it as failed.
     """
@@ -168,6 +169,8 @@ class SweepOptions:
     device: str | None = None
     dtype: str | None = None
     compile: bool | None = None
+    parallel: str | None = None
+    activation_checkpointing: bool = False
     reference: str | None = None
     attention_flops: str = "causal"
     match: str = "compute"
@@ -218,7 +221,8 @@ def _run_spec(options: SweepOptions, arch: str, variant: Variant, budget: float 
             arch=arch, size=variant.size, data=options.data, vocab_size=options.vocab_size, seed=seed,
             budget_flops=budget, attention_flops=options.attention_flops, recipe=dataclasses.replace(options.recipe),
             overrides={**options.overrides, **variant.overrides},
-            device=options.device, dtype=options.dtype, compile=options.compile,
+            device=options.device, dtype=options.dtype, compile=options.compile, parallel=options.parallel,
+            activation_checkpointing=options.activation_checkpointing,
         )
     except ValueError as error:
         raise ValueError(f"{arch} {variant.label}: {error}") from None

@@ -1,32 +1,15 @@
-"""The engine's data-parallel calls, in one place: wrap the model, skip gradient sync between
-micro-steps, and gather what rank 0 checkpoints. One process: each is the identity.
-
-Under ``torchrun`` the model is wrapped in DDP (``harness.training.distributed.wrap_ddp``), the
-step's micro-batches but the last run under ``no_sync`` (one all-reduce per step), and the
-checkpoint holds the unwrapped model's weights (no ``module.`` prefix) with every rank's RNG.
-"""
+"""What a checkpoint holds of every rank: its RNG state, gathered in rank order (one process:
+just its own). Wrapping, sharding and gradient sync are the parallel strategy's
+(``harness.training.parallel``)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from harness.runs import run_dir as run_files
 from harness.training import distributed
-
-
-def wrap_for_training(model: torch.nn.Module, device: torch.device, dist: distributed.DistContext,
-                      compile: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(the model as synchronised — DDP-wrapped under torchrun —, the model as stepped — that, compiled or not)."""
-    synced = distributed.wrap_ddp(model, device, dist) if dist.enabled else model
-    # compile(DDP(model)): DDPOptimizer splits graphs at buckets
-    return synced, (torch.compile(synced) if compile else synced)
-
-
-def no_sync_of(synced: torch.nn.Module, dist: distributed.DistContext) -> Callable[[], Any] | None:
-    """The context that skips gradient all-reduce on a micro-step (None on one process)."""
-    return synced.no_sync if dist.enabled else None
 
 
 def gather_rng_states(device: torch.device, dist: distributed.DistContext) -> list[dict]:

@@ -168,29 +168,6 @@ def main_first(context: DistContext, fn: Callable[[], Any]) -> Any:
     return result if context.is_main else fn()
 
 
-def wrap_ddp(model: torch.nn.Module, device: torch.device, context: DistContext) -> torch.nn.Module:
-    """``DistributedDataParallel(model)``; parameters text-only training never uses are left out.
-
-    The model names them (``model.parameters_unused_by_text()``, e.g. gpt4's image-prefix
-    stub; a model without the method has none): they get no gradient from text batches and
-    DDP would wait for them forever, so they are excluded from gradient synchronisation
-    (they never change, so they stay identical on every rank). Falls back to
-    ``find_unused_parameters=True`` if that DDP hook is missing.
-    """
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    name_unused = getattr(model, "parameters_unused_by_text", None)
-    unused = list(name_unused()) if name_unused is not None else []
-    kwargs: dict[str, Any] = {"device_ids": [device.index] if device.type == "cuda" else None}
-    if unused:
-        ignore = getattr(DDP, "_set_params_and_buffers_to_ignore_for_model", None)
-        if ignore is not None:
-            ignore(model, unused)
-        else:
-            kwargs["find_unused_parameters"] = True
-    return DDP(model, **kwargs)
-
-
 def barrier(context: DistContext) -> None:
     if context.enabled:
         dist.barrier()

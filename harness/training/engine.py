@@ -23,7 +23,10 @@ The rules every run follows:
   end; it loads with ``torch.load(weights_only=True)`` (``harness.runs.run_dir``).
 - Nothing is lost on failure: a non-finite loss or an exception marks the record ``failed``
   with the reason and the last good metrics, then ``TrainingFailed`` is raised.
-- Data parallelism (DDP under ``torchrun``) goes through ``harness.training.data_parallel``.
+- How the model spreads over processes (``single``, ``ddp``, ``fsdp2``) is the run's parallel
+  strategy (``harness.training.parallel``): it prepares the model, gives the no-sync context of
+  gradient accumulation, and under fsdp2 writes and reads the sharded checkpoints. Sharded
+  training is for pre-training; fine-tuning methods run ``single`` or ``ddp``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from harness.runs import run_dir as run_files
 from harness.runs.lock import claim_run
 from harness.runs.records import closing_fields, load_record, utilization_fields, write_final_record, write_record
 from harness.runs.validation import check_plan_steps
-from harness.training import data_parallel, distributed
+from harness.training import data_parallel, distributed, sharded_checkpoint
+from harness.training.parallel import ParallelStrategy, default_parallel, make_strategy
 from harness.training.optim import make_optimizer, make_scheduler
 from harness.training.placement import Layout, merge_rank_errors, rank_error, restore_rank_rng
 from harness.training.step import Outcome, StepResult, StopSignal, accumulate_gradients, apply_gradients
@@ -99,6 +103,15 @@ def existing_record(run_dir: Path) -> dict:
         return {}
 
 
+def _strategy(name: str | None, method, dist, device, settings) -> ParallelStrategy:
+    """The run's parallel strategy; fsdp2 shards pre-training only (a method's own state — LoRA
+    adapters, frozen blocks — is not sharded)."""
+    name = name or default_parallel(dist.world_size)
+    if name == "fsdp2" and method.name != "pretrain":
+        raise ValueError(f"--parallel fsdp2 shards pre-training runs; fine-tune ({method.name}) with single or ddp.")
+    return make_strategy(name, dist, device, mixed_precision=settings.dtype_name == "bf16")
+
+
 def run_locked(run_dir: Path, build: Callable[[], "Engine"], *, resume: bool = False, force: bool = False,
                wait: bool = False, progress: bool | None = None, stop_after_steps: int | None = None) -> TrainResult:
     """Hold ``run_dir``'s lock; reuse a finished run (unless ``force``), else build the engine and run it.
@@ -111,7 +124,7 @@ def run_locked(run_dir: Path, build: Callable[[], "Engine"], *, resume: bool = F
         existing = {} if force else existing_record(run_dir)
         if existing.get("status") == "ok":
             return TrainResult(run_dir, existing, reused=True)
-        resume = resume or (bool(existing) and run_files.checkpoint_path(run_dir).exists())
+        resume = resume or (bool(existing) and run_files.has_checkpoint(run_dir))
         engine = build()
         engine.restore(resume)
         engine.write_setup()
@@ -137,20 +150,23 @@ class Engine:
     mfu_flops_per_token: float = 0.0  # the same, attention counted as PaLM does (for MFU only)
     start_step: int = 0
     wall_before: float = 0.0  # seconds trained before this process (resumed runs)
-    synced: torch.nn.Module | None = None  # the model as gradients are synchronised (DDP under torchrun)
-    train_model: torch.nn.Module | None = None  # the model as stepped: synchronised and/or compiled
+    parallel: ParallelStrategy | None = None  # single, ddp or fsdp2 (harness.training.parallel)
+    train_model: torch.nn.Module | None = None  # the model as stepped: DDP-wrapped / sharded and/or compiled
     record: dict = field(default_factory=dict)
     _t_start: float = 0.0
     _last_checkpoint: float = 0.0
 
     @classmethod
     def create(cls, kind: RunKind, method, model: torch.nn.Module, placement: tuple, budget_flops: float,
-               *, force: bool = False, attention_flops: str = "causal", train_tokens: int | None = None) -> "Engine":
+               *, force: bool = False, attention_flops: str = "causal", train_tokens: int | None = None,
+               parallel: str | None = None, activation_checkpointing: bool = False) -> "Engine":
         """The plan (the method's FLOPs per token → whole steps) and AdamW over the trainable parameters.
 
         ``placement``: ``harness.training.placement.place``'s (settings, device, dist, layout);
         ``attention_flops``: how the budget counts attention (``harness.flops.ATTENTION_FLOPS``);
         ``train_tokens``: plan this many tokens instead of ``budget_flops`` (a token-matched arm);
+        ``parallel``: the strategy (None: ``single``, or ``ddp`` under torchrun), which prepares the
+        model before AdamW is built over its (possibly sharded) parameters;
         ``force`` allows a plan of more than ``harness.runs.validation.MAX_PLANNED_STEPS`` steps.
         """
         settings, device, dist, layout = placement
@@ -161,9 +177,12 @@ class Engine:
         plan = (plan_tokens(train_tokens, parts["total"], tokens_per_step) if train_tokens
                 else plan_budget(budget_flops, parts["total"], tokens_per_step))
         check_plan_steps(plan.steps, plan.budget_flops, force)
+        strategy = _strategy(parallel, method, dist, device, settings)
+        train_model = strategy.prepare(model, compile=settings.compile, activation_checkpointing=activation_checkpointing)
         optimizer = make_optimizer(model, recipe, fused=settings.fused_adamw)
         scheduler = make_scheduler(optimizer, plan.steps, recipe)
-        engine = cls(kind, method, settings, device, dist, layout, config, model, parts, plan, optimizer, scheduler)
+        engine = cls(kind, method, settings, device, dist, layout, config, model, parts, plan, optimizer, scheduler,
+                     parallel=strategy, train_model=train_model)
         engine.mfu_flops_per_token = method.flops_per_token(config, recipe.seq_len, tokens_per_forward,
                                                             MFU_ATTENTION_FLOPS)["total"]
         return engine
@@ -179,25 +198,33 @@ class Engine:
     # ---- restore and setup ----------------------------------------------------------------
 
     def restore(self, resume: bool) -> None:
-        """Continue from the run's checkpoint (``resume``), else start fresh; then wrap the model for training."""
-        path = run_files.checkpoint_path(self.kind.run_dir)
-        resumed = resume and path.exists()
+        """Continue from the run's latest checkpoint, full or sharded (``resume``), else start fresh."""
+        checkpoint = self._load_checkpoint() if resume else None
+        resumed = checkpoint is not None
         if resumed:
-            checkpoint = run_files.restore_training_state(path, self.kind.run_id, self.model, self.optimizer,
-                                                          self.scheduler, load_model=self.method.load_state)
             restore_rank_rng(checkpoint, self.dist, self.kind.seed, self.device.type)
             self.start_step, self.wall_before = int(checkpoint["step"]), float(checkpoint.get("wall_s", 0.0))
             if self.dist.is_main:
                 print(run_files.resuming_line(self.kind.run_id, self.start_step, self.plan.steps), file=sys.stderr)
         if self.dist.is_main:
             run_files.start_metrics(self.kind.run_dir, self.start_step if resumed else None)
-        self.synced, self.train_model = data_parallel.wrap_for_training(self.model, self.device, self.dist,
-                                                                        self.settings.compile)
+
+    def _load_checkpoint(self) -> dict | None:
+        """The latest checkpoint loaded into model, optimizer and scheduler (None without one): the strategy
+        reads sharded ones; a full ``checkpoint.pt`` goes through the method (LoRA loads its adapters)."""
+        run_dir = self.kind.run_dir
+        if self.parallel.sharded or sharded_checkpoint.latest_form(run_dir) == "sharded":
+            return self.parallel.load_checkpoint(run_dir, self.kind.run_id, self.model, self.optimizer, self.scheduler)
+        if not run_files.checkpoint_path(run_dir).exists():
+            return None
+        return run_files.restore_training_state(run_files.checkpoint_path(run_dir), self.kind.run_id, self.model,
+                                                self.optimizer, self.scheduler, load_model=self.method.load_state)
 
     def write_setup(self) -> None:
         """The ``running`` record, and on rank 0 the run kind's files and that record on disk."""
         self.record = self.kind.running_record(self)
         self.record.setdefault("machine_load", {"start": machine_load()})
+        self.record["parallel"] = self.parallel.describe()
         if not self.dist.is_main:
             return
         try:
@@ -218,7 +245,7 @@ class Engine:
                        step, micro, layout.micro_batch_per_rank, dist.rank, dist.world_size))
                    for micro in range(layout.grad_accum))
         lm_loss, aux = accumulate_gradients(self.train_model, batches, layout.grad_accum, self.settings.autocast,
-                                            no_sync=data_parallel.no_sync_of(self.synced, dist))
+                                            no_sync=self.parallel.no_sync)
         checkpoint_due = (time.perf_counter() - self._last_checkpoint) > kind.checkpoint_minutes * 60
         stop_requested = stop is not None and stop.requested
         means, (stop_agreed, checkpoint_due) = distributed.consensus(
@@ -294,9 +321,14 @@ class Engine:
             "grad_norm": result.grad_norm,
             **result.aux,
         }
-        if self.dist.is_main and (step % self.eval_interval == 0 or step == plan.steps):
+        if self.validates_here and (step % self.eval_interval == 0 or step == plan.steps):
             metrics["val_loss"] = self.kind.val_loss(self)
         return metrics
+
+    @property
+    def validates_here(self) -> bool:
+        """Rank 0 validates; under fsdp2 every rank runs the forward with it (the weights are sharded)."""
+        return self.dist.is_main or self.parallel.sharded
 
     def _progress_bar(self, progress: bool | None):
         """A bar on a terminal, a line every 30 s otherwise (``harness.progress``); rank 0 only."""
@@ -312,24 +344,27 @@ class Engine:
             return f"{exc} (at step {step}); the last good checkpoint is kept"
         return f"{type(exc).__name__}: {exc} (at step {step})"
 
-    def save_checkpoint(self, step: int, wall_s: float) -> None:
-        """Plain model weights, the method's extras, optimizer, scheduler, step, wall time and every rank's RNG;
-        rank 0 writes it."""
+    def save_checkpoint(self, step: int, wall_s: float, *, final: bool = False) -> None:
+        """Plain model weights, the method's extras, optimizer, scheduler, step, wall time and every rank's RNG:
+        rank 0's ``checkpoint.pt``, or under fsdp2 every rank's shard until the ``final`` one."""
         rng_by_rank = data_parallel.gather_rng_states(self.device, self.dist)  # a collective: every rank
-        if not self.dist.is_main:
-            return
-        payload = {
-            "model": self.method.plain_state(self.model),  # the unwrapped (for LoRA merged) model
-            "optimizer": self.optimizer.state_dict(),
+        extras = {
             "scheduler": self.scheduler.state_dict(),
             "step": step,
             "wall_s": wall_s,
             **data_parallel.rank_rng_fields(rng_by_rank, self.dist),
             "config": self.config.to_dict(),
             "run_id": self.kind.run_id,
-            **self.method.checkpoint_extras(self.model),
         }
+        if self.parallel.sharded:
+            self.parallel.save_checkpoint(self.kind.run_dir, self.model, self.optimizer, extras, final=final)
+            return
+        if not self.dist.is_main:
+            return
+        payload = {"model": self.method.plain_state(self.model),  # the unwrapped (for LoRA merged) model
+                   "optimizer": self.optimizer.state_dict(), **extras, **self.method.checkpoint_extras(self.model)}
         run_files.save_checkpoint(self.kind.run_dir, payload)
+        sharded_checkpoint.remove_sharded(self.kind.run_dir)  # older than this file (resumed under another strategy)
 
     # ---- finish ---------------------------------------------------------------------------
 
@@ -338,7 +373,7 @@ class Engine:
         run_dir = self.kind.run_dir
         if outcome.status != "failed" and not outcome.hard_interrupt:  # else the weights may be mid-update
             try:
-                self.save_checkpoint(outcome.step, outcome.wall_s)
+                self.save_checkpoint(outcome.step, outcome.wall_s, final=outcome.status == "ok")
             except WriteFailed as exc:
                 outcome.status = "failed"
                 outcome.error = f"{exc} (the final checkpoint, step {outcome.step}); the last good checkpoint is kept"
@@ -367,7 +402,8 @@ class Engine:
         # MFU in PaLM's convention (attention_flops=full), whatever the budget counted
         record.update(utilization_fields(record["tokens_per_s"], self.mfu_flops_per_token, peak,
                                          self.dist.world_size))
-        if outcome.status == "ok" and self.dist.is_main:  # rank 0 evaluates; the others wait at the barrier
+        if outcome.status == "ok" and self.validates_here:  # rank 0 evaluates (fsdp2: all ranks); others wait
             record.update(self.kind.final_fields(self, record))
-            self.method.save_artifacts(self.model, self.kind.run_dir)
+            if self.dist.is_main:
+                self.method.save_artifacts(self.model, self.kind.run_dir)
         return record

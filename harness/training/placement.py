@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from harness.training import distributed
+from harness.training.parallel import check_parallel
 from harness.device import DeviceSettings, configure_device
 from harness.runs.records import load_record
 from harness.runs.run_dir import set_rng_state
@@ -29,12 +30,14 @@ class Layout:
     world_size: int
 
 
-def place(recipe, device_name: str | None, dtype: str | None,
-          compile: bool | None) -> tuple[DeviceSettings, torch.device, distributed.DistContext, Layout]:
+def place(recipe, device_name: str | None, dtype: str | None, compile: bool | None,
+          parallel: str | None = None) -> tuple[DeviceSettings, torch.device, distributed.DistContext, Layout]:
     """Device settings, this rank's device, the process group, and the step's layout over ranks.
 
     ``recipe``: a resolved ``harness.runs.spec.Recipe``; ``device_name``, ``dtype``, ``compile``:
-    as ``harness.device.configure_device`` takes them (None: this machine's default).
+    as ``harness.device.configure_device`` takes them (None: this machine's default); ``parallel``:
+    the strategy (``harness.training.parallel``), checked against the world size before the ranks
+    rendezvous (None: the default for the world size).
     """
     if device_name != "cpu":
         distributed.select_local_device()  # under torchrun: "cuda" is this rank's GPU from here on
@@ -42,6 +45,8 @@ def place(recipe, device_name: str | None, dtype: str | None,
     device = torch.device(settings.device)
     rows_per_step = recipe.batch_tokens // recipe.seq_len
     world_size = distributed.env_world_size()  # checked before the ranks rendezvous
+    if parallel is not None:
+        check_parallel(parallel, world_size)
     rank_micro_bs = micro_batch_per_rank(rows_per_step, recipe.micro_batch_size, recipe.seq_len,
                                           recipe.batch_tokens, world_size)
     dist = distributed.init_distributed(device.type)

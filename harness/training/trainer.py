@@ -66,7 +66,7 @@ class Pretraining:
     @classmethod
     def engine(cls, spec: RunSpec, run_dir: Path, *, force: bool = False) -> Engine:
         """Device and ranks, data (rank 0 first), the model (same init on every rank), the plan, AdamW."""
-        placement = place(spec.recipe, spec.device, spec.dtype, spec.compile)
+        placement = place(spec.recipe, spec.device, spec.dtype, spec.compile, spec.parallel)
         settings, device, dist, _ = placement
         data = distributed.main_first(dist, lambda: prepare_data(spec.data, vocab_size=spec.vocab_size, seed=spec.seed))
         config = spec.model_config(data.tokenizer.vocab_size)
@@ -77,7 +77,8 @@ class Pretraining:
         method = PretrainMethod()
         return Engine.create(cls(spec, Path(run_dir), data), method, method.prepare(model), placement,
                              spec.budget_flops, force=force, attention_flops=spec.attention_flops,
-                             train_tokens=spec.train_tokens)
+                             train_tokens=spec.train_tokens, parallel=spec.parallel,
+                             activation_checkpointing=spec.activation_checkpointing)
 
     # ---- what the engine reads ------------------------------------------------------------
 
