@@ -16,6 +16,7 @@ runs at once (the run then resumes from its last periodic checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.runs.pipeline import EvalOptions
+from harness.threads import torch_threads
 
 PREEMPT_GRACE_S = 30.0
 SUBMITIT_KINDS = ("submitit-local", "slurm")
@@ -96,22 +98,19 @@ class RunJob:
         return DelayedSubmission(self, *args, **kwargs)
 
     def _run(self) -> JobOutcome:
-        import torch
-
         from harness.runs import pipeline
         from harness.runs.lock import RunLocked
         from harness.runs.spec import RunSpec
         from harness.training.distributed import is_main_process
         from harness.training.trainer import TrainingFailed
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         spec = RunSpec.from_dict(self.spec)
         run_id = spec.run_id()
         launcher = {"kind": self.kind, "job_id": job_id_here(self.kind), "host": socket.gethostname()}
         try:
-            result = pipeline.run(spec, self.evaluation, self.results_dir, force=self.force, progress=False,
-                                  wait=self.wait, eval_errors="record")
+            with torch_threads(self.threads) if self.threads else contextlib.nullcontext():
+                result = pipeline.run(spec, self.evaluation, self.results_dir, force=self.force, progress=False,
+                                      wait=self.wait, eval_errors="record")
         except (TrainingFailed, RunLocked) as failure:
             _stamp_launcher(Path(self.results_dir) / run_id, launcher)
             return JobOutcome(run_id, "failed", error=str(failure), launcher=launcher)

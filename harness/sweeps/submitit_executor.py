@@ -40,9 +40,9 @@ def slurm_parameters(options: SlurmOptions, name: str = "harness") -> dict[str, 
 
 
 def local_parameters(options: ExecutorOptions, name: str = "harness") -> dict[str, Any]:
-    """The same for submitit's ``LocalExecutor`` (no partition or account; the time limit still applies)."""
-    return {"name": name, "timeout_min": options.slurm.time_min, "nodes": 1, "tasks_per_node": 1,
-            "gpus_per_node": 0, "local_signal_delay_s": SIGNAL_DELAY_S}
+    """The same for submitit's ``LocalExecutor`` (no partition or account; the time limit still applies,
+    with submitit's own 30 s warning before it)."""
+    return {"name": name, "timeout_min": options.slurm.time_min, "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0}
 
 
 class SubmititHandle:
@@ -67,16 +67,21 @@ class SubmititExecutor:
     """``slurm`` or ``submitit-local`` (see the module docstring); job files go to ``work_dir/submitit``."""
 
     def __init__(self, options: ExecutorOptions, work_dir: Path, name: str = "harness") -> None:
+        import shutil
+
         import submitit
 
         self.kind = options.kind
         cluster = "slurm" if options.kind == "slurm" else "local"
+        if cluster == "slurm" and shutil.which("srun") is None:
+            raise ValueError("--executor slurm needs a Slurm cluster (no `srun` on PATH here); "
+                             "use --executor submitit-local or local on this machine.")
         self.executor = submitit.AutoExecutor(folder=Path(work_dir) / "submitit" / "%j", cluster=cluster)
         parameters = slurm_parameters(options.slurm, name) if cluster == "slurm" else local_parameters(options, name)
         self.executor.update_parameters(**parameters)
         # Slurm throttles the array itself (array_parallelism): every run is submitted at once
         self.capacity = 10**9 if cluster == "slurm" else options.jobs
-        self.threads = options.threads or (options.slurm.cpus_per_task if cluster == "slurm" else None)
+        self.threads = options.threads or (options.slurm.cpus_per_task if cluster == "slurm" else options.threads_per_job())
 
     def submit(self, jobs: list[RunJob]) -> list[SubmititHandle]:
         for job in jobs:
