@@ -140,10 +140,13 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes(results_tmp):
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     _wait_unlocked(results_tmp, run_ids)
-    before = {r: _status(results_tmp / r) for r in run_ids}
+    # a worker stopped in its loop says interrupted; one killed while closing the run (after its loop) left running
+    before = {r: {"running": "interrupted"}.get(_status(results_tmp / r), _status(results_tmp / r)) for r in run_ids}
     assert "interrupted" in before.values() and "ok" in before.values(), before
     kept = {r: (results_tmp / r / "metrics.jsonl").read_text() for r in run_ids if before[r] == "ok"}
-    resumed = {r: _checkpoint_lines(results_tmp / r) for r in run_ids if before[r] == "interrupted"}
+    resumed = {r: _checkpoint_lines(results_tmp / r) for r in run_ids
+               if before[r] == "interrupted" and (results_tmp / r / "checkpoint.pt").exists()}
+    assert resumed
 
     code, out, err = _cli(argv[3:])
     assert code == 0, err
@@ -261,7 +264,8 @@ def test_a_requeued_submitit_job_resumes_to_the_uninterrupted_loss(results_tmp, 
         time.sleep(0.2)
     outcome = handle.outcome()
     assert outcome["status"] == "ok", outcome
-    assert "Requeued job" in handle.job.stderr()  # it really was requeued
+    log = handle.job.stdout()  # submitit's own log: the job was requeued and started twice
+    assert "Requeued job" in log and log.count("Starting with") == 2, log
     assert outcome["final_val_loss"] == reference["final_val_loss"]
     assert outcome["launcher"]["kind"] == "submitit-local" and outcome["launcher"]["job_id"] == handle.job_id
     steps = _steps(results_tmp, spec.run_id())
