@@ -79,7 +79,7 @@ def _adaptation_words(adaptation) -> list[str]:
 
     words = ["--finetune-data", adaptation.data]
     if adaptation.budget_flops is not None:
-        words += ["--finetune-budget", budget_text(adaptation.budget_flops)]
+        words += ["--finetune-budget", str(adaptation.budget_flops)]
     if tuple(adaptation.methods) != tuple(METHODS):
         words += ["--finetune-methods", ",".join(adaptation.methods)]
     if adaptation.rank is not None:
