@@ -6,10 +6,11 @@
 Each executor runs the same `harness compare ... --no-eval` in a fresh results folder, in both
 orders (inline, local, local, inline) so drift in the machine's load hits both; the figure is
 mean(local) / mean(inline) of the whole command's wall time (seconds, `time.perf_counter`
-around the subprocess). Inline runs with the machine's CPU count of torch threads (the
-harness's default), local with cores / jobs per worker; the final validation losses (nats/token)
-must then agree within 1e-5 (bit for bit when the thread counts are equal). The load
-average before and after is printed: measure on a quiet machine.
+around the subprocess). Inline runs with ``--inline-threads`` torch threads (default 1, the
+fastest for these small models on a shared CPU, as ``harness check`` uses), local with
+cores / jobs per worker; the final validation losses (nats/token) must agree within 1e-5 (bit
+for bit when the thread counts are equal). The load average before and after is printed:
+measure on a quiet machine.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def sweep(kind: str, args: argparse.Namespace, root: Path) -> tuple[float, dict[
     folder = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=root))
     env = {**os.environ, "HARNESS_RESULTS_DIR": str(folder / "results"), "HARNESS_REPORTS_DIR": str(folder / "reports")}
     env.pop("OMP_NUM_THREADS", None)  # each executor sets its own thread count
-    executor = ["--executor", "inline", "--threads", str(os.cpu_count() or 1)] if kind == "inline" else \
+    executor = ["--executor", "inline", "--threads", str(args.inline_threads)] if kind == "inline" else \
         ["--executor", "local", "--jobs", str(args.jobs)]
     command = [sys.executable, "-m", "harness", "compare", "--archs", args.archs, "--size", args.size,
                "--budget", args.budget, "--seeds", str(args.seeds), "--no-eval", "--name", "bench", *executor]
@@ -51,6 +52,7 @@ def main() -> int:
     parser.add_argument("--budget", default="1e11", help="training FLOPs per run (2 per multiply-add)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--inline-threads", type=int, default=1, help="torch threads of the inline sweep")
     args = parser.parse_args()
     load_before = os.getloadavg()
     walls: dict[str, list[float]] = {"inline": [], "local": []}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.sweeps.job import JobOutcome, RunJob
+from harness.sweeps.worker import stop_with_parent
 
 EXECUTORS = ("inline", "local", "submitit-local", "slurm")
 
@@ -172,7 +173,9 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         command = worker_command(len(gpus) if gpus else 1) + [str(job_path), str(outcome_path)]
         with open(outcome_path.with_suffix(".log"), "ab") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # the worker (or torchrun) gets SIGTERM if this process dies: it checkpoints and stops
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       preexec_fn=stop_with_parent)
         return LocalHandle(process, outcome_path, run_id, slot)
 
     def release(self, handle: LocalHandle) -> None:

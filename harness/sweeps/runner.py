@@ -87,8 +87,7 @@ def run_sweep(plan, options, executor, results_dir: str | Path, *, retries: int 
     stopping = False
     try:
         while pending or active:
-            if not stopping:
-                _submit(pending, active, executor, options, root, outcome, previous or {})
+            if not stopping and _submit(pending, active, executor, options, root, outcome, previous or {}):
                 update(outcome)
             finished = [handle for handle in active if handle.done()]
             if not finished:
@@ -119,9 +118,10 @@ def run_sweep(plan, options, executor, results_dir: str | Path, *, retries: int 
     return outcome
 
 
-def _submit(pending: deque, active: dict, executor, options, root: Path, outcome: SweepOutcome, previous: dict) -> None:
-    """Fill the executor up to its capacity (a run a live previous job holds is watched, not resubmitted)."""
-    batch = []
+def _submit(pending: deque, active: dict, executor, options, root: Path, outcome: SweepOutcome, previous: dict) -> bool:
+    """Fill the executor up to its capacity (a run a live previous job holds is watched, not resubmitted);
+    True when a run's state changed."""
+    batch, watched_any = [], False
     while pending and len(active) + len(batch) < executor.capacity:
         spec = pending.popleft()
         run_id = spec.run_id()
@@ -129,10 +129,11 @@ def _submit(pending: deque, active: dict, executor, options, root: Path, outcome
         if watched is not None:
             active[watched] = spec
             outcome.states[run_id].mark("running", executor=previous[run_id].get("executor"), job_id=watched.job_id)
+            watched_any = True
             continue
         batch.append((spec, RunJob(spec.to_dict(), options.evaluation, str(root), force=options.force, wait=options.wait)))
     if not batch:
-        return
+        return watched_any
     handles = executor.submit([job for _, job in batch])
     for (spec, _), handle in zip(batch, handles):
         active[handle] = spec
@@ -140,6 +141,7 @@ def _submit(pending: deque, active: dict, executor, options, root: Path, outcome
         state.attempts += 1
         state.mark("running" if executor.kind in ("inline", "local") else "queued", executor=executor.kind,
                    job_id=handle.job_id, started=now(), error=None)
+    return True
 
 
 def _still_running(entry: dict | None, executor, run_dir: Path, run_id: str):
