@@ -314,7 +314,7 @@ def test_local_workers_split_gpus_and_use_torchrun_for_several():
 
     assert gpu_slots(2, 1, []) is None and gpu_slots(2, 1, [0]) is None
     assert gpu_slots(4, 2, list(range(8))) == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    with pytest.raises(ValueError, match="needs 6 GPUs, this machine has 4"):
+    with pytest.raises(ValueError, match="needs 6 GPUs, this machine has 4; lower --jobs or --gpus-per-run."):
         gpu_slots(3, 2, [0, 1, 2, 3])
     assert worker_command(2)[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert worker_command(1)[1:] == ["-m", "harness.sweeps.worker"]
@@ -340,3 +340,14 @@ def test_status_view_rows_and_summary(results_tmp):
     assert lines[-1].startswith("2 runs: 1 ok, 1 interrupted; ") and "training FLOPs done (2 per multiply-add)" in lines[-1]
     code, _, err = _cli(["sweep", "status", "nothing-here"])
     assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--executor", "local", "--jobs", "0"], "--jobs must be a positive whole number, got 0."),
+    (["--retries", "-1"], "--retries must be a whole number ≥ 0, got -1."),
+    (["--executor", "slurm", "--slurm-time", "0"], "slurm time_min must be a positive whole number, got 0."),
+])
+def test_bad_executor_options_are_one_sentence(results_tmp, argv, message):
+    code, _, err = _cli(["compare", *NANO, "--budget", "1e9", *argv])
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not results_tmp.exists()

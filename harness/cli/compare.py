@@ -124,9 +124,12 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def executor_options_from_args(args: argparse.Namespace, study_slurm: dict | None = None, source: str = "the study file"):
-    """``--executor`` … as ``ExecutorOptions``; the ``--slurm-*`` options override the study file's ``slurm:``."""
+    """``--executor`` … as ``ExecutorOptions`` (``--retries`` checked too); the ``--slurm-*`` options override the
+    study file's ``slurm:``."""
     from harness.sweeps.executors import ExecutorOptions, SlurmOptions
+    from harness.sweeps.runner import check_retries
 
+    check_retries(args.retries)
     slurm = SlurmOptions.from_dict(study_slurm, source).merged(
         {key: getattr(args, f"slurm_{key}") for key in SlurmOptions.KEYS})
     return ExecutorOptions(args.executor, args.jobs, args.threads, args.gpus_per_run, slurm)

@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     if (report_dir / RUNS_NAME).exists():
         payload = read_runs_file(report_dir)
         entries = {**entries, **{k: {**entries.get(k, {}), **v} for k, v in (payload.get("runs") or {}).items()}}
-        run_ids = list(dict.fromkeys(run_ids + payload["run_ids"]))
+        run_ids = run_ids or payload["run_ids"]  # a study file: the runs it plans now
     elif not run_ids:
         raise FileNotFoundError(f"{report_dir / RUNS_NAME} does not exist; give the name of a sweep started with "
                                 f"`harness compare --name NAME` or a study file.")

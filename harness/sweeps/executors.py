@@ -213,7 +213,7 @@ def gpu_slots(jobs: int, gpus_per_run: int, gpus: list[int]) -> list[list[int]] 
         return None
     if jobs * gpus_per_run > len(gpus):
         raise ValueError(f"--jobs {jobs} x --gpus-per-run {gpus_per_run} needs {jobs * gpus_per_run} GPUs, "
-                         f"this machine has {len(gpus)}; lower --jobs.")
+                         f"this machine has {len(gpus)}; lower --jobs or --gpus-per-run.")
     return [gpus[slot * gpus_per_run:(slot + 1) * gpus_per_run] for slot in range(jobs)]
 
 

@@ -145,8 +145,8 @@ def _export_submitit_ranks() -> None:
 class _Preemption:
     """Turn submitit's preemption signal into a graceful stop first (see the module docstring)."""
 
-    def __init__(self, previous) -> None:
-        self.previous, self.requested, self.timer = previous, False, None
+    def __init__(self, signum: int, previous) -> None:
+        self.signum, self.previous, self.requested, self.timer = signum, previous, False, None
 
     @classmethod
     def install(cls) -> "_Preemption | None":
@@ -156,8 +156,7 @@ class _Preemption:
         previous = signal.getsignal(usr_sig)
         if not callable(previous):
             return None
-        handler = cls(previous)
-        handler.signum = usr_sig
+        handler = cls(usr_sig, previous)
         signal.signal(usr_sig, handler)
         return handler
 

@@ -73,8 +73,7 @@ def run_sweep(plan, options, executor, results_dir: str | Path, *, retries: int 
 
     ``previous``: the ``runs`` states of this sweep's last ``runs.json`` (to find jobs still running).
     """
-    if not (isinstance(retries, int) and retries >= 0):
-        raise ValueError(f"--retries must be a whole number ≥ 0, got {retries!r}.")
+    check_retries(retries)
     from tqdm.auto import tqdm
 
     root = Path(results_dir).resolve()
@@ -116,6 +115,13 @@ def run_sweep(plan, options, executor, results_dir: str | Path, *, retries: int 
         bar.close()
         executor.close()
     return outcome
+
+
+def check_retries(retries: int) -> int:
+    """``retries`` if it is a whole number ≥ 0, else one ``ValueError``."""
+    if isinstance(retries, bool) or not (isinstance(retries, int) and retries >= 0):
+        raise ValueError(f"--retries must be a whole number ≥ 0, got {retries!r}.")
+    return retries
 
 
 def _submit(pending: deque, active: dict, executor, options, root: Path, outcome: SweepOutcome, previous: dict) -> bool:
