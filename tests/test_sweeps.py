@@ -239,6 +239,30 @@ def test_a_run_that_always_fails_is_reported_failed_after_its_retries(results_tm
     assert gpt3 in report
 
 
+def test_an_interrupted_run_stops_the_sweep_without_a_report_and_the_same_command_finishes_it(results_tmp, monkeypatch):
+    from harness.runs import pipeline
+
+    original = pipeline.run
+
+    def interrupted_gpt3(spec, *args, **kwargs):
+        if spec.arch == "gpt3":
+            return pipeline.RunOutcome(results_tmp / spec.run_id(), {"status": "interrupted", "error": "by SIGINT"},
+                                       False, 0.0)
+        return original(spec, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run", interrupted_gpt3)
+    code, _, err = _sweep(results_tmp, "i", [], budget="2e9", seeds=2)
+    assert code == 130 and "interrupted at gpt3-nano-" in err, err
+    runs = _runs_file(results_tmp, "i")
+    assert not runs["complete"] and [runs["runs"][r]["state"] for r in runs["run_ids"]] == [
+        "ok", "interrupted", "planned", "planned"]
+    assert not (results_tmp.parent / "reports" / "i" / "report.md").exists()
+    monkeypatch.setattr(pipeline, "run", original)
+    code, out, err = _sweep(results_tmp, "i", [], budget="2e9", seeds=2)
+    assert code == 0 and "3 trained, 1 reused" in err, err
+    assert _runs_file(results_tmp, "i")["complete"] and Path(out.strip()).exists()
+
+
 # ----------------------------------------------------------------------------- submitit
 
 

@@ -85,7 +85,7 @@ def run_sweep(plan, options, executor, results_dir: str | Path, *, retries: int 
     update = on_update or (lambda _: None)
     stopping = False
     try:
-        while pending or active:
+        while active or (pending and not stopping):
             if not stopping and _submit(pending, active, executor, options, root, outcome, previous or {}):
                 update(outcome)
             finished = [handle for handle in active if handle.done()]

@@ -2,8 +2,9 @@
 
 ``JOB.json`` holds a ``RunJob``'s fields (``harness.sweeps.executors.LocalExecutor`` writes it);
 the worker runs the job and writes its ``JobOutcome`` to ``OUTCOME.json`` (atomically; under
-torchrun only rank 0 writes). On Linux the worker asks for SIGTERM when the sweep's process dies,
-so a killed sweep leaves its runs ``interrupted`` with a checkpoint, ready to resume.
+torchrun only rank 0 writes). On Linux every process the sweep starts (the worker, or torchrun) and
+every torchrun rank asks for SIGTERM when its parent dies, so a killed sweep leaves its runs
+``interrupted`` with a checkpoint, ready to resume.
 """
 
 from __future__ import annotations
