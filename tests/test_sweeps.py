@@ -158,7 +158,7 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes(results_tmp):
         assert _record(results_tmp, run_id)["status"] == "ok"
     for run_id, text in kept.items():  # finished before the kill: reused, not retrained
         assert (results_tmp / run_id / "metrics.jsonl").read_text() == text and runs["runs"][run_id]["reused"]
-    for run_id, lines in resumed.items():  # resumed: the lines up to the checkpoint are the first session's
+    for run_id, lines in resumed.items():  # resumed: the lines up to the checkpoint are the first process's
         assert lines and (results_tmp / run_id / "metrics.jsonl").read_text().startswith(lines)
 
 
