@@ -131,6 +131,7 @@ def test_study_report_from_fabricated_records(tmp_path, assert_no_fill_ins):
 
     from harness.reporting.study_report import build_study_report
     from harness.sweeps.plan import Plan, register_plan
+    from harness.sweeps.compare import SweepOptions
     from harness.sweeps.study import StudySpec, StudySweep, write_study_file
 
     results, reports = tmp_path / "results", tmp_path / "reports"
@@ -146,7 +147,8 @@ def test_study_report_from_fabricated_records(tmp_path, assert_no_fill_ins):
         for arch in ("gpt1", "gpt2"):
             write_run(results, f"{arch}-lr-s{seed}", arch, seed, 6e-3, loss=2.5 + 0.01 * seed, recall48=0.5, facts=0.4)
             lr.append(f"{arch}-lr-s{seed}")
-    spec = StudySpec("fab", [StudySweep("syn", "synthetic", "--archs gpt1"), StudySweep("hi", "lr", "--archs gpt1")])
+    gpt1 = SweepOptions(archs=("gpt1",))
+    spec = StudySpec("fab", [StudySweep("syn", "synthetic", gpt1), StudySweep("hi", "lr", gpt1)])
     write_study_file(reports / "fab", spec, {"syn": {"role": "synthetic", "command": "c1", "run_ids": synthetic},
                                              "hi": {"role": "lr", "command": "c2", "run_ids": lr}})
     register_plan(reports / "fab" / "data", Plan.from_dict(yaml.safe_load(FAB_PLAN)), data_exist=False, now="T0")
@@ -180,9 +182,11 @@ def test_study_report_from_fabricated_records(tmp_path, assert_no_fill_ins):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("name: s\nsweeps:\n  - {name: a, role: nope, args: --archs gpt2}\n", "role 'nope'"),
-        ("name: s\nsweeps:\n  - {name: a, role: lr, args: x}\n  - {name: b, role: lr, args: y}\n", "each role may appear once"),
-        ("name: s\nsweeps:\n  - {name: a, role: lr}\n", "lacks args"),
+        ("name: s\nsweeps:\n  - {name: a, role: nope, archs: [gpt2]}\n", "role 'nope'"),
+        ("name: s\nsweeps:\n  - {name: a, role: lr, size: nano}\n  - {name: b, role: lr, size: nano}\n",
+         "each role may appear once"),
+        ("name: s\nsweeps:\n  - {name: a, role: lr, args: x}\n", "uses `args` \\(a command line\\)"),
+        ("name: s\nsweeps:\n  - {name: a, role: lr, archs: gpt2, sizes: nano, size: nano}\n", "not both"),
         ("sweeps: []\n", "needs a `name`"),
     ],
 )
@@ -215,8 +219,8 @@ def test_study_command_end_to_end_and_report_regenerates(results_tmp, monkeypatc
             return cli_main(argv), out.getvalue(), err.getvalue()
 
     study = tmp_path / "tiny.yaml"
-    study.write_text("name: tiny\nsweeps:\n  - name: syn\n    role: synthetic\n    args: >-\n"
-                     "      --archs gpt2,gpt3 --size nano --budget 6e9 --seeds 2 --tasks harness_recall_16 --eval-limit 8\n"
+    study.write_text("name: tiny\nsweeps:\n  - name: syn\n    role: synthetic\n    archs: [gpt2, gpt3]\n    size: nano\n"
+                     "    budget: 6.0e+9\n    seeds: 2\n    eval: {tasks: [harness_recall_16], limit: 8}\n"
                      "comparisons:\n  - {key: recall_16, topic: banded vs dense, setting: syn, "
                      "metric: eval/harness_recall_16/acc, label: recall accuracy 16 tokens back, unit: accuracy, "
                      "a: gpt3, b: gpt2, higher_is_better: true, expected: no difference}\n")

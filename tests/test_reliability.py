@@ -341,8 +341,8 @@ def test_study_checks_the_report_folder_before_training(tmp_path, monkeypatch, c
     monkeypatch.setenv("HARNESS_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("HARNESS_REPORTS_DIR", str(blocker))
     study = tmp_path / "tiny.yaml"
-    study.write_text("name: tiny\nsweeps:\n  - name: syn\n    role: synthetic\n    args: >-\n"
-                     "      --archs gpt2 --size nano --budget 2e10 --no-eval\n")
+    study.write_text("name: tiny\nsweeps:\n  - name: syn\n    role: synthetic\n    archs: [gpt2]\n    size: nano\n"
+                     "    budget: 2e10\n    eval: false\n")
     assert cli_main(["study", str(study)]) == 1
     err = capsys.readouterr().err
     assert "cannot write" in err and str(blocker) in err

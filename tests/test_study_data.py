@@ -59,7 +59,11 @@ STUDY = """name: tiny
 sweeps:
   - name: syn
     role: synthetic
-    args: --archs gpt2,gpt3 --size nano --budget 2e10 --seeds 2 --no-eval
+    archs: [gpt2, gpt3]
+    size: nano
+    budget: 2.0e+10
+    seeds: 2
+    eval: false
 comparisons:
   - {key: excess/gpt3-vs-gpt2, topic: banded vs dense, setting: syn, metric: excess_loss,
      label: excess loss over the entropy floor, unit: nats/token, a: gpt3, b: gpt2, higher_is_better: false,

@@ -26,6 +26,7 @@ COMMANDS = {
     "finetune": ("finetune", "fine-tune a run (trained or imported) on downstream data at a FLOP budget: full or LoRA"),
     "compare": ("compare", "train and evaluate several architectures at matched compute, then report"),
     "study": ("study", "run a study (several sweeps, e.g. studies/gpt-family-cpu.yaml) and write its Findings report"),
+    "sweep": ("sweep", "sweep status <name or study file>: each run's state, executor and job id, FLOPs done"),
     "report": ("report", "regenerate a markdown report with figures from run records"),
     "results": ("results", "print every run record as one table"),
     "check": ("check", "regression gate: retrain nano models and compare with the committed baseline"),

@@ -10,10 +10,16 @@ Every architecture trains at the same budget (training FLOPs, 2 per multiply-add
 same data in the same order, with the same tokenizer and recipe; seeds 0..N-1 each. Runs
 already in results/ (same resolved config and seed → same run id) are reused and an
 interrupted one resumes from its checkpoint, so re-running the command continues a sweep.
-The run ids go to reports/<name>/runs.json, each run's compact data (record, config, thinned
-curves) to reports/<name>/data/runs/ as it lands, and the report (report.md, figures/) is
-written next to it from that data; `python -m harness report <name>` regenerates it byte for
-byte, with or without results/.
+The run ids and each run's state go to reports/<name>/runs.json (rewritten as each run
+ends), and the report (report.md, figures/) is written next to it once every run has an
+outcome; `python -m harness report <name>` regenerates it from the records.
+
+Where the runs execute (the results do not depend on it; a finished run is reused by id
+whatever ran it): --executor inline (default, one after another), local --jobs N (N worker
+processes, each with cores/N threads and, on a multi-GPU machine, its own GPUs),
+submitit-local, or slurm (a job array through submitit: --slurm-partition, --slurm-time,
+--slurm-gpus, --slurm-account, --slurm-array-parallelism). A failed run is tried again
+--retries times (default 1). `python -m harness sweep status <name>` shows each run's state.
 
 Model variants: --sizes names presets (e.g. nano,micro); --widths overrides d_model
 (n_layer and n_head stay at the preset's values, so each width must be divisible by
@@ -25,7 +31,6 @@ against log(active params) per architecture and budget and compares the optima.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from harness.cli.run import add_run_arguments, eval_options_from_args, recipe_from_args
@@ -50,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-rank", type=int, help="LoRA rank (default max(1, d_model // 32))")
     parser.add_argument("--require-clean", action="store_true",
                         help="refuse to train from a checkout with uncommitted changes (for reports you will commit)")
+    add_executor_arguments(parser)
 
 
 def provenance_ok(require_clean: bool) -> bool:
@@ -102,100 +108,82 @@ def adaptation_options_from_args(args: argparse.Namespace):
                              args.finetune_rank)
 
 
-ALWAYS_WRITTEN = ("archs", "size", "data", "budget", "seeds")
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the runs execute (``harness.sweeps.executors``): shared by ``compare`` and ``study``."""
+    group = parser.add_argument_group("executor (where the runs execute; results do not depend on it)")
+    group.add_argument("--executor", default="inline", choices=("inline", "local", "submitit-local", "slurm"),
+                       help="inline: one after another in this process (default); local: --jobs worker processes; "
+                            "submitit-local: submitit's local executor; slurm: a Slurm job array through submitit")
+    group.add_argument("--jobs", type=int, default=1, help="local / submitit-local: runs at once (default 1)")
+    group.add_argument("--threads", type=int, help="torch threads per run (default: CPU cores / --jobs for local)")
+    group.add_argument("--gpus-per-run", type=int, default=1,
+                       help="local: GPUs per run on a multi-GPU machine (more than 1: torchrun); slurm: see --slurm-gpus")
+    group.add_argument("--retries", type=int, default=1, help="attempts after a failed one before a run is reported "
+                                                              "failed (default 1)")
+    group.add_argument("--slurm-partition", help="Slurm partition (or `slurm: {partition: ...}` in a study file)")
+    group.add_argument("--slurm-time", type=int, dest="slurm_time_min", help="Slurm time limit per run, minutes (default 60)")
+    group.add_argument("--slurm-gpus", type=int, dest="slurm_gpus_per_run", help="GPUs per run on Slurm (default 0)")
+    group.add_argument("--slurm-account", help="Slurm account to charge")
+    group.add_argument("--slurm-array-parallelism", type=int, help="runs of the job array at once (default 32)")
+    group.add_argument("--slurm-cpus", type=int, dest="slurm_cpus_per_task", help="CPUs per Slurm task")
 
 
-def canonical_command(args: argparse.Namespace, name: str) -> str:
-    """The command line that reproduces this sweep: the sweep's shape (archs, size, data, budget,
-    seeds) always, then every other option that differs from its default."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    words = ["python", "-m", "harness", "compare"]
-    for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "name", "dry_run", "wait"):
-            continue
-        value = getattr(args, action.dest, action.default)
-        if action.dest == "size" and getattr(args, "sizes", None):
-            continue
-        explicit = action.dest in ALWAYS_WRITTEN  # spelled out even at their defaults, which may change
-        if value is None or (value == action.default and not explicit):
-            continue
-        option = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
-        if isinstance(action, argparse._StoreTrueAction):
-            words.append(option)
-        elif isinstance(action, argparse._AppendAction):
-            for item in value:
-                words += [option, str(item)]
-        else:
-            words += [option, str(value)]
-    words += ["--name", name]
-    return " ".join(shlex.quote(word) for word in words)
+def executor_options_from_args(args: argparse.Namespace, study_slurm: dict | None = None, source: str = "the study file"):
+    """``--executor`` … as ``ExecutorOptions`` (``--retries`` checked too); the ``--slurm-*`` options override the
+    study file's ``slurm:``."""
+    from harness.sweeps.executors import ExecutorOptions, SlurmOptions
+    from harness.sweeps.runner import check_retries
+
+    check_retries(args.retries)
+    slurm = SlurmOptions.from_dict(study_slurm, source).merged(
+        {key: getattr(args, f"slurm_{key}") for key in SlurmOptions.KEYS})
+    return ExecutorOptions(args.executor, args.jobs, args.threads, args.gpus_per_run, slurm)
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.sweeps.compare import default_name, plan_sweep, run_sweep, runs_payload
-    from harness.training.distributed import is_main_process
-    from harness.io import check_writable
     from harness.paths import reports_dir, results_dir
-    from harness.runs.run_dir import planned_action
-    from harness.runs.compact import sync_runs
-    from harness.sweeps.runs_file import validate_name, write_runs_file
+    from harness.sweeps.command import compare_command
+    from harness.sweeps.compare import default_name, plan_sweep
+    from harness.sweeps.driver import execute_sweep, planned_lines
+    from harness.sweeps.runs_file import validate_name
+    from harness.training.distributed import env_world_size, is_main_process
 
     options = sweep_options_from_args(args)
     plan = plan_sweep(options)
     adaptation = adaptation_options_from_args(args)
+    executor = executor_options_from_args(args)
     name = validate_name(args.name or default_name(plan))
-    root = results_dir()
     if args.dry_run:
-        for spec in plan.specs:
-            run_id = spec.run_id()
-            state = planned_action(root / run_id)
-            amount = (f"{spec.train_tokens} tokens (token-matched)" if spec.train_tokens
-                      else f"budget {spec.budget_flops:.3g} FLOPs ({spec.attention_flops} attention)")
-            print(f"{state}\t{run_id}\t{amount}")
+        print("\n".join(planned_lines(plan, results_dir())))
         print(f"{len(plan.specs)} runs; report → {reports_dir() / name}", file=sys.stderr)
         return 0
+    if env_world_size() > 1 and executor.kind != "inline":
+        raise ValueError(f"under torchrun only --executor inline works; for multi-GPU runs with --executor "
+                         f"{executor.kind} start `harness compare` without torchrun and give --gpus-per-run N.")
     if not provenance_ok(args.require_clean):
         return 2
     if is_main_process():
-        print(
-            f"compare {name}: {len(plan.archs)} architecture(s) x {len(plan.variants)} model(s) x "
-            f"{len(plan.budgets)} budget(s) x {plan.seeds} seed(s) = {len(plan.specs)} runs (results in {root})",
-            file=sys.stderr,
-        )
-        check_writable(root)  # fail now, not after the sweep has trained, if the outputs cannot be written
-        check_writable(reports_dir() / name)
-    report_dir = reports_dir() / name
-    outcome = run_sweep(plan, options, root, on_run=lambda run_id: sync_runs(root, report_dir, [run_id])
-                        if is_main_process() else None)
+            print(f"compare {name}: {len(plan.archs)} architecture(s) x {len(plan.variants)} model(s) x "
+              f"{len(plan.budgets)} budget(s) x {plan.seeds} seed(s) = {len(plan.specs)} runs on the {executor.kind} "
+              f"executor (results in {results_dir()})", file=sys.stderr)
+    command = compare_command(options, name, adaptation)
+    done = execute_sweep(plan, options, name, command, executor, retries=args.retries, adaptation=adaptation)
     if not is_main_process():  # under torchrun only rank 0 writes the runs file and the report
         return 0
-    extra = {}
-    if adaptation is not None and not outcome.interrupted:
-        from harness.sweeps.adaptation import run_adaptation
-
-        extra["finetune"] = run_adaptation(outcome.run_ids, adaptation, root).to_dict()
-        outcome.failed.update(extra["finetune"]["failed"])
-    command = canonical_command(args, name)
-    write_runs_file(reports_dir() / name, runs_payload(plan, outcome, command, name, extra))
-    return _finish(plan, outcome, name, command)
+    return finish(done, command)
 
 
-def _finish(plan, outcome, name: str, command: str) -> int:
-    """Print the sweep's tally; write the report unless the sweep was interrupted. The exit status."""
-    print(
-        f"{len(outcome.trained)} trained, {len(outcome.reused)} reused, {len(outcome.evaluated)} evaluated, "
-        f"{len(outcome.failed)} failed",
-        file=sys.stderr,
-    )
+def finish(done, command: str) -> int:
+    """Print the sweep's tally and the report's path (or how to resume); the exit status."""
+    from harness.sweeps.driver import tally
+
+    outcome = done.outcome
+    print(tally(outcome), file=sys.stderr)
     if outcome.interrupted:
         print(f"interrupted at {outcome.interrupted}; running the same command again continues it from its last "
               f"checkpoint (no --resume needed): {command}", file=sys.stderr)
         return 130
-    from harness.reporting.report import build_report
-
-    report = build_report([name], reference=plan.reference)
-    for note in report.notes:
+    for note in done.report.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(report.path)
+    print(done.report.path)
     return 1 if outcome.failed else 0

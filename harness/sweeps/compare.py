@@ -1,11 +1,12 @@
 """Matched-compute sweeps: every architecture × model variant × budget × seed, then a report.
 
 A sweep is planned completely before anything trains (so a bad architecture name or width
-fails at once), then run in the order seed → budget → variant → architecture, so an
-interrupted sweep already holds complete comparisons for the first seeds. Each run goes
-through ``harness.runs.pipeline.run`` (train, then evaluate): a run whose record already says ``ok`` (same resolved
-spec and seed → same run id) is reused, an interrupted one continues from its checkpoint,
-so re-running the same command resumes the sweep and trains nothing twice.
+fails at once) into a list of ``RunSpec``s in the order seed → budget → variant →
+architecture, so an interrupted sweep already holds complete comparisons for the first
+seeds. ``harness.sweeps.runner`` hands each spec to an executor (``harness.sweeps.executors``);
+a run whose record already says ``ok`` (same resolved spec and seed → same run id) is
+reused whatever executor ran it, an interrupted one continues from its checkpoint, so
+re-running the same command resumes the sweep and trains nothing twice.
 
 Model variants: the ``--size`` preset, or several (``--sizes nano,micro``), optionally
 crossed with ``--widths 64,96,128`` (each overrides ``d_model``; n_layer and n_head stay at
@@ -21,11 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.runs.pipeline import EvalOptions
 from harness.sweeps.runs_file import DEFAULT_ARCHS, REFERENCE_ARCH
@@ -67,7 +65,7 @@ def parse_sizes(text: str) -> list[str]:
 
 
 def parse_budgets(text: str | float | list | None) -> list[float] | None:
-    """``"1e12,3e12"`` → [1e12, 3e12] FLOPs (None: the size's default budget)."""
+    """``"1e12,3e12"`` → [1e12, 3e12] FLOPs (None: the size's default budget); ``plan_sweep`` checks the values."""
     if text is None:
         return None
     if isinstance(text, (int, float)):
@@ -81,9 +79,6 @@ def parse_budgets(text: str | float | list | None) -> list[float] | None:
             if "empty" in str(error):
                 raise
             raise ValueError(f"--budget takes FLOPs as numbers, e.g. 1e12 or 1e12,3e12; got {text!r}.") from None
-    for value in values:
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"every budget must be a positive number of FLOPs, got {value}.")
     return list(dict.fromkeys(values))
 
 
@@ -193,7 +188,10 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
     if widths and "d_model" in options.overrides:
         raise ValueError("--widths sets d_model; do not also give --set d_model=..., choose one.")
     variants = [Variant(size, {"d_model": width} if widths else {}) for size in sizes for width in (widths or [None])]
-    budgets = parse_budgets(list(options.budgets)) if options.budgets is not None else None
+    budgets = list(dict.fromkeys(options.budgets)) if options.budgets is not None else None
+    for value in budgets or []:  # the one place a sweep's budgets are checked
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"every budget must be a positive number of FLOPs, got {value}.")
     reference = options.reference or (REFERENCE_ARCH if REFERENCE_ARCH in archs else archs[0])
     if reference not in archs:
         raise ValueError(f"--reference {reference!r} is not among --archs ({', '.join(archs)}).")
@@ -228,79 +226,6 @@ def _run_spec(options: SweepOptions, arch: str, variant: Variant, budget: float 
         raise ValueError(f"{arch} {variant.label}: {error}") from None
 
 
-@dataclass
-class SweepOutcome:
-    run_ids: list[str] = field(default_factory=list)
-    trained: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-    evaluated: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    interrupted: str | None = None
-
-
-def run_sweep(
-    plan: SweepPlan,
-    options: SweepOptions,
-    results_dir: str | Path | None = None,
-    log: Callable[[str], None] | None = None,
-    on_run: Callable[[str], None] | None = None,
-) -> SweepOutcome:
-    """Train (or reuse) and evaluate every run of ``plan`` (``harness.runs.pipeline.run``); a failed run is noted and skipped.
-
-    Stops at the first interrupted run (Ctrl-C): its checkpoint is saved and the same
-    command resumes. Evaluation (``options.evaluation``) is skipped for a reused run that
-    already holds the requested tasks; a failed evaluation is noted and the trained run kept.
-    ``on_run(run_id)`` is called as each run lands (finished, reused or failed), e.g. to copy its data.
-    """
-    from harness.runs import pipeline
-    from harness.paths import results_dir as default_results_dir
-    from harness.runs.lock import RunLocked
-    from harness.training.trainer import TrainingFailed
-
-    root = Path(results_dir) if results_dir is not None else default_results_dir()
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    outcome = SweepOutcome()
-    for index, spec in enumerate(plan.specs, 1):
-        run_id = spec.run_id()
-        outcome.run_ids.append(run_id)
-        what = f"[{index}/{len(plan.specs)}] {_describe(spec)}"
-        started = time.perf_counter()
-        try:
-            result = pipeline.run(spec, options.evaluation, root, force=options.force, progress=False,
-                                  wait=options.wait, on_wait=log, eval_errors="record")
-        except (TrainingFailed, RunLocked) as failure:
-            outcome.failed[run_id] = str(failure)
-            log(f"{what}: FAILED ({failure}); continuing with the next run")
-            if on_run is not None:
-                on_run(run_id)
-            continue
-        if result.status == "interrupted":
-            outcome.interrupted = run_id
-            log(f"{what}: interrupted; checkpoint saved, run the same command again to resume the sweep")
-            break
-        (outcome.reused if result.reused else outcome.trained).append(run_id)
-        if result.evaluation is not None:
-            outcome.evaluated.append(run_id)
-        if result.evaluation_error is not None:
-            outcome.failed[run_id] = f"evaluation failed: {result.evaluation_error}"
-            log(f"{what}: evaluation failed ({result.evaluation_error}); the trained run is kept")
-        loss = result.record.get("final_val_loss")
-        log(
-            f"{what}: {'reused' if result.reused else 'trained'} {run_id}"
-            f"{f', val loss {loss:.4f} nats/token' if isinstance(loss, (int, float)) else ''}"
-            f" ({time.perf_counter() - started:.0f} s)"
-        )
-        if on_run is not None:
-            on_run(run_id)
-    return outcome
-
-
-def _describe(spec: RunSpec) -> str:
-    """``gpt2 nano d_model=64 seed 1`` (for progress lines)."""
-    overrides = ",".join(f"{k}={v}" for k, v in sorted(spec.overrides.items()))
-    return f"{spec.arch} {spec.size}{' ' + overrides if overrides else ''} seed {spec.seed}"
-
-
 def default_name(plan: SweepPlan) -> str:
     sizes = "+".join(dict.fromkeys(v.size for v in plan.variants))
     if any(v.overrides for v in plan.variants):
@@ -309,9 +234,12 @@ def default_name(plan: SweepPlan) -> str:
     return f"{'isoflop' if plan.mode == 'isoflop' else 'compare'}-{sizes}-{budgets}"
 
 
-def runs_payload(plan: SweepPlan, outcome: SweepOutcome, command: str, name: str, extra: dict | None = None) -> dict[str, Any]:
-    """What ``reports/<name>/runs.json`` holds: the sweep's run ids and how to make them again (+ ``extra``,
-    e.g. ``finetune``: the adaptation stage's run ids, see ``harness.sweeps.adaptation``)."""
+def runs_payload(plan: SweepPlan, outcome, command: str, name: str, extra: dict | None = None) -> dict[str, Any]:
+    """What ``reports/<name>/runs.json`` holds: the sweep's run ids, each run's state
+    (``harness.sweeps.state``), and how to make them again (+ ``extra``, e.g. ``finetune``: the
+    adaptation stage's run ids, see ``harness.sweeps.adaptation``). ``outcome``: a ``harness.sweeps.runner.SweepOutcome``."""
+    from harness.sweeps.state import states_payload
+
     return {
         "name": name,
         "mode": plan.mode,
@@ -323,7 +251,8 @@ def runs_payload(plan: SweepPlan, outcome: SweepOutcome, command: str, name: str
         "data": plan.specs[0].data if plan.specs else None,
         "run_ids": outcome.run_ids,
         "failed": outcome.failed,
-        "complete": outcome.interrupted is None and len(outcome.run_ids) == len(plan.specs),
+        "complete": outcome.complete,
+        "runs": states_payload(outcome.states),
         "command": command,
         **(extra or {}),
     }

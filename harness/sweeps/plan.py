@@ -254,3 +254,17 @@ def amendment_lines(registered: dict[str, Any]) -> list[str]:
                      f" ({'; '.join(parts) or 'wording only'}). Added or changed comparisons are exploratory; "
                      "removed ones are still tested as registered.")
     return lines
+
+
+def preregister(study_file: str | Path, report_dir: Path, results_root: Path, run_ids: list[str],
+                amend: str | None) -> str:
+    """Register (or check) a study's plan in ``report_dir/data`` before anything trains; the outcome
+    (``register_plan``'s). Data exist once the report's data folder or ``results_root`` holds a finished run."""
+    from harness.runs.compact import copy_study_file, has_data, is_finished
+
+    plan = load_plan(study_file)
+    data_exist = has_data(report_dir) or any(is_finished(Path(results_root) / run_id) for run_id in run_ids)
+    status = register_plan(Path(report_dir) / "data", plan, data_exist=data_exist, amend=amend)
+    if status != "unchanged" or not (Path(report_dir) / "data" / "study.yaml").exists():
+        copy_study_file(study_file, report_dir)
+    return status

@@ -1,30 +1,33 @@
 """A study: several matched-compute sweeps (settings) reported together, with generated Findings.
 
 A study file (YAML, e.g. ``studies/gpt-family-cpu.yaml``) names the study and lists its
-sweeps; each sweep is a ``harness compare`` argument string and a *role* that says what
-the report does with it:
+sweeps; each sweep is typed data (archs, size, budget, seeds, eval …: ``harness.sweeps.entries``)
+and a *role* that says what the report does with it:
 
 - ``synthetic``: the built-in corpus; excess loss per segment, probe accuracy by distance,
   MoE routing statistics, the architecture comparisons;
 - ``text``: a real corpus; bits per byte against unigram and lm-eval tasks beside chance;
 - ``lr``: the same runs as ``synthetic`` at another learning rate, for sensitivity.
 
-The study's ``reports/<name>/runs.json`` has ``mode: "study"`` and each sweep's run ids, so
-``python -m harness report <name>`` regenerates the study report from the data kept in
-``reports/<name>/data/``. The planned comparisons live in the study file's ``comparisons:``
-(``harness.sweeps.plan``), not in code.
+An optional top-level ``slurm:`` mapping gives the Slurm resources (``harness.sweeps.executors.SlurmOptions``)
+used with ``--executor slurm``. The study's ``reports/<name>/runs.json`` has ``mode: "study"``, each
+sweep's run ids and each run's state, so ``python -m harness report <name>`` regenerates the study
+report from the data kept in ``reports/<name>/data/``. The planned comparisons live in the study
+file's ``comparisons:`` (``harness.sweeps.plan``), not in code.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.sweeps.compare import SweepOptions
+from harness.sweeps.entries import options_from_entry
 from harness.sweeps.runs_file import write_runs_file
 
 STUDY_MODE = "study"
@@ -35,9 +38,12 @@ GRAD_NORM_SKIP = 0.2  # gradient-norm variability ignores the first 20 % of step
 
 @dataclass
 class StudySweep:
+    """One sweep of a study: its ``name``, ``role``, and the typed sweep (``options``, from the file's ``entry``)."""
+
     name: str
     role: str
-    args: str  # a `harness compare` argument string
+    options: SweepOptions
+    entry: dict[str, Any] = field(default_factory=dict)  # the study file's fields for this sweep, as written
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -51,24 +57,33 @@ class StudySpec:
     reference: str = "gpt2"
     source: str | None = None
     description: str = ""  # why these sweeps: sizes, budgets, data, and what was left out
+    slurm: dict[str, Any] = field(default_factory=dict)  # Slurm resources (harness.sweeps.executors.SlurmOptions)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "StudySpec":
+        where = source or "the study"
         if not isinstance(data, dict) or not data.get("name") or not data.get("sweeps"):
-            raise ValueError(f"{source or 'the study'} needs a `name` and a list of `sweeps` (name, role, args).")
+            raise ValueError(f"{where} needs a `name` and a list of `sweeps` (name, role and the sweep's fields).")
         sweeps = []
         for item in data["sweeps"]:
-            missing = {"name", "role", "args"} - set(item or {})
-            if missing:
-                raise ValueError(f"a sweep in {source or 'the study'} lacks {', '.join(sorted(missing))}.")
-            sweeps.append(StudySweep(str(item["name"]), str(item["role"]), " ".join(str(item["args"]).split())))
+            if not isinstance(item, dict) or {"name", "role"} - set(item):
+                raise ValueError(f"every sweep in {where} needs a `name` and a `role` ({', '.join(ROLES)}).")
+            if "args" in item:
+                raise ValueError(f"sweep {item['name']!r} in {where} uses `args` (a command line); write its fields "
+                                 f"instead (archs, size, budget, seeds, eval ...: see harness/sweeps/entries.py).")
+            entry = {key: value for key, value in item.items() if key not in ("name", "role")}
+            options = options_from_entry(item, f"sweep {item['name']!r} in {where}")
+            sweeps.append(StudySweep(str(item["name"]), str(item["role"]), options, entry))
         names, roles = [s.name for s in sweeps], [s.role for s in sweeps]
         if len(set(names)) != len(names):
-            raise ValueError(f"sweep names in {source or 'the study'} must be unique, got {', '.join(names)}.")
+            raise ValueError(f"sweep names in {where} must be unique, got {', '.join(names)}.")
         if len(set(roles)) != len(roles):
-            raise ValueError(f"each role may appear once in {source or 'the study'}, got {', '.join(roles)}.")
+            raise ValueError(f"each role may appear once in {where}, got {', '.join(roles)}.")
+        slurm = data.get("slurm") or {}
+        if not isinstance(slurm, dict):
+            raise ValueError(f"`slurm` in {where} must be a mapping (partition, time_min, gpus_per_run, ...).")
         return cls(str(data["name"]), sweeps, str(data.get("reference", "gpt2")), source,
-                   " ".join(str(data.get("description") or "").split()))
+                   " ".join(str(data.get("description") or "").split()), slurm)
 
 
 def load_study(path: str | Path) -> StudySpec:
@@ -81,11 +96,13 @@ def load_study(path: str | Path) -> StudySpec:
     return StudySpec.from_dict(yaml.safe_load(path.read_text()), str(path))
 
 
-def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, dict[str, Any]]) -> Path:
-    """``reports/<name>/runs.json`` for a study: each sweep's role, command and run ids."""
+def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, dict[str, Any]],
+                     runs: dict[str, dict[str, Any]] | None = None) -> Path:
+    """``reports/<name>/runs.json`` for a study: each sweep's role, fields, command and run ids, and
+    each run's state (``harness.sweeps.state``)."""
     run_ids = list(dict.fromkeys(r for sweep in sweeps.values() for r in sweep["run_ids"]))
     payload = {"name": spec.name, "mode": STUDY_MODE, "reference": spec.reference, "source": spec.source,
-               "description": spec.description, "sweeps": sweeps, "run_ids": run_ids}
+               "description": spec.description, "sweeps": sweeps, "run_ids": run_ids, "runs": runs or {}}
     return write_runs_file(report_dir, payload)
 
 
@@ -154,13 +171,3 @@ def lr_base(settings: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     return None
 
 
-def run_study(spec: StudySpec, one_sweep: Callable[[StudySweep], tuple[str, list[str]]]) -> dict[str, dict[str, Any]]:
-    """Run every sweep through ``one_sweep`` (→ its canonical command and run ids), in file order.
-
-    ``one_sweep`` plans and runs the sweep (``harness.sweeps.compare.plan_sweep`` / ``run_sweep`` with the
-    ``SweepOptions`` its argument string parses to; see ``harness.cli.study``)."""
-    sweeps: dict[str, dict[str, Any]] = {}
-    for sweep in spec.sweeps:
-        command, run_ids = one_sweep(sweep)
-        sweeps[sweep.name] = {"role": sweep.role, "args": sweep.args, "command": command, "run_ids": run_ids}
-    return sweeps

@@ -1,0 +1,149 @@
+"""A sweep from plan to report: the one workflow behind ``harness compare`` and ``harness study``.
+
+``execute_sweep`` checks that results and the report can be written, runs every spec on the
+chosen executor (``harness.sweeps.runner``), rewrites ``reports/<name>/runs.json`` atomically
+whenever a run's state changes, runs the adaptation stage when asked, and writes the report
+once every run has an outcome (an interrupted sweep writes none: the same command resumes it).
+``planned_lines`` lists what a dry run would do. Job files and logs of worker processes and
+submitit go to ``reports/<name>/.jobs/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.sweeps.executors import ExecutorOptions, make_executor
+from harness.sweeps.runner import SweepOutcome, run_sweep
+
+JOBS_DIR = ".jobs"
+
+
+@dataclass
+class SweepRun:
+    """What ``execute_sweep`` did: the outcome, the runs file written, and the report (None: interrupted)."""
+
+    outcome: SweepOutcome
+    runs_file: Path | None
+    report: Any = None
+
+
+def previous_states(report_dir: Path) -> dict[str, dict]:
+    """The ``runs`` states of an earlier ``runs.json`` in ``report_dir`` ({} when there is none)."""
+    from harness.sweeps.runs_file import read_runs_file
+
+    try:
+        runs = read_runs_file(report_dir).get("runs")
+    except (OSError, ValueError):
+        return {}
+    return runs if isinstance(runs, dict) else {}
+
+
+def planned_lines(plan, results_dir: Path) -> list[str]:
+    """``reuse|resume|train <tab> run_id <tab> budget (or tokens)`` per planned run (a dry run)."""
+    from harness.runs.run_dir import planned_action
+
+    def amount(spec) -> str:
+        return (f"{spec.train_tokens} tokens (token-matched)" if spec.train_tokens
+                else f"budget {spec.budget_flops:.3g} FLOPs ({spec.attention_flops} attention)")
+
+    return [f"{planned_action(results_dir / spec.run_id())}\t{spec.run_id()}\t{amount(spec)}" for spec in plan.specs]
+
+
+def execute_sweep(plan, options, name: str, command: str, executor: ExecutorOptions = ExecutorOptions(), *,
+                  retries: int = 1, adaptation=None, results_dir: Path | None = None, reports_dir: Path | None = None,
+                  log: Callable[[str], None] | None = None) -> SweepRun:
+    """Run ``plan`` (a ``SweepPlan`` of ``options``) as sweep ``name`` and write its runs file and report."""
+    from harness.io import check_writable
+    from harness.paths import reports_dir as default_reports, results_dir as default_results
+    from harness.sweeps.compare import runs_payload
+    from harness.sweeps.runs_file import write_runs_file
+
+    from harness.training.distributed import is_main_process
+
+    root = Path(results_dir or default_results())
+    report_dir = Path(reports_dir or default_reports()) / name
+    main = is_main_process()  # under torchrun (inline executor) only rank 0 writes the runs file and the report
+    if main:
+        check_writable(root)  # fail now, not after the sweep has trained, if the outputs cannot be written
+        check_writable(report_dir)
+    extra: dict[str, Any] = {"executor": executor.kind}
+
+    def write(outcome: SweepOutcome) -> Path | None:
+        if not main:
+            return None
+        keep_landed_runs(root, report_dir, outcome)
+        return write_runs_file(report_dir, runs_payload(plan, outcome, command, name, extra))
+
+    outcome = run_sweep(plan, options, make_executor(executor, report_dir / JOBS_DIR), root, retries=retries,
+                        previous=previous_states(report_dir), on_update=write, log=log)
+    if adaptation is not None and not outcome.interrupted:
+        from harness.sweeps.adaptation import run_adaptation
+
+        extra["finetune"] = run_adaptation(outcome.run_ids, adaptation, root).to_dict()
+        outcome.failed.update(extra["finetune"]["failed"])
+    path = write(outcome)
+    if outcome.interrupted or not main:
+        return SweepRun(outcome, path)
+    from harness.reporting.report import build_report
+
+    return SweepRun(outcome, path, build_report([name], reference=plan.reference))
+
+
+def keep_landed_runs(results_root: Path, report_dir: Path, outcome: SweepOutcome) -> None:
+    """Copy every run that has landed (trained, reused or failed) into the report's data folder
+    (``harness.runs.compact``), so a study's data can be committed as its runs finish."""
+    from harness.runs.compact import sync_runs
+
+    landed = [*outcome.trained, *outcome.reused, *outcome.failed]
+    if landed:
+        sync_runs(results_root, report_dir, list(dict.fromkeys(landed)))
+
+
+def tally(outcome: SweepOutcome) -> str:
+    """``3 trained, 1 reused, 4 evaluated, 0 failed``."""
+    return (f"{len(outcome.trained)} trained, {len(outcome.reused)} reused, {len(outcome.evaluated)} evaluated, "
+            f"{len(outcome.failed)} failed")
+
+def execute_study(spec, plans: dict, executor: ExecutorOptions = ExecutorOptions(), *, retries: int = 1,
+                  results_dir: Path | None = None, reports_dir: Path | None = None,
+                  log: Callable[[str], None] | None = None) -> tuple[bool, Any]:
+    """Run every sweep of a study (``plans``: sweep name → ``SweepPlan``) in file order, then its report.
+
+    The study's ``runs.json`` is rewritten as each run ends. Returns (finished, report): False and
+    None when a run was interrupted (the same command resumes the study).
+    """
+    from harness.io import check_writable
+    from harness.paths import reports_dir as default_reports, results_dir as default_results
+    from harness.reporting.study_report import build_study_report
+    from harness.sweeps.command import compare_command
+    from harness.sweeps.state import states_payload
+    from harness.sweeps.study import write_study_file
+
+    root = Path(results_dir or default_results())
+    report_dir = Path(reports_dir or default_reports()) / spec.name
+    check_writable(root)
+    check_writable(report_dir)
+    previous = previous_states(report_dir)
+    sweeps: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    for sweep in spec.sweeps:
+        plan = plans[sweep.name]
+        command = compare_command(sweep.options, f"{spec.name}-{sweep.name}")
+
+        def write(outcome: SweepOutcome, sweep=sweep, command=command) -> None:
+            sweeps[sweep.name] = {"role": sweep.role, "sweep": sweep.entry, "command": command,
+                                  "run_ids": outcome.run_ids}
+            runs.update(states_payload(outcome.states))
+            keep_landed_runs(root, report_dir, outcome)
+            write_study_file(report_dir, spec, sweeps, runs)
+
+        if log:
+            log(f"study {spec.name}: sweep {sweep.name} ({len(plan.specs)} runs)")
+        outcome = run_sweep(plan, sweep.options, make_executor(executor, report_dir / JOBS_DIR), root, retries=retries,
+                            previous=previous, on_update=write)
+        write(outcome)
+        if outcome.interrupted:
+            return False, None
+    return True, build_study_report(spec.name)
