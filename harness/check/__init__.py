@@ -35,8 +35,8 @@ entry points below.
 
 from harness.check.baseline import load_baseline
 from harness.check.compare import CheckResult, Direction, Row, run_check
-from harness.check.settings import DEFAULT_BASELINE, CheckSettings
+from harness.check.settings import DEFAULT_BASELINE, TEXT_GROUP, CheckSettings
 from harness.check.update import update_baseline
 
-__all__ = ["CheckResult", "CheckSettings", "DEFAULT_BASELINE", "Direction", "Row", "load_baseline", "run_check",
-           "update_baseline"]
+__all__ = ["CheckResult", "CheckSettings", "DEFAULT_BASELINE", "Direction", "Row", "TEXT_GROUP", "load_baseline",
+           "run_check", "update_baseline"]

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", action="store_true",
                         help="also time the speed ratios of harness/speed_ratios.py (about 25 s); with --update, "
                              "re-measure them (else the baseline keeps its old ones)")
-    parser.add_argument("--archs", help="comma-separated subset of the baseline's architectures")
+    parser.add_argument("--archs", help="comma-separated subset of the baseline's groups: architectures, and 'text' "
+                                         "(the text run)")
     add_set_argument(parser, help="override a model config field on every architecture (to test the gate)")
     parser.add_argument("--workdir", help="keep runs and caches here (default: a fresh temporary folder)")
     update = parser.add_argument_group("with --update (a check always uses the baseline's settings)")
@@ -63,14 +64,14 @@ def main(args: argparse.Namespace) -> int:
         if archs:
             from architectures import available
 
-            unknown = [a for a in archs if a not in available()]
+            unknown = [a for a in archs if a not in available() and a != check.TEXT_GROUP]
             if unknown:
                 raise ValueError(f"unknown architecture(s) {', '.join(unknown)}; known: {', '.join(available())}.")
         defaults = check.CheckSettings()
         if args.spread_seeds is not None and args.spread_seeds < 1:
             raise ValueError(f"--spread-seeds must be at least 1 (the tolerance needs a spread), got {args.spread_seeds}.")
         settings = check.CheckSettings(
-            archs=tuple(archs) if archs else defaults.archs,
+            archs=tuple(a for a in archs if a != check.TEXT_GROUP) or defaults.archs if archs else defaults.archs,
             budget_flops=args.budget if args.budget is not None else defaults.budget_flops,
             eval_limit=args.eval_limit if args.eval_limit is not None else defaults.eval_limit,
             spread_seeds=tuple(range(1, 1 + args.spread_seeds)) if args.spread_seeds else defaults.spread_seeds,
