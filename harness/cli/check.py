@@ -7,9 +7,12 @@
 
 Each architecture is trained from scratch in a fresh temporary folder (fp32 on the CPU,
 seed 0, the baseline's FLOP budget), evaluated on the harness probes (the baseline's
---limit), and compared: parameter counts and FLOPs per token exactly; validation loss and
-probe metrics within the tolerance the baseline stores per metric (3 x the seed-to-seed
-std measured by --update, or a small floor); throughput, as a ratio to a reference matmul
+--limit), and compared: parameter counts and FLOPs per token (total and by component) and
+the optimizer's parameter groups exactly; the losses and last learning rate of a short
+deterministic run to a relative 1e-6; a short run stopped half-way and resumed equal to the
+uninterrupted one; a short text run's split, tokenizer and bits per byte (group "text");
+validation loss and probe metrics within the tolerance the baseline stores per metric (3 x
+the seed-to-seed std measured by --update, or a small floor); throughput, as a ratio to a reference matmul
 timed in the same process, only warns unless --strict-perf. With --speed (implied by
 --strict-perf) the speed ratios of harness/speed_ratios.py (banded vs dense attention, MoE
 per active FLOP, packed evaluation vs one request per forward; one thread, about 25 s) are
