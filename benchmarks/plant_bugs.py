@@ -115,7 +115,9 @@ def run_bug(bug: Bug, baseline: Path, full: bool) -> dict:
         command = [sys.executable, "-m", "harness", "check", "--baseline", str(baseline)]
         command += ["--archs", ",".join(groups)] if groups else []
         done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
-        failed_rows = re.findall(r"^(\S+)\s+(\S+)\s.*\bFAIL\b", done.stdout, flags=re.M)
+        failed_lines = [line for line in done.stdout.splitlines() if re.search(r"\bFAIL\b", line)
+                        and not line.startswith("FAIL:")]
+        failed_rows = [tuple(line.split()[:2]) for line in failed_lines]
         tests_failed = {}
         for test in bug.failing_tests:
             result = subprocess.run([sys.executable, "-m", "pytest", test, "-q", "-x", "-p", "no:cacheprovider"],
@@ -128,7 +130,8 @@ def run_bug(bug: Bug, baseline: Path, full: bool) -> dict:
     else:
         verdict = "crashed"
     return {"bug": bug.name, "what": bug.what, "groups": groups or "all", "verdict": verdict,
-            "failed_metrics": [f"{arch} {metric}" for arch, metric in failed_rows], "exit_code": done.returncode,
+            "failed_metrics": [f"{arch} {metric}" for arch, metric in failed_rows], "failed_rows": failed_lines,
+            "exit_code": done.returncode,
             "tests_failed": tests_failed, "wall_s": round(time.perf_counter() - started, 1),
             "output_tail": (done.stdout + done.stderr)[-1500:] if verdict != "caught" else ""}
 
