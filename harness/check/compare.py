@@ -194,7 +194,8 @@ def run_check(
     like throughput (a warning below ``1 - PERF_TOLERANCE`` x the baseline; a failure with
     ``strict_perf``).
 
-    ``archs``: a subset of the baseline's architectures. ``overrides``: model config fields
+    ``archs``: a subset of the baseline's groups (architectures, and ``"text"`` for the text run;
+    the resume check runs with its architecture). ``overrides``: model config fields
     set on every architecture (``{"init_std": 0.2}``, ``{"n_layer": 1}``): a deliberately
     changed model, to see the gate bite.
     """
