@@ -35,6 +35,10 @@ from architectures.mlp import activation_fn
 
 
 class MoE(nn.Module):
+    # the stacked per-expert biases [E, f] and [E, d] are biases, though 2-D: no weight decay
+    # (harness.training.optim.decays reads this)
+    no_weight_decay = ("b_in", "b_out")
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         d, f, E = config.d_model, config.expert_d_ff, config.n_experts

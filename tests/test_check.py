@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from harness import check
 from harness.check import baseline as check_baseline
 from harness.check import compare as check_compare
+from harness.check import deterministic as check_deterministic
 from harness.check import measure as check_measure
 from harness.check import settings as check_settings
 from harness.check import update as check_update
@@ -27,6 +29,7 @@ TINY = check.CheckSettings(
     eval_limit=20,
     spread_seeds=(1, 2),
     tasks=("harness_facts", "harness_heldout"),
+    text_data=None,  # the text run has tests of its own below
 )
 
 
@@ -48,9 +51,14 @@ def test_committed_baseline_matches_current_counts_and_flops():
         plan = plan_budget(settings.budget_flops, now["train_flops_per_token"], spec.recipe.batch_tokens)
         now.update(planned_steps=plan.steps, tokens=plan.tokens)
         entries = baseline["metrics"][arch]
+        spec = check_deterministic.short_spec(arch, settings)
+        now["param_groups"] = check_deterministic.param_groups_digest(spec, shape["vocab_size"])
+        now.update(check_deterministic.flops_by_component(spec, shape["vocab_size"]))
         for name, value in now.items():
-            assert entries[name]["kind"] == "exact"
+            assert entries[name]["kind"] in ("exact", "digest")
             assert entries[name]["value"] == value, f"{arch} {name}: baseline {entries[name]['value']}, now {value}"
+        for name in check_settings.DETERMINISTIC_KEYS[:4]:
+            assert entries[name]["kind"] == "deterministic" and entries[name]["rtol"] == check_settings.DETERMINISTIC_RTOL
         for name, entry in entries.items():  # every gated quality metric has a measured tolerance
             if entry["kind"] == "quality":
                 assert entry["tolerance"] >= entry["seed_std"] * check_settings.TOLERANCE_K - 1e-12
@@ -76,7 +84,7 @@ def test_unchanged_model_passes_twice_with_identical_numbers(tiny_baseline):
     for _ in range(2):
         result = check.run_check(tiny_baseline)
         assert result.passed, result.table()
-        quality = {row.metric: row.now for row in result.rows if row.kind in ("quality", "exact", "data")}
+        quality = {row.metric: row.now for row in result.rows if row.kind != "perf"}
         # deterministic (fp32, one thread, fixed seed): the same numbers as the baseline's seed 0
         assert quality == {name: entry["value"] for name, entry in baseline.items() if entry["kind"] != "perf"}
 
@@ -287,3 +295,84 @@ def test_speed_ratio_functions_run_on_small_shapes():
     moe = speed_ratios.moe_per_active_flop(repeats=1, size="nano", batch_size=2, seq_len=32)
     assert set(moe["step_cpu_s"]) == {"gpt3", "gpt4"} and moe["speedup"] > 0
     assert speed_ratios.packed_eval_speedup(repeats=1, size="nano") > 0
+
+
+# ---- deterministic metrics, resume and the text run ----------------------------------------------
+
+
+def test_deterministic_and_digest_rules():
+    entry = {"kind": "deterministic", "value": 5.0, "rtol": 1e-6}
+    assert check_compare.compare_metric("a", "short_val_loss", entry, 5.0 + 4e-6, False).verdict == "ok"
+    moved = check_compare.compare_metric("a", "short_val_loss", entry, 5.0 + 1e-5, False)
+    assert moved.failed and moved.verdict == "FAIL changed" and moved.tolerance == "rel 1e-06"
+    digest = {"kind": "digest", "value": "wd 0.1: 10 | wd 0: 16 #e003165cbca0"}
+    assert not check_compare.compare_metric("a", "param_groups", digest, digest["value"], False).failed
+    assert check_compare.compare_metric("a", "param_groups", digest, "wd 0.1: 26 #0123456789ab", False).failed
+    table = check_compare.format_table([check_compare.compare_metric("a", "param_groups", digest, "x", False)])
+    assert "wd 0.1: 10 | wd 0: 16 #e003165cbca0" in table and "FAIL changed" in table
+
+
+def test_param_groups_digest_sees_weight_decay_on_biases(monkeypatch):
+    from harness.training import optim
+
+    spec = check_deterministic.short_spec("gpt2", TINY)
+    before = check_deterministic.param_groups_digest(spec, 512)
+    monkeypatch.setattr(optim, "decays", lambda module, leaf, parameter: True)
+    after = check_deterministic.param_groups_digest(spec, 512)
+    assert before.startswith("wd 0.1: 10 | wd 0: 18 #") and after.startswith("wd 0.1: 28 | wd 0: 0 #")
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_the_uninterrupted_one_and_a_lost_scheduler_fails(tmp_path, monkeypatch):
+    from harness.runs import run_dir
+
+    settings = check.CheckSettings(archs=("gpt1",), resume_arch="gpt1", text_data=None)
+    with check_measure.workspace(tmp_path):
+        straight = check_deterministic.deterministic_metrics("gpt1", settings, tmp_path / "short")
+        pairs = check_deterministic.resume_pairs("gpt1", settings, tmp_path / "resume", straight)
+        assert pairs and all(expected == now for expected, now in pairs.values()), pairs
+        restore = run_dir.restore_training_state
+
+        def forgets_scheduler(path, run_id, model, optimizer, scheduler):  # the scheduler's state is not loaded
+            return restore(path, run_id, model, optimizer, SimpleNamespace(load_state_dict=lambda state: None))
+
+        monkeypatch.setattr(run_dir, "restore_training_state", forgets_scheduler)
+        pairs = check_deterministic.resume_pairs("gpt1", settings, tmp_path / "resume-bug", straight)
+    rows = [check_compare.equal_row("gpt1", name, *pair) for name, pair in pairs.items()]
+    failed = {row.metric for row in rows if row.failed}
+    assert {"resume.short_val_loss", "resume.train_loss_steps_differing"} <= failed
+
+
+@pytest.mark.slow
+def test_text_run_gates_the_split_and_the_tokenizer(tmp_path, monkeypatch, shared_file):
+    from harness.check import text_run
+    from harness.data import prepare
+
+    shared_file("corpora/tinyshakespeare.txt")
+    committed = check.load_baseline(COMMITTED)
+    settings = check.CheckSettings.from_dict(committed["settings"])
+    with check_measure.workspace(tmp_path / "a"):
+        metrics = text_run.text_metrics(settings, tmp_path / "a" / "text")
+    rows = check_compare.compare(committed, {"text": metrics})
+    # the split, the tokenizer and the validation tokens do not depend on the machine
+    assert not [row for row in rows if row.kind in ("exact", "digest") and row.failed]
+    assert metrics["short_val_bpb"] > 0 and metrics["n_val_docs"] >= 1
+
+    split = prepare.split_documents
+    monkeypatch.setattr(prepare, "split_documents", lambda docs, fraction: split(docs, fraction) - 1)
+    with check_measure.workspace(tmp_path / "b"):
+        moved = text_run.text_metrics(settings, tmp_path / "b" / "text")
+    failed = {row.metric for row in check_compare.compare(committed, {"text": moved}) if row.failed}
+    assert {"n_train_docs", "n_val_docs", "tokenizer", "val_tokens", "short_val_bpb"} <= failed
+
+
+@pytest.mark.parametrize("ci, passed", [("true", False), ("false", True)])
+def test_missing_text_corpus_fails_only_in_ci(tmp_path, monkeypatch, ci, passed):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.setenv("CI", ci)
+    result = check.run_check(COMMITTED, archs=["text"])
+    assert result.passed is passed and not result.rows
+    if passed:
+        assert any("text run skipped" in note for note in result.notes)
+    else:
+        assert "CI=true" in result.errors["text"]

@@ -16,9 +16,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from harness.check.settings import (BASELINE_KIND, BASELINE_SCHEMA, DATA_RTOL, FRACTION_FLOOR_DOCS, LOSS_FLOOR_NATS,
-                                    PERF_TOLERANCE, SPEED_GROUP, TOLERANCE_K, CheckSettings, lower_is_better,
-                                    metric_kind)
+from harness.check.settings import (BASELINE_KIND, BASELINE_SCHEMA, DATA_RTOL, DETERMINISTIC_RTOL, FRACTION_FLOOR_DOCS,
+                                    LOSS_FLOOR_NATS, PERF_TOLERANCE, SPEED_GROUP, TOLERANCE_K, CheckSettings,
+                                    lower_is_better, metric_kind)
 
 
 def _floor(name: str, settings: CheckSettings) -> float:
@@ -31,10 +31,10 @@ def metric_entry(name: str, values_by_seed: dict[int, float], settings: CheckSet
     """One baseline entry: the check seed's value and, for quality and perf, a tolerance from the spread."""
     value = values_by_seed[settings.seed]
     kind = metric_kind(name)
-    if kind == "exact":
+    if kind in ("exact", "digest"):
         return {"kind": kind, "value": value}
-    if kind == "data":
-        return {"kind": kind, "value": value, "rtol": DATA_RTOL}
+    if kind in ("data", "deterministic"):
+        return {"kind": kind, "value": value, "rtol": DATA_RTOL if kind == "data" else DETERMINISTIC_RTOL}
     values = [values_by_seed[s] for s in sorted(values_by_seed)]
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     entry: dict[str, Any] = {"kind": kind, "value": value}
@@ -119,7 +119,8 @@ def build_baseline(
             f"quality: max({TOLERANCE_K:g} x sample std over seeds {[settings.seed, *settings.spread_seeds]}, floor), "
             f"floor {LOSS_FLOOR_NATS} nats for losses, {FRACTION_FLOOR_DOCS} documents / eval_limit for fractions, "
             f"two-sided; perf: median of the runs, warn below (1 - {PERF_TOLERANCE}) x baseline, a failure only "
-            f"with --strict-perf; exact: equal; data: relative {DATA_RTOL:g}"
+            f"with --strict-perf; exact and digest: equal; data: relative {DATA_RTOL:g}; deterministic: relative "
+            f"{DETERMINISTIC_RTOL:g}"
         ),
         "settings": settings.to_dict(),
         "shapes": shapes,
@@ -185,12 +186,14 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
         settings = CheckSettings.from_dict(baseline["settings"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"baseline {path} has invalid settings ({error}); {create}.") from None
-    groups = [*settings.archs, *([SPEED_GROUP] if SPEED_GROUP in baseline["metrics"] else [])]
+    groups = [*settings.groups(), *([SPEED_GROUP] if SPEED_GROUP in baseline["metrics"] else [])]
     for arch in groups:
         entries = baseline["metrics"].get(arch)
         if not isinstance(entries, dict) or not entries:
             raise ValueError(f"baseline {path} has no metrics for {arch}; {create}.")
         for name, entry in entries.items():
+            if isinstance(entry, dict) and entry.get("kind") == "digest" and isinstance(entry.get("value"), str):
+                continue
             if not isinstance(entry, dict) or not isinstance(entry.get("value"), (int, float)):
                 raise ValueError(f"baseline {path}: {arch} metric {name} has no numeric value; {create}.")
             if entry.get("kind") in ("quality", "perf") and not isinstance(entry.get("tolerance"), (int, float)):

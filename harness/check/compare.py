@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.check.baseline import library_versions, load_baseline
-from harness.check.measure import PartialRun, measure_run, measure_speed, workspace
-from harness.check.settings import (DATA_RTOL, DEFAULT_BASELINE, SPEED_GROUP, CheckSettings, lower_is_better,
-                                    metric_kind)
+from harness.check.deterministic import resume_pairs
+from harness.check.errors import PartialRun
+from harness.check.measure import measure_group, measure_speed, workspace
+from harness.check.settings import (DATA_RTOL, DEFAULT_BASELINE, DETERMINISTIC_RTOL, SPEED_GROUP, TEXT_GROUP,
+                                    CheckSettings, lower_is_better, metric_kind)
+from harness.check.text_run import TextDataMissing, missing_is_failure
 from harness.reporting.formatting import fmt_precise
 from harness.threads import torch_threads
 
@@ -30,11 +33,11 @@ class Direction(Enum):
 class Row:
     """One metric of one architecture: baseline and current value, the tolerance applied, the verdict."""
 
-    arch: str
+    arch: str  # an architecture, or a group beside them (``text``, ``speed``)
     metric: str
     kind: str
-    baseline: float | None
-    now: float | None
+    baseline: float | str | None  # a string for a ``digest``
+    now: float | str | None
     tolerance: str
     verdict: str  # ok | FAIL ... | warn ... | new
     failed: bool = False
@@ -49,11 +52,11 @@ def compare_metric(arch: str, name: str, entry: dict | None, now: float | None, 
     kind, base = entry.get("kind", metric_kind(name)), entry["value"]
     if now is None:
         return Row(arch, name, kind, base, None, "-", "FAIL missing", failed=True)
-    if kind == "exact":
+    if kind in ("exact", "digest"):
         ok = now == base
         return Row(arch, name, kind, base, now, "exact", "ok" if ok else "FAIL changed", failed=not ok)
-    if kind == "data":
-        rtol = entry.get("rtol", DATA_RTOL)
+    if kind in ("data", "deterministic"):
+        rtol = entry.get("rtol", DATA_RTOL if kind == "data" else DETERMINISTIC_RTOL)
         ok = math.isclose(now, base, rel_tol=rtol, abs_tol=0.0)
         return Row(arch, name, kind, base, now, f"rel {rtol:g}", "ok" if ok else "FAIL changed", failed=not ok)
     tolerance = float(entry["tolerance"])
@@ -112,7 +115,8 @@ class CheckResult:
 
 def format_table(rows: list[Row]) -> str:
     header = ("arch", "metric", "baseline", "now", "tolerance", "verdict")
-    cells = [header] + [(r.arch, r.metric, fmt_precise(r.baseline), fmt_precise(r.now), r.tolerance, r.verdict) for r in rows]
+    cells = [header] + [(r.arch, r.metric, _fmt_value(r.baseline, r.kind), _fmt_value(r.now, r.kind), r.tolerance,
+                         r.verdict) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     numeric = (False, False, True, True, True, False)
 
@@ -120,6 +124,22 @@ def format_table(rows: list[Row]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)).rstrip()
 
     return "\n".join([line(header), line(tuple("-" * w for w in widths))] + [line(r) for r in cells[1:]])
+
+
+def _fmt_value(value: float | str | None, kind: str) -> str:
+    """A digest as it is; a deterministic value with 10 significant figures (its tolerance is relative 1e-6)."""
+    if isinstance(value, str):
+        return value
+    if kind in ("deterministic", "resume") and isinstance(value, float):
+        return f"{value:.10g}"
+    return fmt_precise(value)
+
+
+def equal_row(arch: str, name: str, expected: float, now: float) -> Row:
+    """A ``resume`` row: ``now`` (the resumed run) must equal ``expected`` (the uninterrupted run)."""
+    same = now == expected or (math.isnan(now) and math.isnan(expected))
+    return Row(arch, name, "resume", expected, now, "equal", "ok" if same else "FAIL resumed run differs",
+               failed=not same)
 
 
 def compare(
@@ -138,14 +158,18 @@ def compare(
 
 
 def _select_archs(settings: CheckSettings, archs: list[str] | None, path: Path) -> list[str]:
+    """The groups to measure: every one of the baseline's, or ``archs`` (architectures, and ``text``)."""
     if not archs:
-        return list(settings.archs)
+        return settings.groups()
     from architectures import available
 
-    unregistered = [a for a in archs if a not in available()]
+    if TEXT_GROUP in archs and not settings.text_data:
+        raise ValueError(f"baseline {path} has no text run; make one with `python -m harness check --update`.")
+    archs = [a for a in archs if a != TEXT_GROUP] + [TEXT_GROUP] * (TEXT_GROUP in archs)
+    unregistered = [a for a in archs if a not in available() and a != TEXT_GROUP]
     if unregistered:
         raise ValueError(f"unknown architecture(s) {', '.join(unregistered)}; known: {', '.join(available())}.")
-    unknown = [a for a in archs if a not in settings.archs]
+    unknown = [a for a in archs if a not in settings.groups()]
     if unknown:
         raise ValueError(
             f"baseline {path} has no {', '.join(unknown)} (it has {', '.join(settings.archs)}); "
@@ -170,7 +194,8 @@ def run_check(
     like throughput (a warning below ``1 - PERF_TOLERANCE`` x the baseline; a failure with
     ``strict_perf``).
 
-    ``archs``: a subset of the baseline's architectures. ``overrides``: model config fields
+    ``archs``: a subset of the baseline's groups (architectures, and ``"text"`` for the text run;
+    the resume check runs with its architecture). ``overrides``: model config fields
     set on every architecture (``{"init_std": 0.2}``, ``{"n_layer": 1}``): a deliberately
     changed model, to see the gate bite.
     """
@@ -193,18 +218,27 @@ def run_check(
         notes.append(f"model overrides in effect: {overrides}")
     measured: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
+    resumed: list[Row] = []
     from harness.device import configure_device
 
     configure_device(settings.device, settings.dtype, compile=False)
     with workspace(workdir) as root, torch_threads(settings.threads):
-        for arch in selected:
+        for group in selected:
             try:
-                measured[arch] = measure_run(arch, settings, settings.seed, root / "results", overrides, log)
+                measured[group] = measure_group(group, settings, settings.seed, root, overrides, log)
+                if group == settings.resume_arch:
+                    pairs = resume_pairs(group, settings, root / "resume", measured[group], overrides)
+                    resumed.extend(equal_row(group, name, *pair) for name, pair in pairs.items())
+            except TextDataMissing as missing:
+                if missing_is_failure():
+                    errors[group] = f"{missing} (CI=true: missing shared data is a failure)"
+                else:
+                    notes.append(f"text run skipped: {missing}")
             except PartialRun as error:
                 kept = "" if workdir is not None else " (the check's temporary folder is removed: pass workdir / --workdir DIR to keep it)"
-                errors[arch] = f"{error}{kept}"
+                errors[group] = f"{error}{kept}"
     if speed:
         measured[SPEED_GROUP] = {name: values[0] for name, values in measure_speed(log=log).items()}
-    rows = compare(baseline, measured, strict_perf=strict_perf)
+    rows = compare(baseline, measured, strict_perf=strict_perf) + resumed
     return CheckResult(rows, time.perf_counter() - started, notes, errors)
 

@@ -6,6 +6,11 @@ torch threads; runs are always retrained. Derived metrics are left out
 (``token_perplexity`` = exp(nll), ``excess_*`` = loss - a fixed floor) so each metric is an
 independent fact. Throughput is a ratio to a reference matmul timed just before each run.
 The speed ratios (``measure_speed``) are timed on one thread after the runs.
+
+``measure_group`` adds, at the check seed, the deterministic metrics of a short run
+(``harness.check.deterministic``) to an architecture's, and measures the text group
+(``harness.check.text_run``). Folders under the workspace: ``results/`` (the gated runs),
+``short/`` (the short runs), ``resume/`` (the resumed one), ``text/``.
 """
 
 from __future__ import annotations
@@ -16,14 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from harness.check.settings import (DATA_KEYS, DERIVED_METRICS, EXACT_KEYS, PERF_KEY, REFERENCE_MATMUL,
-                                    CheckSettings)
+from harness.check.deterministic import deterministic_metrics
+from harness.check.errors import PartialRun
+from harness.check.settings import (DATA_KEYS, DERIVED_METRICS, PERF_KEY, RECORD_EXACT_KEYS, REFERENCE_MATMUL,
+                                    TEXT_GROUP, CheckSettings)
+from harness.check.text_run import text_metrics
 from harness.paths import temporary_environ
 from harness.threads import torch_threads
-
-
-class PartialRun(ValueError):
-    """A training run failed or was interrupted, or its evaluation left a metric out."""
 
 
 @contextlib.contextmanager
@@ -95,7 +99,7 @@ def measure_run(
 def _record_metrics(record: dict[str, Any], what: str) -> dict[str, float]:
     """The exact and data facts and the final validation loss, from the training record."""
     metrics: dict[str, float] = {}
-    for key in EXACT_KEYS + DATA_KEYS + ("final_val_loss",):
+    for key in RECORD_EXACT_KEYS + DATA_KEYS + ("final_val_loss",):
         if record.get(key) is None:
             raise PartialRun(f"{what}: the run's record has no {key!r}; the run is incomplete.")
         metrics[key] = record[key]
@@ -119,6 +123,27 @@ def _evaluation_metrics(evaluation: dict[str, Any], settings: CheckSettings, wha
     return metrics
 
 
+def measure_group(
+    group: str,
+    settings: CheckSettings,
+    seed: int,
+    root: Path,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One group's metrics at ``seed``: an architecture's run (plus, at the check seed, its deterministic
+    metrics), or the text group's (``TEXT_GROUP``, check seed only)."""
+    if group == TEXT_GROUP:
+        metrics = text_metrics(settings, root / "text", overrides)
+    else:
+        metrics = measure_run(group, settings, seed, root / "results", overrides, log)
+        if seed == settings.seed:
+            metrics.update(deterministic_metrics(group, settings, root / "short", overrides))
+    if log and seed == settings.seed:
+        log(f"check: {group}: short run val loss {metrics['short_val_loss']:.8f}, {metrics['_short_steps']} steps")
+    return metrics
+
+
 def measure(
     settings: CheckSettings,
     seeds: list[int],
@@ -128,16 +153,16 @@ def measure(
     workdir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, dict[int, dict[str, float]]]:
-    """{arch: {seed: metrics}} for every arch and seed, in a fresh (or the given) workspace."""
+    """{group: {seed: metrics}} for every group (``archs``: these groups; default ``settings.groups()``)
+    and seed (the text group: the check seed alone), in a fresh (or the given) workspace."""
     from harness.device import configure_device
 
     configure_device(settings.device, settings.dtype, compile=False)  # process-wide switches first
     out: dict[str, dict[int, dict[str, float]]] = {}
     with workspace(workdir) as root, torch_threads(settings.threads):
-        for arch in archs or settings.archs:
-            out[arch] = {}
-            for seed in seeds:
-                out[arch][seed] = measure_run(arch, settings, seed, root / "results", overrides, log)
+        for group in archs or settings.groups():
+            group_seeds = [settings.seed] if group == TEXT_GROUP else seeds
+            out[group] = {seed: measure_group(group, settings, seed, root, overrides, log) for seed in group_seeds}
     return out
 
 

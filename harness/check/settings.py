@@ -1,7 +1,10 @@
 """What a check trains and how it judges: the settings stored in a baseline, the tolerances, the metric kinds.
 
-Metric kinds: ``exact`` (parameter counts, FLOPs per token, planned steps and tokens: equal),
-``data`` (entropy floor, unigram loss: relative ``DATA_RTOL``), ``perf`` (throughput against a
+Metric kinds: ``exact`` (parameter counts, FLOPs per token and by component, planned steps and
+tokens, the text split's counts: equal), ``digest`` (the optimizer's parameter groups, the text
+tokenizer and validation tokens: equal strings), ``deterministic`` (losses and the last learning
+rate of the short runs, the text run's bits per byte: relative ``DETERMINISTIC_RTOL``), ``data``
+(entropy floor, unigram loss: relative ``DATA_RTOL``), ``perf`` (throughput against a
 reference matmul, and the speed ratios of ``harness.speed_ratios`` under ``SPEED_GROUP``:
 one-sided, ``PERF_TOLERANCE``), ``quality`` (every other metric: within
 ``max(TOLERANCE_K x seed std, floor)``, floors in nats for losses and documents for fractions).
@@ -17,7 +20,7 @@ from typing import Any
 from harness.speed_ratios import SPEED_RATIOS
 
 BASELINE_KIND = "harness-check-baseline"
-BASELINE_SCHEMA = 1
+BASELINE_SCHEMA = 2
 DEFAULT_BASELINE = Path("results/baselines/ci-cpu.json")
 
 # Tolerance of a quality metric: max(TOLERANCE_K x seed-to-seed std, floor). k = 3: a seed-0
@@ -37,10 +40,26 @@ FRACTION_FLOOR_DOCS = 2
 # reference matmul, so only a halving is worth a warning.
 PERF_TOLERANCE = 0.5
 DATA_RTOL = 1e-6
+# The deterministic metrics (fp32, one thread, fixed seed; the short runs of short_budget_flops)
+# must agree to this relative tolerance. Measured: the same machine reproduces them bit for bit,
+# and so did forcing AVX2 kernels instead of AVX-512 (ATEN_CPU_CAPABILITY=avx2
+# ONEDNN_MAX_CPU_ISA=AVX2: every deterministic metric unchanged, while the 220-step runs' final
+# validation loss moved by up to 2.6e-7 relative and gpt4's held-out nll by 8e-6). 1e-6 leaves
+# room for other kernels' rounding over 10 steps, while the smallest planted bug
+# (benchmarks/plant_bugs.py: the banded window one key too wide) moves gpt3's untrained loss by
+# 1.1e-5 and its short-run validation loss by 4.4e-5, relative.
+DETERMINISTIC_RTOL = 1e-6
 REFERENCE_MATMUL = 1024  # square fp32 matmul timed before each training run (about 0.5 s on one thread)
 
-EXACT_KEYS = ("params", "non_embedding_params", "active_params", "forward_flops_per_token",
-              "train_flops_per_token", "planned_steps", "tokens")
+RECORD_EXACT_KEYS = ("params", "non_embedding_params", "active_params", "forward_flops_per_token",
+                     "train_flops_per_token", "planned_steps", "tokens")
+# plus the text run's split and tokenization
+EXACT_KEYS = RECORD_EXACT_KEYS + ("n_train_docs", "n_val_docs", "n_train_tokens", "n_val_tokens", "val_bytes",
+                                  "vocab_size")
+FLOPS_PREFIX = "flops."  # forward FLOPs per token by component (harness.flops.BREAKDOWN_KEYS): exact
+DIGEST_KEYS = ("param_groups", "tokenizer", "val_tokens", "documents")
+DETERMINISTIC_KEYS = ("init_train_loss", "short_train_loss", "short_val_loss", "short_final_lr", "short_val_bpb",
+                      "short_unigram_val_bpb")
 DATA_KEYS = ("entropy_floor", "unigram_val_loss")
 DERIVED_METRICS = ("token_perplexity", "excess_nll_per_token")
 PERF_KEY = "throughput_vs_matmul"
@@ -49,6 +68,10 @@ PERF_KEY = "throughput_vs_matmul"
 # median of SPEED_MEASUREMENTS measurements when the baseline is made.
 SPEED_GROUP = "speed"
 SPEED_MEASUREMENTS = 3
+# The text run's metrics sit under this key, beside the architectures (``--archs text`` selects it).
+TEXT_GROUP = "text"
+# Metrics of the resumed short run, compared with the same check's uninterrupted one (not stored).
+RESUME_PREFIX = "resume."
 
 
 @dataclass
@@ -70,6 +93,18 @@ class CheckSettings:
     # with other work, OpenMP's spinning barriers made a nano training step 15x slower
     # (338 ms against 22 ms with one thread, load average 7).
     threads: int = 1
+    # The deterministic metrics: a short run per architecture at this budget (10-11 nano steps,
+    # its whole schedule: warm-up, cosine, floor), at the check seed only.
+    short_budget_flops: float = 1e10
+    # This architecture's short run is also stopped half-way and resumed, when it is checked; it
+    # must equal the uninterrupted one exactly (None: no resume check).
+    resume_arch: str | None = "gpt1"
+    # The text run: ``text_arch`` at ``size`` on this corpus (a path under HARNESS_DATA_DIR),
+    # a byte-level BPE of ``text_vocab_size`` trained on its training split, the short budget
+    # (None: no text run). Missing data is a failure under CI=true, else the group is skipped.
+    text_data: str | None = "corpora/tinyshakespeare.txt"
+    text_arch: str = "gpt2"
+    text_vocab_size: int = 512
 
     def __post_init__(self) -> None:
         self.archs = tuple(self.archs)
@@ -84,8 +119,14 @@ class CheckSettings:
             raise ValueError(f"budget_flops must be a positive number of FLOPs, got {self.budget_flops!r}.")
         if not (isinstance(self.threads, int) and self.threads >= 1):
             raise ValueError(f"threads must be a positive whole number, got {self.threads!r}.")
+        if not (isinstance(self.short_budget_flops, (int, float)) and self.short_budget_flops > 0):
+            raise ValueError(f"short_budget_flops must be a positive number of FLOPs, got {self.short_budget_flops!r}.")
         if self.seed in self.spread_seeds:
             raise ValueError(f"spread_seeds {self.spread_seeds} must not include the check's seed {self.seed}.")
+
+    def groups(self) -> list[str]:
+        """The metric groups a check measures: every architecture, then the text run (when set)."""
+        return [*self.archs, *([TEXT_GROUP] if self.text_data else [])]
 
     def task_names(self) -> list[str]:
         if self.tasks is not None:
@@ -110,9 +151,13 @@ class CheckSettings:
 
 
 def metric_kind(name: str) -> str:
-    """``exact``, ``data``, ``perf`` or ``quality`` (see the module docstring)."""
-    if name in EXACT_KEYS:
+    """``exact``, ``digest``, ``deterministic``, ``data``, ``perf`` or ``quality`` (see the module docstring)."""
+    if name in EXACT_KEYS or name.startswith(FLOPS_PREFIX):
         return "exact"
+    if name in DIGEST_KEYS:
+        return "digest"
+    if name in DETERMINISTIC_KEYS:
+        return "deterministic"
     if name in DATA_KEYS:
         return "data"
     if name == PERF_KEY or name in SPEED_RATIOS:

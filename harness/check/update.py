@@ -12,7 +12,7 @@ from typing import Any, Callable
 from harness.check.baseline import build_baseline, dumps_baseline
 from harness.check.measure import measure, measure_speed
 from harness.check.settings import (BASELINE_KIND, BASELINE_SCHEMA, DEFAULT_BASELINE, SPEED_GROUP, SPEED_MEASUREMENTS,
-                                    CheckSettings)
+                                    TEXT_GROUP, CheckSettings)
 from harness.reporting.formatting import fmt_precise
 
 
@@ -31,9 +31,9 @@ def baseline_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
         for name in list(before) + [n for n in after if n not in before]:
             a, b = before.get(name), after.get(name)
             if a is None:
-                lines.append(f"{arch} {name}: added {fmt_precise(b['value'])}")
+                lines.append(f"{arch} {name}: added {_fmt(b['value'])}")
             elif b is None:
-                lines.append(f"{arch} {name}: removed (was {fmt_precise(a['value'])})")
+                lines.append(f"{arch} {name}: removed (was {_fmt(a['value'])})")
             elif a.get("value") != b.get("value") or a.get("tolerance") != b.get("tolerance"):
                 tol = ""
                 if a.get("tolerance") != b.get("tolerance"):
@@ -42,8 +42,14 @@ def baseline_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     return "\n".join(lines) if lines else "no metric changed"
 
 
+def _fmt(value: Any) -> str:
+    return value if isinstance(value, str) else fmt_precise(value)
+
+
 def _diff_value(before: Any, after: Any) -> str:
     """``before -> after`` with enough digits to tell them apart."""
+    if isinstance(before, str) or isinstance(after, str):
+        return f"{before} -> {after}"
     if isinstance(before, (int, float)) and isinstance(after, (int, float)) and fmt_precise(before) == fmt_precise(after):
         return f"{before!r} -> {after!r}"
     return f"{fmt_precise(before)} -> {fmt_precise(after)}"
@@ -57,6 +63,8 @@ def _same_settings(old: Any, new: dict[str, Any]) -> bool:
     if not isinstance(settings, dict) or not isinstance(old.get("metrics"), dict) or not isinstance(old.get("shapes"), dict):
         return False
     if any(a not in old["metrics"] or a not in old["shapes"] for a in settings.get("archs", [])):
+        return False
+    if settings.get("text_data") and TEXT_GROUP not in old["metrics"]:
         return False
     return {**settings, "archs": None} == {**new["settings"], "archs": None}
 
@@ -89,20 +97,25 @@ def update_baseline(
             old = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, ValueError):
             old = None  # a malformed baseline is replaced; the diff says so
-    measured_archs = list(archs) if archs else list(settings.archs)
+    groups = list(archs) if archs else settings.groups()
+    measured_archs = [g for g in groups if g != TEXT_GROUP]
     seeds = [settings.seed, *settings.spread_seeds]
-    measured = measure(settings, seeds, archs=measured_archs, workdir=workdir, log=log)
+    measured = measure(settings, seeds, archs=groups, workdir=workdir, log=log)
     if command is None:
         command = f"harness.check.update_baseline({str(path)!r}, {settings!r})"
     speed_values = measure_speed(SPEED_MEASUREMENTS, log) if speed else None
-    new = build_baseline(settings if not archs else replace(settings, archs=tuple(measured_archs)), measured,
-                         command=command, wall_s=time.perf_counter() - started, speed=speed_values)
+    made_with = settings if not archs else replace(settings, archs=tuple(measured_archs) or settings.archs)
+    new = build_baseline(made_with, measured, command=command, wall_s=time.perf_counter() - started,
+                         speed=speed_values)
     if archs and _same_settings(old, new):
-        # keep the previous baseline's other architectures (same settings, so still comparable)
+        # keep the previous baseline's other groups (same settings, so still comparable)
         merged = list(old["settings"]["archs"]) + [a for a in measured_archs if a not in old["settings"]["archs"]]
         new["settings"]["archs"] = merged
-        new["metrics"] = {a: new["metrics"][a] if a in measured_archs else old["metrics"][a] for a in merged}
-        new["shapes"] = {a: new["shapes"][a] if a in measured_archs else old["shapes"][a] for a in merged}
+        kept = [*merged, *([TEXT_GROUP] if settings.text_data else [])]
+        new["metrics"] = {a: new["metrics"][a] if a in groups else old["metrics"][a] for a in kept}
+        new["shapes"] = {a: new["shapes"][a] if a in groups else old["shapes"][a] for a in kept}
+    elif archs and TEXT_GROUP not in groups:
+        new["settings"]["text_data"] = None  # a new file of these architectures alone, without a text run
     if not speed and isinstance(old, dict) and isinstance(old.get("metrics"), dict) and SPEED_GROUP in old["metrics"]:
         new["metrics"][SPEED_GROUP] = old["metrics"][SPEED_GROUP]
     write_text_atomic(path, dumps_baseline(new))

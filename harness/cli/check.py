@@ -7,9 +7,12 @@
 
 Each architecture is trained from scratch in a fresh temporary folder (fp32 on the CPU,
 seed 0, the baseline's FLOP budget), evaluated on the harness probes (the baseline's
---limit), and compared: parameter counts and FLOPs per token exactly; validation loss and
-probe metrics within the tolerance the baseline stores per metric (3 x the seed-to-seed
-std measured by --update, or a small floor); throughput, as a ratio to a reference matmul
+--limit), and compared: parameter counts and FLOPs per token (total and by component) and
+the optimizer's parameter groups exactly; the losses and last learning rate of a short
+deterministic run to a relative 1e-6; a short run stopped half-way and resumed equal to the
+uninterrupted one; a short text run's split, tokenizer and bits per byte (group "text");
+validation loss and probe metrics within the tolerance the baseline stores per metric (3 x
+the seed-to-seed std measured by --update, or a small floor); throughput, as a ratio to a reference matmul
 timed in the same process, only warns unless --strict-perf. With --speed (implied by
 --strict-perf) the speed ratios of harness/speed_ratios.py (banded vs dense attention, MoE
 per active FLOP, packed evaluation vs one request per forward; one thread, about 25 s) are
@@ -36,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", action="store_true",
                         help="also time the speed ratios of harness/speed_ratios.py (about 25 s); with --update, "
                              "re-measure them (else the baseline keeps its old ones)")
-    parser.add_argument("--archs", help="comma-separated subset of the baseline's architectures")
+    parser.add_argument("--archs", help="comma-separated subset of the baseline's groups: architectures, and 'text' "
+                                         "(the text run)")
     add_set_argument(parser, help="override a model config field on every architecture (to test the gate)")
     parser.add_argument("--workdir", help="keep runs and caches here (default: a fresh temporary folder)")
     update = parser.add_argument_group("with --update (a check always uses the baseline's settings)")
@@ -63,14 +67,14 @@ def main(args: argparse.Namespace) -> int:
         if archs:
             from architectures import available
 
-            unknown = [a for a in archs if a not in available()]
+            unknown = [a for a in archs if a not in available() and a != check.TEXT_GROUP]
             if unknown:
                 raise ValueError(f"unknown architecture(s) {', '.join(unknown)}; known: {', '.join(available())}.")
         defaults = check.CheckSettings()
         if args.spread_seeds is not None and args.spread_seeds < 1:
             raise ValueError(f"--spread-seeds must be at least 1 (the tolerance needs a spread), got {args.spread_seeds}.")
         settings = check.CheckSettings(
-            archs=tuple(archs) if archs else defaults.archs,
+            archs=tuple(a for a in archs if a != check.TEXT_GROUP) or defaults.archs if archs else defaults.archs,
             budget_flops=args.budget if args.budget is not None else defaults.budget_flops,
             eval_limit=args.eval_limit if args.eval_limit is not None else defaults.eval_limit,
             spread_seeds=tuple(range(1, 1 + args.spread_seeds)) if args.spread_seeds else defaults.spread_seeds,

@@ -1,7 +1,7 @@
 """The optimizer and learning-rate schedule every training loop here uses (pre-training, fine-tuning, bench).
 
-AdamW with nanoGPT's parameter groups — weight decay on matrices and embeddings (≥ 2 dims),
-none on biases and LayerNorm gains — and a schedule of linear warm-up over
+AdamW with nanoGPT's parameter groups — weight decay on matrices and embeddings, none on
+biases and LayerNorm gains and biases (``decays``) — and a schedule of linear warm-up over
 ``warmup_fraction`` of the steps, then cosine decay to ``min_lr_ratio`` × the peak lr.
 Only parameters that require gradients are optimized (LoRA trains its adapters alone).
 """
@@ -14,13 +14,49 @@ import torch
 from torch import nn
 
 
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+
+
+def decays(module: nn.Module, leaf_name: str, parameter: nn.Parameter) -> bool:
+    """Whether ``module.<leaf_name>`` takes weight decay: matrices and embeddings (≥ 2 dims) do;
+    norm layers' parameters, biases (named ``bias``, or listed in the module's
+    ``no_weight_decay`` names, e.g. MoE's stacked per-expert biases) and other vectors do not."""
+    if isinstance(module, NORM_TYPES) or leaf_name == "bias" or leaf_name in getattr(module, "no_weight_decay", ()):
+        return False
+    return parameter.dim() >= 2
+
+
+def named_trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
+    """(full name, owning module, leaf name, parameter) of every parameter that requires
+    gradients, each once (a tied weight under its first name), in ``named_modules`` order."""
+    seen: set[int] = set()
+    out = []
+    for prefix, module in model.named_modules():
+        for leaf, parameter in module.named_parameters(recurse=False):
+            if parameter.requires_grad and id(parameter) not in seen:
+                seen.add(id(parameter))
+                out.append((f"{prefix}.{leaf}" if prefix else leaf, module, leaf, parameter))
+    return out
+
+
 def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: parameters with ≥ 2 dims decay by ``weight_decay``, the rest not at all."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Two groups: the parameters that ``decays`` by ``weight_decay``, the rest not at all.
+
+    Only parameters that require gradients are included (LoRA trains its adapters alone).
+    """
+    named = named_trainable_parameters(model)
     return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for _, module, leaf, p in named if decays(module, leaf, p)], "weight_decay": weight_decay},
+        {"params": [p for _, module, leaf, p in named if not decays(module, leaf, p)], "weight_decay": 0.0},
     ]
+
+
+def parameter_group_layout(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[dict]:
+    """``[{"weight_decay": float, "names": [parameter names]}]`` per optimizer group, in order
+    (a parameter the model does not name appears as ``?``)."""
+    names = {id(p): name for name, _, _, p in named_trainable_parameters(model)}
+    return [{"weight_decay": float(group["weight_decay"]), "names": [names.get(id(p), "?") for p in group["params"]]}
+            for group in optimizer.param_groups]
 
 
 def make_optimizer(model: nn.Module, recipe, fused: bool) -> torch.optim.AdamW:
