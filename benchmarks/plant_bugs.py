@@ -59,7 +59,7 @@ BUGS = (
         "architectures/moe.py", "gates = torch.softmax(top_logits, dim=-1)",
         "gates = torch.softmax(logits, dim=-1).gather(-1, top_index)", ("gpt4",)),
     Bug("lm_head_flops_left_out", "the LM head left out of the FLOP count",
-        "harness/flops/analytic.py", 'counts["lm_head"] = 2 * d * config.vocab_size', 'counts["lm_head"] = 0.0',
+        "harness/flops/analytic.py", 'counts["lm_head"] = 2 * config.d_model * config.vocab_size', 'counts["lm_head"] = 0.0',
         ("gpt2",)),
     Bug("weight_decay_on_biases_and_norms", "weight decay on biases and LayerNorm parameters too",
         "harness/training/optim.py",
