@@ -34,8 +34,9 @@ class LayerCache:
     window: int | None = None
 
     def __init__(self, shape: tuple[int, int, int, int], left_padding: torch.Tensor | None, dtype, device) -> None:
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        # never read before written (reads stop at the stored length), so left uninitialised
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
         self.left_padding = left_padding
         self.length = 0  # indices stored so far (padding included)
 
@@ -44,8 +45,12 @@ class LayerCache:
         return self.keys.nbytes + self.values.nbytes
 
     def _cast(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Under autocast keys arrive in the compute dtype: an empty cache takes it (once)."""
         if k.dtype != self.keys.dtype or k.device != self.keys.device:
-            raise ValueError(f"the KV cache holds {self.keys.dtype} on {self.keys.device}; got {k.dtype} on {k.device}.")
+            if self.length:
+                raise ValueError(f"the KV cache holds {self.keys.dtype} on {self.keys.device}; got {k.dtype} on {k.device}.")
+            self.keys = torch.empty(self.keys.shape, dtype=k.dtype, device=k.device)
+            self.values = torch.empty(self.values.shape, dtype=v.dtype, device=v.device)
         return k, v
 
 

@@ -122,3 +122,14 @@ def test_gpt3_holds_at_most_0_6_of_gpt2s_kv_bytes_at_the_context(size):
     assert measured == pytest.approx(kv_bytes_per_token(gpt3, context) / kv_bytes_per_token(gpt2, context))
     # half the layers banded: window 32 of a context of 64 (nano), of 256 (mini, micro)
     assert measured <= (0.75 if size == "nano" else 0.6)
+
+
+def test_under_autocast_an_empty_cache_takes_the_compute_dtype():
+    model = model_for("gpt3")
+    cache = model.new_kv_cache(1, max_tokens=20)
+    x = torch.tensor([prompt(12, 8)])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x[:, :10], kv_cache=cache)
+        model(x[:, 10:11], kv_cache=cache)
+    assert {layer.keys.dtype for layer in cache.layers} == {torch.bfloat16}
+    assert cache.nbytes == kv_cache_bytes(model.config, 20, bytes_per_element=2)
