@@ -122,7 +122,8 @@ class GPT(nn.Module):
 
         Training and evaluation differ for MoE with a capacity (capacity buffer vs dropless
         sorted dispatch) and for banded layers on CUDA with dropout (blocked vs FlexAttention).
-        Packed evaluation batches and cached decoding use SDPA with a mask in every layer.
+        Packed evaluation batches use SDPA with a mask in every layer; cached decoding runs SDPA
+        over the cache (a banded layer's w-slot ring), masked only for chunks and left padding.
         """
         seq_len = self.config.check_seq_len(seq_len)
         device = torch.device(device)

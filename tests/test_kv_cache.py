@@ -133,3 +133,15 @@ def test_under_autocast_an_empty_cache_takes_the_compute_dtype():
         model(x[:, 10:11], kv_cache=cache)
     assert {layer.keys.dtype for layer in cache.layers} == {torch.bfloat16}
     assert cache.nbytes == kv_cache_bytes(model.config, 20, bytes_per_element=2)
+
+
+@pytest.mark.parametrize("arch", ["gpt3", "gpt4"])
+def test_evaluation_generates_ragged_batches_as_each_prompt_alone(arch):
+    from harness.data.tokenizer import SyntheticTokenizer
+    from harness.evaluation import HarnessLM
+
+    lm = HarnessLM(model_for(arch, seed=2), SyntheticTokenizer(VOCAB), batch_size=4)
+    prompts = [prompt(2, 9), prompt(17, 10), prompt(8, 11)]
+    together = lm.greedy_generate(prompts, 20, stop_at_eot=False)
+    assert together == [lm.greedy_generate([p], 20, stop_at_eot=False)[0] for p in prompts]
+    assert together == [lm.greedy_generate([p], 20, use_cache=False, stop_at_eot=False)[0] for p in prompts]
