@@ -115,3 +115,31 @@ def test_lm_eval_wmt16_from_local_task_data_is_scored_by_lm_evals_metrics(tmp_pa
     references = [en for _, en in rows]
     assert scores["bleu,none"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [references]).score, abs=1e-9)
     assert scores["chrf,none"] == pytest.approx(sacrebleu.corpus_chrf(predictions, [references]).score, abs=1e-9)
+
+
+def test_eval_writes_bleu_chrf_and_rouge_with_the_lm_eval_version_into_the_record(tmp_path, monkeypatch):
+    import json
+    from importlib.metadata import version
+
+    import torch
+
+    from harness.cli import main as cli_main
+    from harness.runs.records import load_record, write_record
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    config = SyntheticConfig()
+    torch.manual_seed(0)
+    model = build("gpt2", "nano", vocab_size=config.vocab_size)
+    run_dir = tmp_path / "run-gpt2"
+    run_dir.mkdir()
+    torch.save({"model": model.state_dict(), "config": model.config.to_dict(), "step": 0}, run_dir / "checkpoint.pt")
+    SyntheticTokenizer(config.vocab_size).save(run_dir / "tokenizer")
+    data = {"kind": "synthetic", "synthetic_config": config.to_dict()}
+    write_record(run_dir, {"status": "ok", "run_id": run_dir.name, "arch": "gpt2", "size": "nano", "data": data})
+    code = cli_main(["eval", "--run", str(run_dir), "--tasks", "harness_translate,harness_summarize", "--limit", "4"])
+    assert code == 0
+    record = load_record(run_dir)
+    assert set(record["evaluation"]["harness_translate"]) == {"bleu", "chrf"}
+    assert set(record["evaluation"]["harness_summarize"]) == {"rouge1", "rouge2", "rougeL"}
+    assert record["lm_eval_version"] == version("lm_eval")
+    assert json.loads((run_dir / "lm_eval_results.json").read_text())["results"]["harness_translate"]

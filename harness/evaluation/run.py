@@ -207,7 +207,7 @@ def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, 
     results.setdefault("config", {})["run_dir"] = str(run_dir)
     write_text_atomic(run_dir / results_name(num_fewshot), results_json(results))
     summary = summarize(results, num_fewshot)
-    extra = {}
+    extra = {"lm_eval_version": results.get("lm_eval_version")}  # the scorer of every metric (BLEU, ROUGE ...)
     if record.get("status") != "ok":  # scored with --allow-partial: say what was scored
         extra["evaluation_step"] = checkpoint_step(run_dir)
     update_record(run_dir, evaluation=summary, **extra)
