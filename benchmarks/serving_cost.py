@@ -6,9 +6,10 @@ decode time per token of a banded-only stack against position (flat past the win
    prompt of half the context and ``--new-tokens`` decoded; KV bytes per token measured (the
    cache's buffers for P + G positions) beside the analytic figure; gpt3 / gpt2 ratio of both.
 2. Decode ms per step by position for a **banded-only** stack (the size's gpt3 with
-   ``attention_pattern=[banded]``) and a dense-only one (the gpt2 shape), from position 1 out to
-   4x the window: medians per window-wide bucket over ``--repeats`` rounds. The banded stack's
-   last bucket over its first past the window is the flatness figure (1.0 = flat).
+   ``attention_pattern=[banded]``, ``--flat-window`` 128, ``--flat-context`` 1024) and the same
+   stack all dense, from position 1 out to 4x the window: medians per window-wide bucket over
+   ``--repeats`` rounds. Last bucket / second bucket (the first past the window) is the
+   flatness figure: 1.0 = flat; the dense stack shows the growth the band avoids.
 
     python benchmarks/serving_cost.py [--size micro] [--batch-size 8] [--threads 1] [--json]
 """
@@ -48,23 +49,23 @@ def per_architecture(size: str, batch_size: int, new_tokens: int, device: str, r
     return rows
 
 
-def decode_ms_by_position(arch: str, size: str, device: str, repeats: int, **overrides) -> tuple[list[float], int]:
-    """(median ms per step in window-wide buckets from position 1 to 4w, the window)."""
+def decode_ms_by_position(arch: str, size: str, window: int, context: int, device: str, repeats: int,
+                          **overrides) -> list[float]:
+    """Median ms per decode step in window-wide buckets from position 1 out to 4 windows."""
     import architectures
     from harness.serving.inference_bench import time_decode
 
-    probe = architectures.get("gpt3").config(size)
-    window = probe.window
+    if context < 4 * window:
+        raise SystemExit(f"--flat-context {context} must hold 4 windows of {window}.")
     torch.manual_seed(0)
-    model = architectures.build(arch, size, **overrides).to(device).eval()
-    n_buckets = min(4, probe.context // window)  # 4 at micro and up (context 256, window 32)
-    steps = n_buckets * window - 1
+    model = architectures.build(arch, size, context=context, window=window, **overrides).to(device).eval()
+    steps = 4 * window - 1
     with torch.inference_mode():
         time_decode(model, [[1]], steps, device)  # warm-up
         rounds = [time_decode(model, [[1]], steps, device) for _ in range(repeats)]
     per_step = [statistics.median(values) for values in zip(*rounds)]  # step i decodes position i + 1
-    buckets = [per_step[max(0, b * window - 1):(b + 1) * window - 1] for b in range(n_buckets)]
-    return [1e3 * statistics.median(bucket) for bucket in buckets], window
+    buckets = [per_step[max(0, b * window - 1):(b + 1) * window - 1] for b in range(4)]
+    return [1e3 * statistics.median(bucket) for bucket in buckets]
 
 
 def main() -> None:
@@ -75,12 +76,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--flat-window", type=int, default=128, help="window of the flatness stacks (tokens)")
+    parser.add_argument("--flat-context", type=int, default=1024, help="context of the flatness stacks (≥ 4 windows)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = per_architecture(args.size, args.batch_size, args.new_tokens, args.device, args.repeats)
-    banded, window = decode_ms_by_position("gpt3", args.size, args.device, args.repeats, attention_pattern=("banded",))
-    dense, _ = decode_ms_by_position("gpt2", args.size, args.device, args.repeats)
+    window, flat = args.flat_window, dict(size=args.size, window=args.flat_window, context=args.flat_context,
+                                          device=args.device, repeats=args.repeats)
+    banded = decode_ms_by_position("gpt3", attention_pattern=("banded",), **flat)
+    dense = decode_ms_by_position("gpt3", attention_pattern=("dense",), **flat)
     by_arch = {row["arch"]: row for row in rows}
     kv_ratio = by_arch["gpt3"]["kv_bytes_per_token"] / by_arch["gpt2"]["kv_bytes_per_token"]
     kv_ratio_analytic = by_arch["gpt3"]["kv_bytes_per_token_analytic"] / by_arch["gpt2"]["kv_bytes_per_token_analytic"]
@@ -103,7 +108,8 @@ def main() -> None:
               f"({row['kv_bytes_per_token_analytic']:,.0f}) |")
     print(f"KV bytes per token gpt3 / gpt2: {kv_ratio:.3f} measured, {kv_ratio_analytic:.3f} analytic")
     spans = [f"{b * window}-{(b + 1) * window}" for b in range(len(banded))]
-    print(f"decode ms per step by position (window {window}): " + ", ".join(spans))
+    print(f"decode ms per step by position ({args.size} shape, context {args.flat_context}, window {window}): "
+          + ", ".join(spans))
     print("  banded only: " + ", ".join(f"{v:.3f}" for v in banded) + f"  (last / second bucket: {result['banded_only_flatness']:.2f})")
     print("  dense only:  " + ", ".join(f"{v:.3f}" for v in dense) + f"  (last / second bucket: {result['dense_only_growth']:.2f})")
 
