@@ -69,7 +69,8 @@ def test_chunked_feeding_with_padding_equals_the_unpadded_forward(arch):
         cache = model.new_kv_cache(2, max_tokens=30, left_padding=padding)
         pieces = [model(batch[:, :11], kv_cache=cache).logits]  # a first chunk past the window
         pieces.append(model(batch[:, 11:15], kv_cache=cache).logits)  # a chunk after cached positions
-        pieces += [model(batch[:, t : t + 1], kv_cache=cache).logits for t in range(15, 30)]
+        pieces.append(model(batch[:, 15:24], kv_cache=cache).logits)  # one longer than the window
+        pieces += [model(batch[:, t : t + 1], kv_cache=cache).logits for t in range(24, 30)]
         cached = torch.cat(pieces, dim=1)
         for row, tokens in enumerate(rows):
             alone = model(torch.tensor([tokens])).logits[0]

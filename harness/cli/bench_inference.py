@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="benchmark serving instead of training: prefill, then greedy decoding with the KV cache")
     group.add_argument("--prompt-tokens", type=int, help="prompt length P (default: half the context)")
     group.add_argument("--new-tokens", type=int, help="decoded tokens G (default: min(128, context - P))")
+    group.add_argument("--record", action="store_true",
+                       help="with --run: keep the figures in the run's record (serving.b<B>) for compare and study reports")
 
 
 def format_table(result: dict) -> str:
@@ -43,8 +45,10 @@ def format_table(result: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.serving.inference_bench import bench_inference
+    from harness.serving.inference_bench import bench_inference, record_serving
 
+    if args.record and not args.run:
+        raise ValueError("--record keeps the figures in a run's record; give the run with --run results/<id>.")
     if args.seq_len is not None:
         raise ValueError("--seq-len is for training; with --inference give --prompt-tokens and --new-tokens.")
     result = bench_inference(
@@ -60,5 +64,7 @@ def main(args: argparse.Namespace) -> int:
         warmup=args.warmup if args.warmup is not None else 1,
         repeats=args.steps if args.steps is not None else 3,
     )
+    if args.record:
+        record_serving(args.run, result)
     print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
     return 0

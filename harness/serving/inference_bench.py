@@ -15,7 +15,11 @@ CPU, as ``harness bench``). KV cache: ``kv_cache_bytes`` is what the cache for B
 P + G positions holds (its key and value buffers, measured from the tensors; on CUDA also
 the allocator's growth when it is created, ``kv_cache_bytes_allocated``);
 ``kv_bytes_per_token`` = that / (B·(P + G)), with ``kv_bytes_per_token_analytic``
-(``architectures.kv_cache.kv_bytes_per_token``) beside it.
+(``architectures.kv_cache.kv_bytes_per_token``) beside it; ``kv_bytes_per_token_at_context``
+the same measured for one row of the full context.
+
+``record_serving(run, result)`` keeps a result in the run's record under ``serving`` (keyed
+``b<B>``), where compare and study reports find it (``harness.reporting.serving``).
 """
 
 from __future__ import annotations
@@ -104,8 +108,11 @@ def measure_kv_cache(model, batch_size: int, tokens: int, settings) -> dict[str,
     allocated = torch.cuda.memory_allocated() - before if cuda else None
     held = getattr(cache, "nbytes", None)
     element = next(model.parameters()).element_size()
+    context = int(model.config.context)
+    at_context = getattr(model.new_kv_cache(1, max_tokens=context), "nbytes", None)
     return {
         "kv_cache_bytes": held,
+        "kv_bytes_per_token_at_context": at_context / context if at_context is not None else None,
         "kv_cache_bytes_allocated": allocated,
         "kv_bytes_per_token": held / (batch_size * tokens) if held is not None else None,
         "kv_bytes_per_token_analytic": kv_bytes_per_token(model.config, tokens, element),
@@ -176,3 +183,18 @@ def attention_layers(config) -> dict[str, Any]:
     kinds = [config.layer_attention(layer) for layer in range(config.n_layer)]
     return {"dense": kinds.count("dense"), "banded": kinds.count("banded"),
             "window": config.window if "banded" in kinds else None}
+
+
+RECORDED_KEYS = ("decode_tokens_per_s", "prefill_tokens_per_s", "decode_latency_ms_p50", "decode_latency_ms_p90",
+                 "decode_latency_ms_p99", "kv_bytes_per_token", "kv_bytes_per_token_analytic",
+                 "kv_bytes_per_token_at_context", "peak_memory_bytes", "batch_size", "prompt_tokens", "new_tokens",
+                 "device", "device_name", "dtype", "torch_version")
+
+
+def record_serving(run: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``result`` (its main figures) into the run's record as ``serving["b<B>"]``; returns the record."""
+    from harness.runs.records import update_record
+    from harness.runs.run_dir import resolve_run_dir
+
+    entry = {key: result[key] for key in RECORDED_KEYS if key in result}
+    return update_record(resolve_run_dir(run), serving={f"b{result['batch_size']}": entry})

@@ -1,0 +1,71 @@
+"""The serving-cost section of reports (harness/reporting/serving.py) from records that hold
+`harness bench --inference --record` figures, and the --record path itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from architectures import build
+from harness.cli import main as cli_main
+from harness.reporting.report import build_report
+from harness.runs.records import load_record, write_record
+from harness.serving.inference_bench import record_serving
+from test_report import _table_rows
+from test_results import make_run
+
+ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
+
+
+def fake_result(batch: int, decode: float, kv: float) -> dict:
+    return {"batch_size": batch, "decode_tokens_per_s": decode, "prefill_tokens_per_s": 10 * decode,
+            "kv_bytes_per_token_at_context": kv, "device": "cpu", "dtype": "fp32"}
+
+
+def test_report_has_a_serving_section_per_architecture(results_tmp):
+    ids = []
+    for i, arch in enumerate(ARCHS):
+        for seed in range(2):
+            run = make_run(results_tmp, arch, seed, 3.0 + i / 10 + seed / 100)
+            ids.append(run.name)
+            if arch != "gpt1":  # gpt1 never benchmarked
+                record_serving(str(run), fake_result(1, 100.0 * (i + 1) + seed, 1000.0 * (i + 1)))
+                record_serving(str(run), fake_result(8, 500.0 * (i + 1), 1000.0 * (i + 1)))
+    report = build_report(ids, name="serving")
+    text = report.path.read_text()
+    assert "## Serving cost" in text
+    rows = {row[0]: row for row in _table_rows(text, "| arch | runs | val loss")}
+    assert set(rows) == {"gpt2", "gpt3", "gpt4"}
+    assert rows["gpt3"][3:] == ["300", "1,500", "3,005", "3,000"]  # medians over the two seeds
+    assert "No serving figures for gpt1" in text
+    assert (report.directory / "figures" / "serving_cost.png").stat().st_size > 1000
+    assert len((report.directory / "serving.csv").read_text().splitlines()) == 1 + 6
+
+
+def test_no_section_without_serving_figures(results_tmp):
+    ids = [make_run(results_tmp, arch, 0, 3.0).name for arch in ("gpt2", "gpt3")]
+    assert "## Serving cost" not in build_report(ids).path.read_text()
+
+
+def test_bench_inference_record_writes_the_runs_record(tmp_path, capsys):
+    from harness.data import SyntheticTokenizer
+
+    torch.manual_seed(1)
+    model = build("gpt3", "nano", vocab_size=300).eval()
+    run_dir = tmp_path / "run-gpt3"
+    run_dir.mkdir()
+    torch.save({"model": model.state_dict(), "config": model.config.to_dict(), "step": 0}, run_dir / "checkpoint.pt")
+    SyntheticTokenizer(300).save(run_dir / "tokenizer")
+    write_record(run_dir, {"status": "ok", "run_id": run_dir.name, "arch": "gpt3", "size": "nano"})
+    argv = ["bench", "--inference", "--run", str(run_dir), "--prompt-tokens", "8", "--new-tokens", "4", "--dtype", "fp32",
+            "--device", "cpu", "--steps", "1", "--warmup", "0", "--format", "json", "--batch-size", "2", "--record"]
+    assert cli_main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    serving = load_record(run_dir)["serving"]["b2"]
+    assert serving["decode_tokens_per_s"] == result["decode_tokens_per_s"]
+    # gpt3 nano: context 64, one dense layer (64 positions) and one banded (32): (64 + 32) / 64 of a dense layer's
+    dense_layer = 2 * model.config.d_model * 4
+    assert serving["kv_bytes_per_token_at_context"] == pytest.approx(dense_layer * (64 + 32) / 64)
+    assert cli_main(["bench", "--inference", "--arch", "gpt2", "--size", "nano", "--record"]) == 2
