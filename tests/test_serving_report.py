@@ -69,3 +69,26 @@ def test_bench_inference_record_writes_the_runs_record(tmp_path, capsys):
     dense_layer = 2 * model.config.d_model * 4
     assert serving["kv_bytes_per_token_at_context"] == pytest.approx(dense_layer * (64 + 32) / 64)
     assert cli_main(["bench", "--inference", "--arch", "gpt2", "--size", "nano", "--record"]) == 2
+
+
+def test_study_report_has_a_serving_section_per_setting(tmp_path):
+    from harness.reporting.study_report import build_study_report
+    from harness.sweeps.study import StudySpec, StudySweep, write_study_file
+    from test_findings import write_run
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    ids = []
+    for seed in range(2):
+        for i, arch in enumerate(ARCHS):
+            write_run(results, f"{arch}-s{seed}", arch, seed, 2e-3, loss=2.0 + 0.01 * seed, recall48=0.5, facts=0.4)
+            record_serving(str(results / f"{arch}-s{seed}"), fake_result(1, 100.0 * (i + 1), 512.0))
+            ids.append(f"{arch}-s{seed}")
+    spec = StudySpec("fab", [StudySweep("syn", "synthetic", "--archs gpt1")])
+    write_study_file(reports / "fab", spec, {"syn": {"role": "synthetic", "command": "c1", "run_ids": ids}})
+    report = build_study_report("fab", results_dir=results, reports_dir=reports)
+    text = report.path.read_text()
+    assert "## Serving cost (`syn`)" in text
+    rows = {row[0]: row for row in _table_rows(text.split("## Serving cost")[1], "| arch | runs | val loss")}
+    assert list(rows) == list(ARCHS) and rows["gpt4"][3] == "400"
+    assert (report.directory / "figures" / "serving_cost_syn.png").exists()
+    assert (report.directory / "serving_syn.csv").exists()

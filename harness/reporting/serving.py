@@ -90,15 +90,18 @@ def _figure(frame: pd.DataFrame, archs: Sequence[str]):
     return fig
 
 
-def serving_section(records: Sequence[dict[str, Any]], archs: Sequence[str], out_dir: Path) -> str | None:
-    """The section's markdown, or None when no run has serving figures; writes its CSV and figure."""
+def serving_section(records: Sequence[dict[str, Any]], archs: Sequence[str], out_dir: Path, tag: str = "") -> str | None:
+    """The section's markdown, or None when no run has serving figures; writes its CSV and figure
+    (``serving[_<tag>].csv``, ``figures/serving_cost[_<tag>]``: a study has one per setting)."""
     frame = serving_frame(records)
     if frame.empty:
         return None
     from harness.reporting.figures import save_figure
 
-    write_text_atomic(Path(out_dir) / "serving.csv", frame.to_csv(index=False))
-    save_figure(_figure(frame, archs), Path(out_dir) / "figures", FIGURE_NAME)
+    suffix = f"_{tag}" if tag else ""
+    figure, csv = f"{FIGURE_NAME}{suffix}", f"serving{suffix}.csv"
+    write_text_atomic(Path(out_dir) / csv, frame.to_csv(index=False))
+    save_figure(_figure(frame, archs), Path(out_dir) / "figures", figure)
     devices = ", ".join(sorted({f"{d} {t}" for d, t in zip(frame["device"], frame["dtype"])}))
     missing = sorted(set(archs) - set(frame["arch"]))
     lines = [
@@ -109,9 +112,9 @@ def serving_section(records: Sequence[dict[str, Any]], archs: Sequence[str], out
         "",
         _table(frame, archs),
         "",
-        f"![Quality against decode cost](figures/{FIGURE_NAME}.png)",
+        f"![Quality against decode cost](figures/{figure}.png)",
         "",
-        "Data: `serving.csv` (one row per benchmarked run).",
+        f"Data: `{csv}` (one row per benchmarked run).",
     ]
     if missing:
         lines.append(f"- No serving figures for {', '.join(missing)} (not benchmarked with `--record`).")
