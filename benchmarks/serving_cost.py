@@ -8,7 +8,7 @@ decode time per token of a banded-only stack against position (flat past the win
 2. Decode ms per step by position for a **banded-only** stack (the size's gpt3 with
    ``attention_pattern=[banded]``, ``--flat-window`` 128, ``--flat-context`` 1024) and the same
    stack all dense, from position 1 out to 4x the window: medians per window-wide bucket over
-   ``--repeats`` rounds. Last bucket / second bucket (the first past the window) is the
+   ``--repeats`` rounds, alternating between the two stacks. Last bucket / second bucket (the first past the window) is the
    flatness figure: 1.0 = flat; the dense stack shows the growth the band avoids.
 
     python benchmarks/serving_cost.py [--size micro] [--batch-size 8] [--threads 1] [--json]
@@ -49,23 +49,33 @@ def per_architecture(size: str, batch_size: int, new_tokens: int, device: str, r
     return rows
 
 
-def decode_ms_by_position(arch: str, size: str, window: int, context: int, device: str, repeats: int,
-                          **overrides) -> list[float]:
-    """Median ms per decode step in window-wide buckets from position 1 out to 4 windows."""
+def decode_ms_by_position(size: str, window: int, context: int, device: str, repeats: int) -> dict[str, list[float]]:
+    """{"banded": ..., "dense": ...}: median ms per decode step in window-wide buckets from position 1
+    out to 4 windows, for the size's gpt3 all banded and all dense; rounds alternate between the two."""
     import architectures
     from harness.serving.inference_bench import time_decode
 
     if context < 4 * window:
         raise SystemExit(f"--flat-context {context} must hold 4 windows of {window}.")
-    torch.manual_seed(0)
-    model = architectures.build(arch, size, context=context, window=window, **overrides).to(device).eval()
+    models = {}
+    for pattern in ("banded", "dense"):
+        torch.manual_seed(0)
+        models[pattern] = architectures.build("gpt3", size, context=context, window=window,
+                                              attention_pattern=(pattern,)).to(device).eval()
     steps = 4 * window - 1
+    rounds: dict[str, list[list[float]]] = {pattern: [] for pattern in models}
     with torch.inference_mode():
-        time_decode(model, [[1]], steps, device)  # warm-up
-        rounds = [time_decode(model, [[1]], steps, device) for _ in range(repeats)]
-    per_step = [statistics.median(values) for values in zip(*rounds)]  # step i decodes position i + 1
-    buckets = [per_step[max(0, b * window - 1):(b + 1) * window - 1] for b in range(4)]
-    return [1e3 * statistics.median(bucket) for bucket in buckets]
+        for round_ in range(repeats + 1):  # the first round warms up
+            for pattern, model in models.items():
+                times = time_decode(model, [[1]], steps, device)
+                if round_:
+                    rounds[pattern].append(times)
+    out = {}
+    for pattern, values in rounds.items():
+        per_step = [statistics.median(step) for step in zip(*values)]  # step i decodes position i + 1
+        buckets = [per_step[max(0, b * window - 1):(b + 1) * window - 1] for b in range(4)]
+        out[pattern] = [1e3 * statistics.median(bucket) for bucket in buckets]
+    return out
 
 
 def main() -> None:
@@ -82,10 +92,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = per_architecture(args.size, args.batch_size, args.new_tokens, args.device, args.repeats)
-    window, flat = args.flat_window, dict(size=args.size, window=args.flat_window, context=args.flat_context,
-                                          device=args.device, repeats=args.repeats)
-    banded = decode_ms_by_position("gpt3", attention_pattern=("banded",), **flat)
-    dense = decode_ms_by_position("gpt3", attention_pattern=("dense",), **flat)
+    window = args.flat_window
+    by_position = decode_ms_by_position(args.size, window, args.flat_context, args.device, args.repeats)
+    banded, dense = by_position["banded"], by_position["dense"]
     by_arch = {row["arch"]: row for row in rows}
     kv_ratio = by_arch["gpt3"]["kv_bytes_per_token"] / by_arch["gpt2"]["kv_bytes_per_token"]
     kv_ratio_analytic = by_arch["gpt3"]["kv_bytes_per_token_analytic"] / by_arch["gpt2"]["kv_bytes_per_token_analytic"]
