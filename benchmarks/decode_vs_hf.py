@@ -11,7 +11,9 @@ identical before anything is timed. Timed interleaved in one process (fp32, the 
 - ``ours``: ``harness.serving.greedy_generate`` (prefill, then one token per step);
 - ``hf``: ``model.generate(do_sample=False, use_cache=True, min_new_tokens=max_new_tokens)``.
 
-tokens/s = batch × new tokens / wall time of the whole call (prefill included, as a user sees it).
+tokens/s = batch × new tokens / wall time of the whole call (prefill included, as a user sees it);
+also per second of this process's CPU time (one thread: steady when other processes load the
+machine, where wall-clock ratios are not).
 
     python benchmarks/decode_vs_hf.py [--batch-sizes 1 8] [--new-tokens 128] [--threads 1]
 """
@@ -74,10 +76,12 @@ def run_ours(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
     return torch.tensor(greedy_generate(model, prompt.tolist(), new_tokens).tokens)
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds): with one thread, CPU time barely moves when
+    other processes load the machine, wall time does."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def compare(hf_model, model, batch_size: int, prompt_tokens: int, new_tokens: int, repeats: int) -> dict:
@@ -89,9 +93,12 @@ def compare(hf_model, model, batch_size: int, prompt_tokens: int, new_tokens: in
     for _ in range(repeats):
         times["ours"].append(timed(lambda: run_ours(model, prompt, new_tokens)))
         times["hf"].append(timed(lambda: run_hf(hf_model, prompt, new_tokens)))
-    rate = {name: batch_size * new_tokens / statistics.median(values) for name, values in times.items()}
-    return {"batch_size": batch_size, "ours_tokens_per_s": rate["ours"], "hf_tokens_per_s": rate["hf"],
-            "speedup": rate["ours"] / rate["hf"], "identical_tokens": True}
+    tokens = batch_size * new_tokens
+    wall = {name: tokens / statistics.median(t[0] for t in values) for name, values in times.items()}
+    cpu = {name: tokens / statistics.median(t[1] for t in values) for name, values in times.items()}
+    return {"batch_size": batch_size, "ours_tokens_per_s": wall["ours"], "hf_tokens_per_s": wall["hf"],
+            "speedup": wall["ours"] / wall["hf"], "ours_tokens_per_cpu_s": cpu["ours"],
+            "hf_tokens_per_cpu_s": cpu["hf"], "speedup_cpu_time": cpu["ours"] / cpu["hf"], "identical_tokens": True}
 
 
 def main() -> None:
@@ -120,7 +127,9 @@ def main() -> None:
           f"prompt {args.prompt_tokens} + {args.new_tokens} new tokens, greedy, cache on; 1-min load {load:.2f}")
     for row in rows:
         print(f"batch {row['batch_size']}: ours {row['ours_tokens_per_s']:.0f} tokens/s, HF generate "
-              f"{row['hf_tokens_per_s']:.0f} tokens/s -> {row['speedup']:.2f}x (identical tokens)")
+              f"{row['hf_tokens_per_s']:.0f} tokens/s -> {row['speedup']:.2f}x wall; per CPU second "
+              f"{row['ours_tokens_per_cpu_s']:.0f} vs {row['hf_tokens_per_cpu_s']:.0f} -> {row['speedup_cpu_time']:.2f}x "
+              "(identical tokens)")
 
 
 if __name__ == "__main__":
