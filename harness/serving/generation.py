@@ -38,8 +38,9 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0, device="cpu") ->
 
 
 def supports_left_padding(model: nn.Module) -> bool:
-    """Whether ``model.new_kv_cache`` takes ``left_padding`` (ragged batches)."""
-    return "left_padding" in inspect.signature(model.new_kv_cache).parameters
+    """Whether ``model.new_kv_cache`` exists and takes ``left_padding`` (ragged batches)."""
+    make = getattr(model, "new_kv_cache", None)
+    return make is not None and "left_padding" in inspect.signature(make).parameters
 
 
 def new_cache(model: nn.Module, batch_size: int, max_tokens: int, padding: list[int]):
