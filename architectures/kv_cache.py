@@ -88,8 +88,8 @@ class RingLayerCache(LayerCache):
         start, T, cap = self.length, k.shape[-2], self.capacity
         if T == 1:
             slot = start % cap
-            self.keys[:, :, slot] = k[:, :, 0]
-            self.values[:, :, slot] = v[:, :, 0]
+            self.keys[:, :, slot : slot + 1] = k
+            self.values[:, :, slot : slot + 1] = v
             self.slot_index[slot] = start
             self.length = start + 1
             n = min(self.length, cap)
