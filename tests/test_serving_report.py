@@ -92,3 +92,32 @@ def test_study_report_has_a_serving_section_per_setting(tmp_path):
     assert list(rows) == list(ARCHS) and rows["gpt4"][3] == "400"
     assert (report.directory / "figures" / "serving_cost_syn.png").exists()
     assert (report.directory / "serving_syn.csv").exists()
+
+
+def test_adaptation_section_shows_bleu_before_and_after(tmp_path):
+    from harness.reporting.adaptation import adaptation_section
+
+    results, out = tmp_path / "results", tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    run_ids = []
+    for seed in range(2):
+        parent = results / f"gpt2-s{seed}"
+        parent.mkdir(parents=True)
+        evaluation = {"harness_translate": {"bleu": {"value": 1.0 + seed}, "chrf": {"value": 10.0}}}
+        (parent / "record.json").write_text(json.dumps({"schema_version": 1, "run_id": parent.name, "status": "ok",
+                                                          "evaluation": evaluation}))
+        child = results / f"ft-s{seed}"
+        child.mkdir()
+        record = {"schema_version": 1, "run_id": child.name, "status": "ok", "arch": "gpt2", "seed": seed, "parent_run": parent.name,
+                  "finetune": {"method": "full", "rank": None}, "trainable_params": 100, "total_params": 100,
+                  "fraction_trainable": 1.0, "flops_used": 1e9, "budget_flops": 1e9, "train_flops_per_token": 1e6,
+                  "tokens": 1000, "steps": 10, "val_loss_before": 3.0, "val_loss_after": 2.0,
+                  "evaluation": {"harness_translate": {"bleu": {"value": 20.0 + 2 * seed}, "chrf": {"value": 40.0}}}}
+        (child / "record.json").write_text(json.dumps(record))
+        run_ids.append(child.name)
+    text = adaptation_section({"finetune": {"run_ids": run_ids, "data": "task:translate"}}, results, out, ["gpt2"])
+    header = next(line for line in text.splitlines() if line.startswith("| arch"))
+    row = next(line for line in text.splitlines() if line.startswith("| gpt2"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert cells["BLEU before"].startswith("1.5000 ± ") and cells["BLEU after"].startswith("21.0000 ± ")
+    assert cells["chrF before"] == "10.0000 ± 0.0000" and cells["chrF after"] == "40.0000 ± 0.0000"
