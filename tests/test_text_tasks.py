@@ -143,3 +143,23 @@ def test_eval_writes_bleu_chrf_and_rouge_with_the_lm_eval_version_into_the_recor
     assert set(record["evaluation"]["harness_summarize"]) == {"rouge1", "rouge2", "rougeL"}
     assert record["lm_eval_version"] == version("lm_eval")
     assert json.loads((run_dir / "lm_eval_results.json").read_text())["results"]["harness_translate"]
+
+
+def test_adaptation_on_a_generated_text_task_scores_bleu_before_and_after(tmp_path, monkeypatch):
+    from harness.evaluation.text_tasks import text_task_for_data
+    from harness.runs.records import load_record
+    from harness.runs.spec import RunSpec
+    from harness.sweeps.adaptation import AdaptationOptions, run_adaptation
+    from harness.training.trainer import train
+
+    assert text_task_for_data("task:translate?n_train=5") == "harness_translate"
+    assert text_task_for_data("task:summarize") == "harness_summarize"
+    assert text_task_for_data("task:facts") is None and text_task_for_data("data.jsonl") is None
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    parent = train(RunSpec(arch="gpt2", size="nano", data="synthetic?n_train=50000&n_val=5000", budget_flops=3e9),
+                   tmp_path, progress=False).run_dir
+    options = AdaptationOptions(data="task:translate?n_train=300&n_val=20", methods=["full"], budget_flops=3e9)
+    outcome = run_adaptation([parent.name], options, tmp_path, log=lambda message: None)
+    child = load_record(tmp_path / outcome.run_ids[0])
+    assert set(child["evaluation"]["harness_translate"]) == {"bleu", "chrf"}
+    assert set(load_record(parent)["evaluation"]["harness_translate"]) == {"bleu", "chrf"}
