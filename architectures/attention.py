@@ -186,14 +186,22 @@ class PackedMask:
         return self._by_window[key]
 
 
-def _cached_attention_mask(T_new: int, T_total: int, window: int | None, device) -> torch.Tensor:
-    """Mask for T_new queries appended after T_total - T_new cached keys (causal, banded if window)."""
-    query_position = torch.arange(T_total - T_new, T_total, device=device)[:, None]
-    key_position = torch.arange(T_total, device=device)[None, :]
-    allowed = key_position <= query_position
+def cached_attention_bias(
+    query_index: torch.Tensor, key_index: torch.Tensor, window: int | None, left_padding: torch.Tensor | None, dtype
+) -> torch.Tensor:
+    """Additive mask [B or 1, 1, T_new, L] for queries at padded indices ``query_index`` [T_new]
+    against cached keys at ``key_index`` [L]: causal, within the band when ``window``, and
+    never a row's left padding (a pad query sees itself only, so its output stays finite)."""
+    distance = query_index[:, None] - key_index[None, :]
+    allowed = distance >= 0
     if window is not None:
-        allowed &= key_position > query_position - window
-    return allowed
+        allowed &= distance < window
+    allowed = allowed[None]
+    if left_padding is not None:
+        allowed = allowed & (key_index[None, None, :] >= left_padding[:, None, None])
+        allowed = allowed | (distance == 0)[None]
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+    return bias[:, None]
 
 
 class CausalSelfAttention(nn.Module):
@@ -245,21 +253,32 @@ class CausalSelfAttention(nn.Module):
         (every position still serves as a key; the output projection runs on the kept ones)."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).permute(2, 0, 3, 1, 4)
-        if cache is not None:
-            k, v = cache.append(k, v)
-        T_total = k.shape[-2]
         dropout_p = self.dropout if self.training else 0.0
-        if packed is not None:  # packed rows / shared contexts (evaluation)
+        if cache is not None:
+            y = self._attend_cached(q, k, v, cache)
+        elif packed is not None:  # packed rows / shared contexts (evaluation)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=packed.for_window(self.window, q.dtype), dropout_p=dropout_p)
-        elif T_total == T:  # no earlier positions: the training and prefill path
-            if self.window is None:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-            else:
-                y = banded_attention(q, k, v, self.window, self.block, dropout_p)
-        else:  # decoding after cached positions
-            mask = _cached_attention_mask(T, T_total, self.window, x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif self.window is None:  # the training path
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+        else:
+            y = banded_attention(q, k, v, self.window, self.block, dropout_p)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)
         if keep is not None:
             y = y.reshape(B * T, -1)[keep][None]
         return self.resid_dropout(self.proj(y))
+
+    def _attend_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """Store the chunk's keys and values in ``cache`` and attend (no dropout: decoding is
+        inference). A first chunk without padding runs the training kernels; a one-token step
+        without padding attends to the cache unmasked (it holds exactly the keys in reach)."""
+        start, T = cache.length, q.shape[-2]
+        keys, values, key_index = cache.append(k, v)
+        if key_index is None:
+            return F.scaled_dot_product_attention(q, keys, values)
+        if start == 0 and cache.left_padding is None:
+            if self.window is None:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return banded_attention(q, k, v, self.window, self.block)
+        query_index = torch.arange(start, start + T, device=q.device)
+        bias = cached_attention_bias(query_index, key_index, self.window, cache.left_padding, q.dtype)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)

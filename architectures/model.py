@@ -31,7 +31,7 @@ from architectures.attention import PackedMask
 from architectures.block import Block
 from architectures.config import ModelConfig
 from architectures.embeddings import PatchPrefix, TokenPositionEmbedding
-from architectures.kv_cache import KVCache
+from architectures.kv_cache import KVCache, new_kv_cache
 from architectures.moe import MoE
 
 # auxiliary terms that are metrics only, never added to the loss
@@ -122,7 +122,8 @@ class GPT(nn.Module):
 
         Training and evaluation differ for MoE with a capacity (capacity buffer vs dropless
         sorted dispatch) and for banded layers on CUDA with dropout (blocked vs FlexAttention).
-        Packed evaluation batches and cached decoding use SDPA with a mask in every layer.
+        Packed evaluation batches use SDPA with a mask in every layer; cached decoding runs SDPA
+        over the cache (a banded layer's w-slot ring), masked only for chunks and left padding.
         """
         seq_len = self.config.check_seq_len(seq_len)
         device = torch.device(device)
@@ -136,8 +137,12 @@ class GPT(nn.Module):
         return described
 
     # ---- forward -------------------------------------------------------------------------
-    def new_kv_cache(self, batch_size: int) -> KVCache:
-        return KVCache(self.config.n_layer, batch_size)
+    def new_kv_cache(self, batch_size: int, max_tokens: int | None = None, left_padding=None) -> KVCache:
+        """A preallocated cache (``architectures.kv_cache``) in the model's dtype and device for
+        ``batch_size`` rows of at most ``max_tokens`` positions (default: the context);
+        ``left_padding`` [B]: pad tokens before each row's prompt (ragged batches)."""
+        weight = self.embed.token.weight
+        return new_kv_cache(self.config, batch_size, max_tokens, left_padding, weight.dtype, weight.device)
 
     def forward(
         self,
@@ -197,7 +202,15 @@ class GPT(nn.Module):
             self.image_prefix.check(images)
             prefix = self.image_prefix(images)
         n_prefix = prefix.shape[1] if prefix is not None else 0
-        if packed is not None:
+        positions = packed.positions if packed is not None else None
+        if kv_cache is not None and getattr(kv_cache, "left_padding", None) is not None:
+            if prefix is not None:
+                raise ValueError("a left-padded KV cache takes text only; give images with an unpadded cache.")
+            positions = kv_cache.positions(T, idx.device)
+            last = start + T - 1 - kv_cache.min_padding
+            if last >= self.config.context:
+                raise ValueError(f"a row would reach position {last}; the context is {self.config.context}.")
+        elif packed is not None:
             if int(packed.positions.max()) >= self.config.context:
                 raise ValueError(f"a packed position reaches {int(packed.positions.max())}; the context is {self.config.context}.")
         elif start + n_prefix + T > self.config.context:
@@ -205,7 +218,7 @@ class GPT(nn.Module):
                 f"sequence of {start + n_prefix + T} positions is longer than the context of {self.config.context}."
             )
 
-        x = self.embed(idx, start_position=start + n_prefix, positions=packed.positions if packed else None)
+        x = self.embed(idx, start_position=start + n_prefix, positions=positions)
         if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)
         x = self.drop(x)

@@ -87,7 +87,7 @@ def test_small_messages_say_the_first_thing_wrong(results_tmp, capsys):
     assert capsys.readouterr().err.startswith("error: --budget must be a positive finite number of training FLOPs")
     assert cli_main(["finetune", "--run", "no-such-run", "--data", "task:fact"]) == 2  # before the budget or the run
     assert capsys.readouterr().err == ("error: unknown task 'fact' in 'task:fact'; known: task:facts, task:recall, "
-                                       "task:reverse_recall.\n")
+                                       "task:reverse_recall, task:translate, task:summarize.\n")
     from harness.sweeps.runs_file import write_runs_file
 
     write_runs_file(results_tmp.parent / "reports" / "planned", {"name": "planned", "mode": "runs",

@@ -353,7 +353,13 @@ def test_bench_takes_an_imported_run(tiny):
     result = bench(None, run=str(run), steps=1, warmup=0, prefill=False, batch_size=1, device="cpu", dtype="fp32")
     record = load_record(run)
     assert result["arch"] == "gpt3" and result["size"] == record["size"]
-    assert result["train_flops_per_token"] == record["train_flops_per_token"]
+    from architectures.config import ModelConfig
+    from harness.flops import train_flops_per_token
+
+    # bench counts FLOPs for MFU as PaLM does (attention_flops=full); the record in the budgets' convention
+    config = ModelConfig.from_dict(json.loads((run / "config.json").read_text())["model"])
+    assert result["train_flops_per_token"] == train_flops_per_token(config, result["seq_len"], "full")
+    assert record["train_flops_per_token"] == train_flops_per_token(config, record["seq_len"], record["attention_flops"])
 
 
 def test_hub_style_gpt2_layout_imports(tiny, tmp_path):

@@ -8,6 +8,9 @@ tokens/s; peak FLOP/s is this device's own matmul ceiling in the dtype, measured
 large matmul and cached under HARNESS_CACHE_DIR; MFU = achieved / peak.
 --run results/<id> takes the model shape of a run instead (trained or imported, e.g. by
 `harness import`), with --set overrides on top.
+--inference benchmarks serving instead (harness.serving.inference_bench): prefill of
+--prompt-tokens and greedy cached decoding of --new-tokens, at --batch-size (default 1),
+--steps timed rounds (default 3); with --run, the run's own weights.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import argparse
 import json
 
 from architectures.config import parse_overrides
-from harness.cli import add_set_argument
+from harness.cli import add_set_argument, bench_inference
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_set_argument(parser)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), help="compute dtype (default: chosen per device)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
-    parser.add_argument("--steps", type=int, help="timed steps; the median is reported (default: 10)")
-    parser.add_argument("--warmup", type=int, help="untimed steps first (default: 3)")
+    parser.add_argument("--steps", type=int, help="timed steps; the median is reported (default: 10; --inference: 3 rounds)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default: 3; --inference: 1 round)")
     compile_group = parser.add_mutually_exclusive_group()
     compile_group.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile")
     compile_group.add_argument("--no-compile", dest="compile", action="store_false", help="no torch.compile")
@@ -40,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure the matmul ceiling again (the cache keeps the best rate seen; do it on a quiet machine)",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    bench_inference.add_arguments(parser)
 
 
 def _si(value: float | None, unit: str) -> str:
@@ -76,7 +80,10 @@ def format_table(result: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.bench import bench
+    from harness.bench import DEFAULT_STEPS, DEFAULT_WARMUP, bench
+
+    if args.inference:
+        return bench_inference.main(args)
 
     result = bench(
         args.arch,
@@ -86,8 +93,8 @@ def main(args: argparse.Namespace) -> int:
         overrides=parse_overrides(args.set),
         dtype=args.dtype,
         device=args.device,
-        steps=args.steps,
-        warmup=args.warmup,
+        steps=DEFAULT_STEPS if args.steps is None else args.steps,
+        warmup=DEFAULT_WARMUP if args.warmup is None else args.warmup,
         compile=args.compile,
         refresh_peak=args.remeasure_peak,
         run=args.run,

@@ -17,6 +17,8 @@ Specs (``is_pairs_spec``):
   the answer is determined by the prompt (entropy floor 0). Options: ``pairs`` (4),
   ``n_train`` (20000), ``n_val`` (500), ``seed`` (0, the training examples' seed) and
   any ``SyntheticConfig`` field (vocabulary layout).
+- ``task:translate`` and ``task:summarize``: generated text-to-text tasks with references
+  for BLEU / chrF / ROUGE (``harness.data.text_tasks``).
 
 Encoding (``encode_pairs``): each example is ``[EOT] + prompt + completion + [EOT]`` in the
 parent run's tokenizer (prompt and completion encoded separately, so the boundary is
@@ -36,6 +38,7 @@ import numpy as np
 from harness.data.spec import parse_spec, take_options
 from harness.data.synthetic_config import DEF_TOKEN, FACT_TOKEN, QUERY_TOKEN, SyntheticConfig
 from harness.data.synthetic_generator import SyntheticGenerator
+from harness.data.text_tasks import TEXT_TASKS, generate_text_task
 
 TASKS = ("facts", "recall", "reverse_recall")
 FACTS_TABLE_SEED = 99  # task:facts default: a fact table the synthetic corpus (table_seed 1234) never shows
@@ -83,13 +86,16 @@ def check_task_name(spec: str) -> None:
     if not spec.startswith("task:"):
         return
     name = spec[len("task:"):].partition("?")[0]
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r} in {spec!r}; known: {', '.join('task:' + t for t in TASKS)}.")
+    if name not in TASKS and name not in TEXT_TASKS:
+        known = ", ".join("task:" + t for t in (*TASKS, *TEXT_TASKS))
+        raise ValueError(f"unknown task {name!r} in {spec!r}; known: {known}.")
 
 
 def generate_task(spec: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict]:
     check_task_name(spec)
     name, _, query = spec[len("task:"):].partition("?")
+    if name in TEXT_TASKS:
+        return generate_text_task(spec)
     defaults = {"pairs": 4, "n_train": 20000, "n_val": 500, "seed": 0}
     config_defaults = {f.name: f.default for f in fields(SyntheticConfig)}
     options = take_options(parse_spec("synthetic" + ("?" + query if query else "")), {**defaults, **config_defaults})

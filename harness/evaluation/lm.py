@@ -38,6 +38,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
+from harness.serving.generation import decode, prefill, supports_left_padding
+
 from harness.evaluation.packing import Window, make_batch, plan_batches
 
 DEFAULT_BATCH_SIZE = 16  # packed: about batch_size x row_tokens tokens per forward pass; unpacked: windows per pass
@@ -286,33 +288,36 @@ class HarnessLM(TemplateLM):
         use_cache: bool = True,
         stop_at_eot: bool = True,
     ) -> list[list[int]]:
-        """Greedy continuations of equal-length prompts, one row per prompt.
+        """Greedy continuations of the prompts, one row per prompt.
 
         Stops a row at the end-of-text token (not returned; unless ``stop_at_eot`` is False) or
         once its decoded text contains a stop string; stops at ``max_new_tokens`` or when the
-        context is full. With ``use_cache`` the prefix is run once and each step feeds one
-        token through the KV cache; without it every step recomputes the whole sequence.
+        context is full. With ``use_cache`` the prompts are run once (left-padded when their
+        lengths differ, ``harness.serving.generation``) and each step feeds one token through the
+        KV cache; without it every step recomputes the whole sequence (prompts of one length).
         """
         if not prompts:
             return []
         lengths = {len(p) for p in prompts}
-        if len(lengths) != 1 or 0 in lengths:
+        ragged_ok = use_cache and supports_left_padding(self.model)
+        if 0 in lengths or (len(lengths) != 1 and not ragged_ok):
             raise ValueError("greedy_generate needs non-empty prompts of one length (the model takes no padding mask).")
-        prompt_len = lengths.pop()
+        prompt_len = max(lengths)
         if prompt_len > self.max_length:
             raise ValueError(f"a prompt of {prompt_len} tokens does not fit the context of {self.max_length}.")
         n_new = min(max_new_tokens, self.max_length - prompt_len + 1)
+        if n_new < 1:
+            return [[] for _ in prompts]
         stops = [s for s in until if s]
         eot = self.eot_token_id if stop_at_eot else None
-        sequence = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=self._device)
         generated: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
         with self._eval_mode():
-            cache = self.model.new_kv_cache(len(prompts)) if use_cache else None
-            step_input = sequence
-            for _ in range(n_new):
-                logits = self._logits(step_input if use_cache else sequence, kv_cache=cache)
-                next_token = logits[:, -1].argmax(dim=-1)
+            if use_cache:
+                steps = decode(self.model, *prefill(self.model, prompts, n_new - 1), n_new)
+            else:
+                steps = self._recomputed_steps(prompts, n_new)
+            for next_token, _ in steps:
                 for row, token in enumerate(next_token.tolist()):
                     if done[row]:
                         continue
@@ -325,10 +330,15 @@ class HarnessLM(TemplateLM):
                         done[row] = any(stop in text for stop in stops)
                 if all(done):
                     break
-                step_input = next_token[:, None]
-                if not use_cache:
-                    sequence = torch.cat([sequence, step_input], dim=1)
         return generated
+
+    def _recomputed_steps(self, prompts: Sequence[Sequence[int]], n_new: int) -> Iterator:
+        """Greedy steps without a cache: (next tokens [B], None), the whole sequence rerun each time."""
+        sequence = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=self._device)
+        for _ in range(n_new):
+            next_token = self._logits(sequence)[:, -1].argmax(dim=-1)
+            yield next_token, None
+            sequence = torch.cat([sequence, next_token[:, None]], dim=1)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         args = [request.args for request in requests]
@@ -348,8 +358,9 @@ class HarnessLM(TemplateLM):
             prompts = [self.generation_prompt(context, max_gen_toks) for context in contexts]
             texts: list[str] = [""] * len(prompts)
             by_length: dict[int, list[int]] = defaultdict(list)
+            ragged_ok = supports_left_padding(self.model)  # else one batch per prompt length
             for i, prompt in enumerate(prompts):
-                by_length[len(prompt)].append(i)
+                by_length[0 if ragged_ok else len(prompt)].append(i)
             for rows in by_length.values():
                 outputs = self.greedy_generate([prompts[i] for i in rows], max_gen_toks, until)
                 for i, tokens in zip(rows, outputs):

@@ -28,6 +28,7 @@ import harness.evaluation.probes as probes
 from harness.evaluation.kept import KEPT_ASIDE_FIELD, lm_eval_results_name, merge_evaluations
 from harness.evaluation.lm import DEFAULT_BATCH_SIZE, HarnessLM, parse_batch_size
 from harness.evaluation.tasks import parse_task_names, task_manager, write_task_yamls
+from harness.evaluation.text_tasks import is_text_task
 from harness.io import write_text_atomic
 from harness.paths import temporary_environ
 from harness.progress import quiet_third_party
@@ -206,13 +207,13 @@ def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, 
     model, tokenizer, record = load_run_model(run_dir)
     data_kind = (record.get("data") or {}).get("kind", "text")
     names = parse_task_names(tasks if tasks is not None else default_tasks(data_kind))
-    text_tasks = [n for n in names if not probes.is_probe(n)]
+    text_tasks = [n for n in names if not probes.is_probe(n) and not is_text_task(n)]
     if data_kind == "synthetic" and text_tasks:
         raise ValueError(
             f"{', '.join(text_tasks)} need(s) a model of text, but {run_dir.name} was trained on synthetic data; "
             f"evaluate it on the probes ({probes.PROBES_ALIAS})."
         )
-    generator = probes.generator_for_record(record) if len(text_tasks) < len(names) else None
+    generator = probes.generator_for_record(record) if any(probes.is_probe(n) for n in names) else None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm = HarnessLM(model.to(device), tokenizer, batch_size=batch_size)
     results = evaluate(
@@ -224,7 +225,7 @@ def _evaluate_locked(run_dir, tasks, limit, num_fewshot, task_data, batch_size, 
     results_path.parent.mkdir(exist_ok=True)
     write_text_atomic(results_path, results_json(results))
     summary = summarize(results, num_fewshot)
-    extra = {}
+    extra = {"lm_eval_version": results.get("lm_eval_version")}  # the scorer of every metric (BLEU, ROUGE ...)
     if record.get("status") != "ok":  # scored with --allow-partial: say what was scored
         extra["evaluation_step"] = checkpoint_step(run_dir)
     record = load_record(run_dir)  # as on disk now, under the run lock

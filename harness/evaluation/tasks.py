@@ -9,6 +9,9 @@
   files. Without ``task_data`` the built-in task reads the Hugging Face hub; when the hub is
   switched off (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``) the local copies under
   ``harness.paths.data_dir()/lm_eval`` are used if they are there.
+- Generated text-to-text tasks (``harness_translate``, ``harness_summarize``; see
+  ``text_tasks.py``): a generated YAML ``include:``s the shipped template and points at
+  held-out pairs written into the cache.
 - Any other lm-eval task name is passed to lm-eval as it is.
 
 The generated YAMLs go into a folder given by the caller (a temporary one per evaluation)
@@ -28,6 +31,7 @@ import yaml
 
 from harness import paths
 import harness.evaluation.probes as probes
+import harness.evaluation.text_tasks as text_tasks
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
@@ -47,6 +51,12 @@ STANDARD_TASKS: dict[str, StandardTask] = {
     "winogrande": StandardTask("winogrande/default.yaml", {"validation": "winogrande_xl_validation.jsonl"}),
     "boolq": StandardTask("super_glue/boolq/default.yaml", {"validation": "boolq_validation.jsonl"}),
     "openbookqa": StandardTask("openbookqa/openbookqa.yaml", {"test": "openbookqa_main_test.jsonl"}),
+    # generation tasks (generate_until), scored by lm-eval's own metrics: BLEU / chrF / TER, ROUGE
+    **{
+        f"wmt16-{pair}": StandardTask(f"translation/wmt16_{pair}.yaml", {"test": f"wmt16_{data}_test.jsonl"})
+        for pair, data in (("de-en", "de-en"), ("en-de", "de-en"), ("ro-en", "ro-en"), ("en-ro", "ro-en"))
+    },
+    "truthfulqa_gen": StandardTask("truthfulqa/truthfulqa_gen.yaml", {"validation": "truthfulqa_generation_validation.jsonl"}),
     "wikitext": StandardTask(
         "wikitext/wikitext.yaml",
         {
@@ -90,13 +100,14 @@ def lm_eval_task_names() -> tuple[str, ...]:
 
 def check_known(names: list[str]) -> bool:
     """Raise for a name no one knows (listing close matches); True if lm-eval's built-ins are needed."""
-    others = [n for n in names if n not in STANDARD_TASKS and not probes.is_probe(n)]
+    others = [n for n in names if n not in STANDARD_TASKS and not probes.is_probe(n) and not text_tasks.is_text_task(n)]
     if not others:
         return False
     known = lm_eval_task_names()
     for name in others:
         if name not in known:
-            candidates = list(dict.fromkeys([*probes.probe_task_names(), probes.PROBES_ALIAS, *STANDARD_TASKS, *known]))
+            candidates = list(dict.fromkeys([*probes.probe_task_names(), probes.PROBES_ALIAS, *text_tasks.TEXT_TASKS,
+                                             *STANDARD_TASKS, *known]))
             close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
             hint = f"did you mean {', '.join(close)}?" if close else "see `lm_eval ls tasks` for lm-eval's names."
             raise ValueError(f"unknown evaluation task {name!r}; {hint}")
@@ -137,6 +148,7 @@ def standard_task_yaml(name: str, folder: Path) -> dict:
         "dataset_name": None,
         "dataset_kwargs": {"data_files": files},
         "training_split": None,
+        "fewshot_split": None,
         "validation_split": "validation" if "validation" in files else None,
         "test_split": "test" if "test" in files else None,
     }
@@ -167,6 +179,8 @@ def write_task_yamls(
             if not probe_files or name not in probe_files:
                 raise ValueError(f"probe task {name} has no data; it needs the run's synthetic generator.")
             config = probe_task_yaml(name, probe_files[name])
+        elif text_tasks.is_text_task(name):
+            config = text_tasks.text_task_yaml(name, text_tasks.write_text_task_file(name))
         elif name in STANDARD_TASKS:
             folder = local_data_dir(name, task_data)
             if folder is None:

@@ -71,7 +71,7 @@ def _notes(model: torch.nn.Module, source_params: int) -> list[str]:
 
 
 def _record(run_id: str, checkpoint: HFCheckpoint, model: torch.nn.Module, tokenizer: Any, source_params: int) -> dict[str, Any]:
-    from harness.flops import forward_flops_per_token, train_flops_per_token
+    from harness.flops import DEFAULT_ATTENTION_FLOPS, convention, forward_flops_per_token, train_flops_per_token
 
     config = model.config
     return {
@@ -84,7 +84,8 @@ def _record(run_id: str, checkpoint: HFCheckpoint, model: torch.nn.Module, token
         "seq_len": config.context,
         "forward_flops_per_token": forward_flops_per_token(config, config.context),
         "train_flops_per_token": train_flops_per_token(config, config.context),
-        "flop_convention": "FLOPs = 2 per multiply-add; training = 3 x forward; see harness.flops.CONVENTION",
+        "flop_convention": convention(DEFAULT_ATTENTION_FLOPS),
+        "attention_flops": DEFAULT_ATTENTION_FLOPS,
         "budget_flops": None,  # imported, not trained here: no training FLOPs
         "flops_used": None,
         "tokens": None,

@@ -5,7 +5,9 @@ Reads the fine-tuning records listed under ``finetune`` in a compare report's ``
 parameters (and their share), fine-tuning FLOPs used and per token, validation loss on the
 downstream data before and after (mean ± 95 % CI over seeds, ``harness.reporting.stats.t_interval``),
 the per-seed improvement, and the task metric after (exact-match accuracy for prompt/completion
-tasks, bits per byte for text, excess loss over the entropy floor for synthetic data); plus
+tasks, bits per byte for text, excess loss over the entropy floor for synthetic data), BLEU / chrF /
+ROUGE before and after when the runs were evaluated on harness_translate / harness_summarize
+(``harness.reporting.generation_quality``); plus
 ``adaptation.csv`` and a figure of loss after adaptation against trainable parameters.
 """
 
@@ -18,6 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from harness.reporting.formatting import fmt_count, fmt_interval, fmt_sci, markdown_table
+from harness.reporting.generation_quality import generation_columns, generation_scores
 from harness.io import write_text_atomic
 from harness.training.lora import FLOP_CONVENTION
 from harness.training.methods.top import FLOP_CONVENTION as TOP_CONVENTION
@@ -55,6 +58,7 @@ def adaptation_frame(run_ids: Sequence[str], results_dir: Path) -> tuple[pd.Data
             "tokens": record.get("tokens"), "steps": record.get("steps"),
             "val_loss_before": record.get("val_loss_before"), "val_loss_after": record.get("val_loss_after"),
             **{key: record.get(key) for key, _ in METRIC_AFTER if key in record},
+            **generation_scores(record, results_dir),
         })
     return pd.DataFrame(rows), notes
 
@@ -67,7 +71,7 @@ def _method_order(frame: pd.DataFrame) -> list[str]:
 
 
 def _table(frame: pd.DataFrame, archs: Sequence[str]) -> str:
-    metrics = [(key, label) for key, label in METRIC_AFTER if key in frame.columns]
+    metrics = [(key, label) for key, label in METRIC_AFTER if key in frame.columns] + generation_columns(frame)
     headers = ["arch", "method", "trainable params (share)", "FLOPs used", "FLOPs/token (train)", "seeds",
                "val loss before", "val loss after", "improvement"] + [label for _, label in metrics]
     rows = []

@@ -38,6 +38,7 @@ from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
 from harness.reporting.adaptation import adaptation_section
 from harness.reporting.finetune_report import is_finetune, write_finetune_report
+from harness.reporting.serving import serving_section
 from harness.reporting.inputs import ReportInputs, arch_order, check_comparable, load_report_runs, numeric, resolve_targets
 from harness.reporting.methods import methods_section
 from harness.reporting.sections import isoflop_section, runs_section, significance_section, summary_section
@@ -169,6 +170,9 @@ def _page(scope: ReportScope, notes: list[str], sections: dict[str, str | None],
     adaptation = adaptation_section(scope.inputs.meta, scope.results_root, scope.out_dir, scope.archs)
     if adaptation:
         parts += ["## Adaptation: fine-tuning at matched FLOPs", "", adaptation, ""]
+    serving = serving_section(scope.records, scope.archs, scope.out_dir)
+    if serving:
+        parts += ["## Serving cost", "", serving, ""]
     parts += _figure_lines(figures) + _reference_lines(scope.references)
     parts += ["## Methods", "", methods_section(scope.records, scope.runs, scope.inputs.meta, scope.command), ""]
     parts += ["## Runs", "", runs_section(scope.runs, scope.archs), ""]

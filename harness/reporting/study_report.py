@@ -39,6 +39,7 @@ from harness.paths import results_dir as default_results_dir
 from harness.reporting.formatting import fmt_sci, markdown_figure, markdown_notes
 from harness.runs.records import record_path
 from harness.reporting.report import FIGURES_DIR, RUNS_CSV_COLUMNS
+from harness.reporting.serving import serving_section
 from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
 from harness.reporting.study_tables import (Setting, band_window, evaluation_table, moe_table, ordered_archs,
@@ -281,6 +282,10 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
                "the end of the run): their tokens/s are lower bounds, not the model's speed; measure speed with "
                "`python -m harness bench` on an idle machine. Losses are unaffected: the FLOP budget, not the "
                "clock, ends a run." if contended else "No run trained on a contended CPU."), ""]
+    for setting in settings.values():
+        serving = serving_section(setting.records, ordered_archs(setting.runs), out_dir, tag=setting.name)
+        if serving:
+            parts += [f"## Serving cost (`{setting.name}`)", "", serving, ""]
     parts += ["## Methods", ""]
     if meta.get("description"):
         parts += [f"**Design** (from the study file): {meta['description']}", ""]

@@ -72,6 +72,7 @@ def run_adaptation(
     log: Callable[[str], None] | None = None,
 ) -> AdaptationOutcome:
     """Fine-tune every finished run of ``pretrain_run_ids`` with every method; failures are noted and skipped."""
+    from harness.evaluation.text_tasks import score_generation, text_task_for_data
     from harness.training.finetune import FinetuneFailed, FinetuneSpec, finetune
     from harness.runs.records import load_record
 
@@ -100,6 +101,9 @@ def run_adaptation(
             continue
         outcome.run_ids.append(result.run_dir.name)
         record = result.record
+        generation_task = text_task_for_data(outcome.data)  # BLEU / ROUGE before (parent) and after
+        if generation_task and record.get("status") == "ok":
+            score_generation(generation_task, [root / parent, result.run_dir], log)
         if record.get("status") == "interrupted":
             log(f"[adapt {index}/{total}] {method} of {parent}: interrupted; run the same command again to resume")
             break
