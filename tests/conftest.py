@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -48,12 +47,8 @@ def results_tmp(tmp_path, monkeypatch) -> Path:
     return results
 
 
-FILL_INS = re.compile(r"\b(None|n/a|N/A|nan|NaN)\b")
 
-
-def fill_ins(text: str) -> list[str]:
-    """Lines of a generated report where a missing value was pasted in as None, n/a or nan."""
-    return [line for line in text.splitlines() if FILL_INS.search(line)]
+from report_fill_ins import fill_ins  # noqa: E402  (tests/ is on sys.path, as for conftest)
 
 
 @pytest.fixture

@@ -295,7 +295,7 @@ def test_run_and_compare_take_parallel_and_activation_checkpointing(results_tmp,
 
 def test_activation_checkpointing_gives_the_same_gradients():
     from architectures import build_from_config, get
-    from harness.training.parallel import checkpoint_activations
+    from harness.training.activation_checkpointing import checkpoint_activations
 
     config = get("gpt3").config("nano", dropout=0.1)  # dropout: recomputation must replay the same mask
     grads = []

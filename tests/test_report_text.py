@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fill_ins
+from report_fill_ins import fill_ins
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -37,20 +37,6 @@ def text_task_for_data(spec: str) -> str | None:
     return next((task for task, data in TEXT_TASKS.items() if data == name), None)
 
 
-def score_generation(task: str, run_dirs, log=None) -> None:
-    """Evaluate ``task`` on each run whose record lacks it (results merge into the records)."""
-    from harness.evaluation.run import evaluate_run
-    from harness.runs.records import load_record
-
-    for run_dir in run_dirs:
-        if task in (load_record(run_dir).get("evaluation") or {}):
-            continue
-        scores = evaluate_run(run_dir, tasks=[task])
-        if log:
-            values = ", ".join(f"{metric} {entry['value']:.3g}" for metric, entry in scores.get(task, {}).items())
-            log(f"[adapt] {task} on {Path(run_dir).name}: {values}")
-
-
 def text_task_docs(name: str) -> list[dict]:
     """The task's documents: held-out validation pairs as context / target."""
     from harness.data.text_tasks import generate_text_task

@@ -72,7 +72,7 @@ def run_adaptation(
     log: Callable[[str], None] | None = None,
 ) -> AdaptationOutcome:
     """Fine-tune every finished run of ``pretrain_run_ids`` with every method; failures are noted and skipped."""
-    from harness.evaluation.text_tasks import score_generation, text_task_for_data
+    from harness.evaluation.text_tasks import text_task_for_data
     from harness.training.finetune import FinetuneFailed, FinetuneSpec, finetune
     from harness.runs.records import load_record
 
@@ -111,3 +111,17 @@ def run_adaptation(
             f"{result.run_dir.name}, val loss {record.get('val_loss_before', float('nan')):.4f} → "
             f"{record.get('val_loss_after', float('nan')):.4f} ({time.perf_counter() - started:.0f} s)")
     return outcome
+
+
+def score_generation(task: str, run_dirs, log=None) -> None:
+    """Evaluate ``task`` on each run whose record lacks it (results merge into the records)."""
+    from harness.evaluation.run import evaluate_run
+    from harness.runs.records import load_record
+
+    for run_dir in run_dirs:
+        if task in (load_record(run_dir).get("evaluation") or {}):
+            continue
+        scores = evaluate_run(run_dir, tasks=[task])
+        if log:
+            values = ", ".join(f"{metric} {entry['value']:.3g}" for metric, entry in scores.get(task, {}).items())
+            log(f"[adapt] {task} on {Path(run_dir).name}: {values}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.sweeps.executors import ExecutorOptions, make_executor
+from harness.sweeps.executors import ExecutorOptions, InlineExecutor, LocalExecutor
 from harness.sweeps.runner import SweepOutcome, run_sweep
 
 JOBS_DIR = ".jobs"
@@ -99,6 +99,17 @@ def keep_landed_runs(results_root: Path, report_dir: Path, outcome: SweepOutcome
     landed = [*outcome.trained, *outcome.reused, *outcome.failed]
     if landed:
         sync_runs(results_root, report_dir, list(dict.fromkeys(landed)))
+
+
+def make_executor(options: ExecutorOptions, work_dir: str | Path):
+    """The executor ``options.kind`` names; ``work_dir`` holds its job files and logs."""
+    if options.kind == "inline":
+        return InlineExecutor(options)
+    if options.kind == "local":
+        return LocalExecutor(options, Path(work_dir))
+    from harness.sweeps.submitit_executor import SubmititExecutor
+
+    return SubmititExecutor(options, Path(work_dir))
 
 
 def tally(outcome: SweepOutcome) -> str:

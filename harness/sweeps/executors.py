@@ -1,4 +1,4 @@
-"""Executors: where a sweep's runs execute. ``make_executor(options, work_dir)`` picks one by name.
+"""Executors: where a sweep's runs execute. ``harness.sweeps.driver.make_executor(options, work_dir)`` picks one by name.
 
 - ``inline``: in the sweep's own process, one after another (the harness's original behaviour);
 - ``local``: ``jobs`` worker processes on this machine (``harness.sweeps.worker``), each with
@@ -215,14 +215,3 @@ def gpu_slots(jobs: int, gpus_per_run: int, gpus: list[int]) -> list[list[int]] 
         raise ValueError(f"--jobs {jobs} x --gpus-per-run {gpus_per_run} needs {jobs * gpus_per_run} GPUs, "
                          f"this machine has {len(gpus)}; lower --jobs or --gpus-per-run.")
     return [gpus[slot * gpus_per_run:(slot + 1) * gpus_per_run] for slot in range(jobs)]
-
-
-def make_executor(options: ExecutorOptions, work_dir: str | Path):
-    """The executor ``options.kind`` names; ``work_dir`` holds its job files and logs."""
-    if options.kind == "inline":
-        return InlineExecutor(options)
-    if options.kind == "local":
-        return LocalExecutor(options, Path(work_dir))
-    from harness.sweeps.submitit_executor import SubmititExecutor
-
-    return SubmititExecutor(options, Path(work_dir))

@@ -35,7 +35,7 @@ from harness.io import WriteFailed
 from harness.runs import run_dir as run_files
 from harness.training import sharded_checkpoint
 from harness.training.distributed import DistContext
-from harness.training.parallel import checkpoint_activations
+from harness.training.activation_checkpointing import checkpoint_activations
 from harness.training.strategies import StrategyBase
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from harness.runs import run_dir as run_files
 from harness.training import sharded_checkpoint
 from harness.training.distributed import DistContext
-from harness.training.parallel import checkpoint_activations
+from harness.training.activation_checkpointing import checkpoint_activations
 
 
 class StrategyBase:
