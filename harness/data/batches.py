@@ -9,6 +9,9 @@ and its start is a hash of ``(seed, step, g)``. So the rows of a step depend onl
 ``seed``, ``step`` and how many rows came before: rank ``r`` of ``W`` takes its slice
 of the global batch, and 2 ranks x 1 micro-step, 1 rank x 2 micro-steps and 1 rank with
 twice the batch all see the same rows. Resuming needs no saved iterator state.
+
+``tokens`` is a 1-D array or a ``harness.data.shards.ShardedTokens`` (the shard set read as one
+sequence: a window may span two shards, as the stream does).
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ def get_batch(
     first = (micro_step * world_size + rank) * batch_size
     rows = np.arange(first, first + batch_size, dtype=np.uint64)
     starts = (_hash_rows(seed, step, rows) % np.uint64(n_starts)).astype(np.int64)
-    window = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+    if hasattr(tokens, "windows"):  # ShardedTokens: rows read from the memory-mapped shards
+        window = np.asarray(tokens.windows(starts, seq_len + 1), dtype=np.int64)
+    else:
+        window = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
     window = torch.from_numpy(window)
     return window[:, :-1].contiguous(), window[:, 1:].contiguous()
 
