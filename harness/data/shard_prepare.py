@@ -146,8 +146,8 @@ class _Preparation:
             write_json_atomic(self.folder / PROGRESS, {**state, **{s: streams[s].shards for s in SPLITS}})
 
     def _stream(self, streams: dict, dtype) -> tuple[dict, "hashlib._Hash", int]:
-        """Read every document; encode (in order) those from the first one a stream still needs."""
-        resume_doc = min(max(stream.skip_doc, 0) for stream in streams.values())
+        """Read every document; encode (in order) those its split's stream still needs (all, unless resuming)."""
+        resume_doc = {split: max(stream.skip_doc, 0) for split, stream in streams.items()}
         counts = {f"{what}_{split}": 0 for what in ("documents", "bytes") for split in SPLITS}
         digest = hashlib.sha256()
         pending: deque = deque()
@@ -159,7 +159,7 @@ class _Preparation:
                 split = "val" if is_validation(data, self.threshold) else "train"
                 counts[f"documents_{split}"] += 1
                 counts[f"bytes_{split}"] += len(data)
-                if index < resume_doc:
+                if index < resume_doc[split]:
                     self.progress(len(data), 0)
                     continue
                 chunk.append((index, split == "val", doc))

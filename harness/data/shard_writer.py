@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import io as harness_io
-from harness.io import as_write_failed
+from harness.io import WriteFailed
 
 
 COMPLETE = 2**62  # the skip index of a split whose last shard is written
@@ -98,7 +98,7 @@ class ShardStream:
             self._file.write(data)
         except OSError as error:
             self.abort()
-            raise as_write_failed(self.folder / shard_name(self.split, len(self.shards)), error) from None
+            raise WriteFailed(self.folder / shard_name(self.split, len(self.shards)), error) from None
         self._digest.update(data)
         self._filled += len(tokens)
 
@@ -112,7 +112,7 @@ class ShardStream:
             os.replace(self._tmp_path(), self.folder / name)
         except OSError as error:
             self.abort()
-            raise as_write_failed(self.folder / name, error) from None
+            raise WriteFailed(self.folder / name, error) from None
         entry = {"file": name, "tokens": self._filled, "sha256": self._digest.hexdigest(),
                  "end_doc": end_doc, "end_offset": end_offset}
         self.shards.append(entry)
