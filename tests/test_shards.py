@@ -198,6 +198,10 @@ def test_small_corpora_go_through_the_same_cached_preparation(tmp_path, monkeypa
     manifest = json.loads((data.cache_path / "manifest.json").read_text())
     assert data.describe()["manifest_sha256"] == hashlib.sha256((data.cache_path / "manifest.json").read_bytes()).hexdigest()
     assert manifest["tokens"]["train"] == len(data.train_tokens)
+    via_hf = prepare_data(f"hf:json?data_files={corpus}&max_chars=none", vocab_size=300, cache_dir=tmp_path / "cache")
+    assert via_hf.content_hash == data.content_hash  # the hf stream, uncapped, is the same documents
+    capped = prepare_data(f"hf:json?data_files={corpus}&max_chars=20000", vocab_size=300, cache_dir=tmp_path / "cache")
+    assert capped.info["n_train_docs"] + capped.info["n_val_docs"] < data.info["n_train_docs"] + data.info["n_val_docs"]
 
     def no_preparation(*args, **kwargs):
         raise AssertionError("prepared again instead of reading the cache")

@@ -37,12 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from harness.data.shard_prepare import DEFAULT_SAMPLE_BYTES, DEFAULT_SHARD_TOKENS, ShardOptions, prepare_shards
     from harness.data.shards import load_manifest
+    from harness.data.sources import open_source
+    from harness.data.spec import parse_spec
 
     options = ShardOptions(tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction,
                            shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
                            sample_bytes=args.sample_bytes or DEFAULT_SAMPLE_BYTES, workers=args.workers)
     started = time.perf_counter()
-    with _ProgressBar(disabled=args.no_progress) as bar:
+    total_bytes = open_source(parse_spec(args.spec)).total_bytes  # of the local files; None for a hub stream
+    with _ProgressBar(disabled=args.no_progress, total_bytes=total_bytes) as bar:
         folder = prepare_shards(args.spec, options, out=args.out, progress=bar.update)
     seconds = time.perf_counter() - started
     manifest = load_manifest(folder)
@@ -61,15 +64,18 @@ def main(args: argparse.Namespace) -> int:
 class _ProgressBar:
     """tqdm in MB of text read, with the tokens written and tokens/s beside it."""
 
-    def __init__(self, disabled: bool):
-        self.disabled, self.bytes, self.tokens, self.bar = disabled, 0, 0, None
+    def __init__(self, disabled: bool, total_bytes: int | None):
+        self.disabled, self.total_bytes, self.bytes, self.tokens, self.bar = disabled, total_bytes, 0, 0, None
         self.started = time.perf_counter()
 
     def __enter__(self) -> "_ProgressBar":
         if not self.disabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(unit="MB", unit_scale=False, bar_format="{l_bar}{bar}| {n:,.1f} MB [{elapsed}, {rate_fmt}{postfix}]")
+            total = self.total_bytes / 1e6 if self.total_bytes else None
+            self.bar = tqdm(total=total, unit="MB", dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n:,.1f}/{total:,.1f} MB [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+                            if total else "{n:,.1f} MB [{elapsed}, {rate_fmt}{postfix}]")
         return self
 
     def update(self, n_bytes: int, n_tokens: int) -> None:

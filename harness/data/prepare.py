@@ -195,7 +195,10 @@ def _prepare_synthetic(spec: DataSpec, vocab_size, seed, root, max_train_tokens)
 def _prepare_text(spec: DataSpec, vocab_size, root, val_fraction, tokenizer_arg, workers) -> PreparedData:
     """Prepare (or reuse) the spec's shards under ``root``, then read them memory-mapped."""
     options = ShardOptions(tokenizer=tokenizer_arg, vocab_size=vocab_size, val_fraction=val_fraction, workers=workers)
-    return load_prepared(prepare_shards(spec.raw, options, cache_dir=root), spec.raw)
+    data = load_prepared(prepare_shards(spec.raw, options, cache_dir=root), spec.raw)
+    if tokenizer_arg is not None and not isinstance(tokenizer_arg, str):
+        data.tokenizer = tokenizer_arg  # the same vocabulary (the shards were encoded with it): keep the caller's object
+    return data
 
 
 def load_prepared(folder: Path, spec: str | None = None) -> PreparedData:

@@ -188,12 +188,14 @@ class _Preparation:
 
     def _check_sides(self, counts: dict) -> None:
         n_train, n_val = counts["documents_train"], counts["documents_val"]
-        if not n_train or not n_val:
-            raise ValueError(
-                f"{self.source.spec.raw!r} gives {n_train + n_val} document{'s' if n_train + n_val != 1 else ''}, "
-                f"{n_val} of them validation by the content hash; a train/val split needs at least 2 with one on each "
-                f"side (add text, or for a text file lower ?doc_chars=N, now {self.source.options.get('doc_chars', 'n/a')})"
-            )
+        if n_train and n_val:
+            return
+        hint = (f"add text, or lower ?doc_chars=N (now {self.source.options['doc_chars']})"
+                if "doc_chars" in self.source.options else "add documents, or raise ?max_docs / ?max_chars")
+        raise ValueError(
+            f"{self.source.spec.raw!r} gives {n_train + n_val} document{'s' if n_train + n_val != 1 else ''}, "
+            f"{n_val} of them validation by the content hash; a train/val split needs at least 2 with one on each side ({hint})"
+        )
 
     def _manifest(self, tokenizer: Tokenizer, sample, dtype, counts, digest, streams) -> dict:
         return {
