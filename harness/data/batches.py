@@ -17,7 +17,6 @@ sequence: a window may span two shards, as the stream does).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 IGNORE_INDEX = -100  # targets the loss skips (design contract)
 
@@ -32,7 +31,7 @@ def get_batch(
     micro_step: int = 0,
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple["torch.Tensor", "torch.Tensor"]:
     """``(x, y)`` LongTensors ``[batch_size, seq_len]``, ``y`` = ``x`` shifted by one token.
 
     ``batch_size`` is this rank's micro-batch; see the module docstring for which rows.
@@ -51,6 +50,8 @@ def get_batch(
         window = np.asarray(tokens.windows(starts, seq_len + 1), dtype=np.int64)
     else:
         window = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+    import torch  # here, so preparing data (which imports this package) does not load torch
+
     window = torch.from_numpy(window)
     return window[:, :-1].contiguous(), window[:, 1:].contiguous()
 
