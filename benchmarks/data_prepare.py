@@ -76,7 +76,7 @@ def _tree_memory(pid: int) -> tuple[int, int]:
 def run_prepare(corpus: Path, out: Path, *extra: str) -> dict:
     """Run ``harness data prepare`` in a subprocess: wall seconds and peak tree RSS."""
     command = [sys.executable, "-m", "harness", "data", "prepare", str(corpus), "--out", str(out), "--no-progress", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}  # one worker = one core
     started, peak_rss, peak_pss = time.perf_counter(), 0, 0
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while process.poll() is None:

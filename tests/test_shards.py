@@ -70,7 +70,7 @@ def test_shards_equal_a_one_shot_encode(tmp_path, workers):
     threshold = split_threshold(0.1)
     for split, wanted in (("train", False), ("val", True)):
         chosen = [d for d in docs if is_validation(d.encode("utf-8"), threshold) == wanted]
-        _, expected = encode_documents(data.tokenizer, chosen, np.dtype(np.uint16))
+        expected = [t for d in chosen for t in data.tokenizer.encode(d) + [data.tokenizer.eot_id]]  # one doc at a time
         tokens = data.train_tokens if split == "train" else data.val_tokens
         np.testing.assert_array_equal(np.asarray(tokens), expected)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -266,3 +266,19 @@ def test_cli_prepares_and_a_nano_run_trains_from_the_folder(tmp_path, capsys, mo
     record = json.loads(next((tmp_path / "results").glob("*/record.json")).read_text())
     assert record["data"]["manifest_sha256"] == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
     assert cli_main(["data", "prepare", str(tmp_path / "nope.txt")]) == 2
+
+
+def test_a_prepared_folder_takes_a_run_tokenizer_and_refuses_another(tmp_path):
+    from harness.data.downstream import prepare_downstream
+    from harness.data.tokenizer import train_bpe
+
+    corpus = _corpus(tmp_path)
+    parent = train_bpe(["a parent's own text about ships and the sea. " * 40], 300, cache_dir=tmp_path)
+    parent_dir = parent.save(tmp_path / "parent-run" / "tokenizer").parent
+    folder = prepare_shards(str(corpus), _options(tokenizer=str(parent_dir)), out=tmp_path / "with-parent")
+    assert json.loads((folder / "manifest.json").read_text())["tokenizer"]["sample"] is None  # no training
+    data = prepare_downstream(str(folder), parent, seq_len=16)
+    assert data.data.tokenizer is parent and len(data.data.train_tokens) > 0
+    other = train_bpe(["something else entirely, about mountains. " * 40], 300, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="were encoded with .*, not "):
+        prepare_downstream(str(folder), other, seq_len=16)

@@ -32,7 +32,8 @@ def encode_in_worker(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def encode_documents(tokenizer: Tokenizer, docs: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """``(lengths, tokens)``: tokens per document including its end-of-text, and all tokens in order."""
-    encoded = [tokenizer.encode(doc) for doc in docs]
+    encode_batch = getattr(tokenizer, "encode_ids_batch", None)
+    encoded = encode_batch(docs) if encode_batch else [tokenizer.encode(doc) for doc in docs]
     lengths = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
     tokens = np.empty(int(lengths.sum()), dtype=dtype)
     ends = np.cumsum(lengths)

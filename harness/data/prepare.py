@@ -33,7 +33,7 @@ from harness.data.shards import MANIFEST, is_shard_folder, load_manifest, open_s
 from harness.data.spec import DataSpec, parse_spec, take_options
 from harness.data.synthetic_config import SEGMENT_NAMES, SyntheticConfig
 from harness.data.synthetic_generator import SyntheticGenerator
-from harness.data.tokenizer import SyntheticTokenizer, Tokenizer, load_tokenizer
+from harness.data.tokenizer import SyntheticTokenizer, Tokenizer, load_tokenizer, tokenizer_sha256
 
 DATA_FORMAT = 1  # bump to invalidate cached token arrays after a change in preparation
 VAL_SEED = 2_147_483_647  # synthetic validation documents; a run seed must differ
@@ -115,10 +115,7 @@ def prepare_data(
     shards is read as prepared (``vocab_size`` and ``tokenizer`` must then be left out).
     """
     if isinstance(spec, str) and "?" not in spec and is_shard_folder(spec):
-        if tokenizer is not None or vocab_size is not None:
-            raise ValueError(f"{spec} is a prepared shard folder with its own tokenizer; drop the tokenizer and vocab_size arguments")
-        data = load_prepared(Path(spec))
-        return _limit(data, max_train_tokens)
+        return _limit(_prepared_folder(Path(spec), vocab_size, tokenizer), max_train_tokens)
     parsed = parse_spec(spec)
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     if max_train_tokens is not None and max_train_tokens < 1:
@@ -132,6 +129,19 @@ def prepare_data(
             raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         data = _prepare_text(parsed, vocab_size, root, val_fraction, tokenizer, workers)
     return _limit(data, max_train_tokens)
+
+
+def _prepared_folder(folder: Path, vocab_size, tokenizer) -> PreparedData:
+    """A folder ``harness data prepare`` wrote; a given tokenizer (a parent run's) must be the one it used."""
+    if vocab_size is not None or isinstance(tokenizer, str):
+        raise ValueError(f"{folder} is a prepared shard folder with its own tokenizer; drop the tokenizer and vocab_size arguments")
+    data = load_prepared(folder)
+    if tokenizer is not None:
+        if tokenizer_sha256(tokenizer) != data.info["tokenizer_sha256"]:
+            raise ValueError(f"the shards in {folder} were encoded with {data.tokenizer.name}, not {tokenizer.name}; "
+                             f"prepare them with `harness data prepare SPEC --tokenizer RUN_DIR` (the run's tokenizer)")
+        data.tokenizer = tokenizer
+    return data
 
 
 def _limit(data: PreparedData, max_train_tokens: int | None) -> PreparedData:
