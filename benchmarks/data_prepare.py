@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's harness, also when another one is installed
 
 
 def generate_corpus(path: Path, megabytes: float, seed: int = 0) -> Path:

@@ -22,7 +22,7 @@ from harness import io as harness_io
 from harness.cli import main as cli_main
 from harness.data import get_batch, prepare_data, unigram_cross_entropy
 from harness.data import shard_prepare
-from harness.data.encoding import encode_documents
+from harness.data.encoding import WordCache, encode_documents
 from harness.data.shard_prepare import ShardOptions, prepare_shards
 from harness.data.shards import ShardedTokens
 from harness.data.split import is_validation, split_threshold
@@ -124,7 +124,8 @@ def test_sigkill_mid_preparation_then_rerun_gives_the_same_bytes(tmp_path, monke
     before = _shard_hashes(killed)
     assert before and any(p.name.endswith(".tmp") for p in killed.iterdir())  # died inside a shard
     encoded = []
-    monkeypatch.setattr(shard_prepare, "encode_documents", lambda tok, docs, dtype: encoded.append(len(docs)) or encode_documents(tok, docs, dtype))
+    monkeypatch.setattr(shard_prepare, "encode_documents", 
+                        lambda encode, eot, docs, dtype: encoded.append(len(docs)) or encode_documents(encode, eot, docs, dtype))
     prepare_shards(str(corpus), _options(), out=killed)
     assert (killed / "manifest.json").read_bytes() == (whole / "manifest.json").read_bytes()
     assert _shard_hashes(killed) == _shard_hashes(whole)
@@ -226,6 +227,26 @@ def test_batches_over_shards_equal_batches_over_one_array():
     val = whole[:300]
     assert unigram_cross_entropy(sharded, val, 500) == pytest.approx(unigram_cross_entropy(whole, val, 500), rel=1e-12)
     np.testing.assert_array_equal(np.asarray(sharded.head(1500)), whole[:1500])
+
+
+def test_the_word_cache_encodes_exactly_as_tokenizers(tmp_path):
+    from harness.data.tokenizer import SyntheticTokenizer, train_bpe
+
+    texts = read_text_documents(_corpus(tmp_path)) + ["It's 12 o'clock;  they'll see\n\n\tthe  sea...  ", "x\u00a0y \u3000z"]
+    tokenizer = train_bpe(texts, 400, cache_dir=tmp_path)
+    assert WordCache.applies_to(tokenizer)
+    cached = WordCache(tokenizer)
+    rng = random.Random(0)
+    ascii_chars = [chr(c) for c in range(128)]
+    for ch in ascii_chars:  # every ASCII character in the contexts GPT-2's pattern cares about
+        text = f"a{ch}b {ch}{ch}1 x {ch}\n\n {ch}'ll{ch} {ch}'S"
+        assert cached.encode(text) == tokenizer.encode(text), repr(ch)
+    for _ in range(2000):
+        text = "".join(rng.choice(ascii_chars) if rng.random() < 0.5 else rng.choice(" \n\t ab's9.") for _ in range(40))
+        assert cached.encode(text) == tokenizer.encode(text), repr(text)
+    for text in ("caf\u00e9  \u0558x", "\u00a0a \u3000b 🙂", "ab\u0301c"):  # non-ASCII: encoded whole
+        assert cached.encode(text) == tokenizer.encode(text)
+    assert not WordCache.applies_to(SyntheticTokenizer(512))  # other tokenizers encode whole documents
 
 
 def _paragraph_reference(text: str, doc_chars: int) -> list[str]:

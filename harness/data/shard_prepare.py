@@ -24,7 +24,7 @@ import numpy as np
 
 from harness import paths
 from harness.data.cache import cache_key, token_dtype
-from harness.data.encoding import encode_documents, encode_in_worker, init_worker
+from harness.data.encoding import document_encoder, encode_documents, encode_in_worker, init_worker
 from harness.data.shard_writer import ShardStream
 from harness.data.shards import MANIFEST, read_progress, verified_done
 from harness.data.sources import open_source
@@ -227,7 +227,8 @@ class _Encoder:
 
     def __enter__(self) -> "_Encoder":
         if self.workers == 1:
-            self.local = load_tokenizer(self.tokenizer_dir)
+            tokenizer = load_tokenizer(self.tokenizer_dir)
+            self.local = (document_encoder(tokenizer), tokenizer.eot_id)
         else:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             self.pool = multiprocessing.get_context(method).Pool(
@@ -237,7 +238,7 @@ class _Encoder:
     def submit(self, docs: list[str]):
         if self.pool is not None:
             return self.pool.apply_async(encode_in_worker, (docs,))
-        return _Done(encode_documents(self.local, docs, np.dtype(self.dtype)))
+        return _Done(encode_documents(*self.local, docs, np.dtype(self.dtype)))
 
     def __exit__(self, *exc) -> None:
         if self.pool is not None:

@@ -60,11 +60,6 @@ class BPETokenizer:
         """Encode many texts at once (parallel in Rust)."""
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
-    def encode_ids_batch(self, texts: list[str]) -> list[list[int]]:
-        """The ids of many texts, without character offsets (faster; parallel in Rust unless
-        ``TOKENIZERS_PARALLELISM=false``); equal to ``encode`` of each."""
-        return [e.ids for e in self._tok.encode_batch_fast(texts, add_special_tokens=False)]
-
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
