@@ -303,3 +303,20 @@ def test_a_prepared_folder_takes_a_run_tokenizer_and_refuses_another(tmp_path):
     other = train_bpe(["something else entirely, about mountains. " * 40], 300, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="were encoded with .*, not "):
         prepare_downstream(str(folder), other, seq_len=16)
+
+
+def test_a_vocabulary_above_65536_tokens_gets_uint32_shards(tmp_path):
+    from harness.data.tokenizer import SyntheticTokenizer
+
+    rng = random.Random(1)
+    docs = [" ".join(f"w{rng.randrange(1, 70_000)}" for _ in range(50)) for _ in range(200)]
+    corpus = tmp_path / "words.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    tokenizer = SyntheticTokenizer(70_000)
+    data = load_prepared(prepare_shards(str(corpus), ShardOptions(tokenizer=tokenizer, shard_tokens=999, workers=2),
+                                        out=tmp_path / "out"))
+    manifest = json.loads((data.cache_path / "manifest.json").read_text())
+    assert manifest["dtype"] == "uint32" and data.train_tokens.dtype == np.dtype("<u4")
+    threshold = split_threshold(0.1)
+    expected = [t for d in docs if not is_validation(d.encode(), threshold) for t in tokenizer.encode(d) + [0]]
+    assert np.asarray(data.train_tokens).tolist() == expected and max(expected) >= 2**16
