@@ -142,8 +142,8 @@ class _Preparation:
         return load_tokenizer(folder), sample
 
     def _save(self, state: dict, streams: dict) -> None:
-        if len(streams) == len(SPLITS):
-            write_json_atomic(self.folder / PROGRESS, {**state, **{s: streams[s].shards for s in SPLITS}})
+        """``progress.json``: the key, the tokenizer sample and every finished shard (after each shard)."""
+        write_json_atomic(self.folder / PROGRESS, {**state, **{s: streams[s].shards for s in SPLITS}})
 
     def _stream(self, streams: dict, dtype) -> tuple[dict, "hashlib._Hash", int]:
         """Read every document; encode (in order) those its split's stream still needs (all, unless resuming)."""
