@@ -28,7 +28,7 @@ from harness.data import (
 )
 from harness.data import tokenizer as tokenizer_module
 from harness.data.hf import iter_hf_documents, parse_hf_target
-from harness.data.prepare import split_documents
+from harness.data.split import is_validation, split_threshold
 from harness.data.synthetic_config import (
     COPY_TOKEN,
     DEF_TOKEN,
@@ -315,18 +315,25 @@ def test_bpe_round_trip_and_cache(shakespeare, tmp_path, monkeypatch):
 
 def test_prepare_text_split_and_val_bytes(shakespeare, tmp_path):
     data = prepare_data(str(shakespeare), vocab_size=1024, cache_dir=tmp_path)
-    assert data.kind == "text" and isinstance(data.train_tokens, np.memmap)
+    assert data.kind == "text" and (data.cache_path / "manifest.json").is_file()
     val = np.asarray(data.val_tokens)
     eot = data.tokenizer.eot_id
-    assert val[-1] == eot
+    assert val[-1] == eot and data.val_tokens[-1] == eot
     assert data.val_bytes == len(data.tokenizer.decode(val[val != eot].tolist()).encode("utf-8"))
-    assert 0.08 < len(val) / (len(val) + len(data.train_tokens)) < 0.15
-    # The BPE saw only the train documents.
+    # validation is the documents whose content hash falls below 10 % (Tiny Shakespeare: 17 of 258 ~4 KB documents)
     docs = read_text_documents(shakespeare)
-    n_val = split_documents(docs, 0.1)
-    assert data.tokenizer.name == train_bpe(docs[:-n_val], 1024, cache_dir=tmp_path / "tokenizers").name
+    threshold = split_threshold(0.1)
+    val_docs = [d for d in docs if is_validation(d.encode("utf-8"), threshold)]
+    train_docs = [d for d in docs if not is_validation(d.encode("utf-8"), threshold)]
+    assert data.val_bytes == sum(len(d.encode("utf-8")) for d in val_docs)
+    assert 0.04 < len(val) / (len(val) + len(data.train_tokens)) < 0.15
+    # The BPE saw only the train documents (all of them: the corpus is below the sample cap).
+    on_train_docs = train_bpe(train_docs, 1024, cache_dir=tmp_path / "tokenizers")
+    assert data.tokenizer._tok.get_vocab() == on_train_docs._tok.get_vocab()
+    assert data.tokenizer._tok.get_vocab() != train_bpe(docs, 1024, cache_dir=tmp_path / "tokenizers")._tok.get_vocab()
     record = json.loads(json.dumps(data.describe()))
-    assert record["val_bytes"] == data.val_bytes and record["n_val_docs"] == n_val
+    assert record["val_bytes"] == data.val_bytes and record["n_val_docs"] == len(val_docs)
+    assert len(record["manifest_sha256"]) == 64
     other_seed = prepare_data(str(shakespeare), vocab_size=1024, seed=5, cache_dir=tmp_path)
     np.testing.assert_array_equal(other_seed.val_tokens, data.val_tokens)
 
@@ -397,8 +404,8 @@ def test_hf_source_on_a_local_jsonl(tmp_path):
     direct = prepare_data(str(path), vocab_size=300, cache_dir=tmp_path / "cache")
     assert via_hf.kind == "text" and via_hf.content_hash == direct.content_hash
     np.testing.assert_array_equal(via_hf.val_tokens, direct.val_tokens)
-    limited = prepare_data(f"hf:json?data_files={path}&max_docs=10", vocab_size=300, cache_dir=tmp_path / "cache")
-    assert limited.info["n_train_docs"] + limited.info["n_val_docs"] == 10
+    limited = prepare_data(f"hf:json?data_files={path}&max_docs=30", vocab_size=300, cache_dir=tmp_path / "cache")
+    assert limited.info["n_train_docs"] + limited.info["n_val_docs"] == 30
 
 
 def test_hf_spec_parsing_and_missing_column(tmp_path):

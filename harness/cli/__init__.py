@@ -19,6 +19,7 @@ COMMANDS = {
     "list": ("list_archs", "list every architecture with its sizes and parameter counts"),
     "flops": ("flops", "FLOPs per token (forward, training) with a breakdown and cross-checked counts"),
     "bench": ("bench", "measure training/prefill throughput, achieved FLOP/s and MFU"),
+    "data": ("data", "prepare a corpus: stream it into token shards + manifest in parallel (resumable)"),
     "run": ("run", "train one architecture at a FLOP budget, validate, evaluate, record"),
     "eval": ("eval", "evaluate a trained run with lm-evaluation-harness tasks"),
     "import": ("import_hf", "import a Hugging Face GPT-2 / OpenAI GPT / GPT-Neo checkpoint as a run directory"),

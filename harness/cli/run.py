@@ -38,7 +38,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -
     parser.add_argument(
         "--data",
         default="synthetic",
-        help="synthetic (default, built in), a .txt/.jsonl file or directory, or hf:NAME[:CONFIG][@SPLIT]",
+        help="synthetic (default, built in), a .txt/.jsonl file or directory, hf:NAME[:CONFIG][@SPLIT], "
+             "or a folder `harness data prepare` wrote",
     )
     if sweep:
         parser.add_argument("--budget", metavar="FLOPS[,FLOPS...]",

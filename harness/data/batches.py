@@ -9,12 +9,14 @@ and its start is a hash of ``(seed, step, g)``. So the rows of a step depend onl
 ``seed``, ``step`` and how many rows came before: rank ``r`` of ``W`` takes its slice
 of the global batch, and 2 ranks x 1 micro-step, 1 rank x 2 micro-steps and 1 rank with
 twice the batch all see the same rows. Resuming needs no saved iterator state.
+
+``tokens`` is a 1-D array or a ``harness.data.shards.ShardedTokens`` (the shard set read as one
+sequence: a window may span two shards, as the stream does).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 IGNORE_INDEX = -100  # targets the loss skips (design contract)
 
@@ -29,7 +31,7 @@ def get_batch(
     micro_step: int = 0,
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple["torch.Tensor", "torch.Tensor"]:
     """``(x, y)`` LongTensors ``[batch_size, seq_len]``, ``y`` = ``x`` shifted by one token.
 
     ``batch_size`` is this rank's micro-batch; see the module docstring for which rows.
@@ -44,7 +46,12 @@ def get_batch(
     first = (micro_step * world_size + rank) * batch_size
     rows = np.arange(first, first + batch_size, dtype=np.uint64)
     starts = (_hash_rows(seed, step, rows) % np.uint64(n_starts)).astype(np.int64)
-    window = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+    if hasattr(tokens, "windows"):  # ShardedTokens: rows read from the memory-mapped shards
+        window = np.asarray(tokens.windows(starts, seq_len + 1), dtype=np.int64)
+    else:
+        window = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+    import torch  # here, so preparing data (which imports this package) does not load torch
+
     window = torch.from_numpy(window)
     return window[:, :-1].contiguous(), window[:, 1:].contiguous()
 

@@ -3,8 +3,8 @@
 ``prepare_downstream(spec, tokenizer, seq_len)`` returns one of:
 
 - ``CorpusData``: any data spec ``harness.data.prepare_data`` reads (text files or folders,
-  ``hf:...``, ``synthetic?...``). Text is split as in pre-training (the final ~10 % of
-  characters is validation) and encoded with the parent's tokenizer, not a new one;
+  ``hf:...``, ``synthetic?...``). Text is prepared and split as in pre-training (token
+  shards, validation by a hash of each document's content) and encoded with the parent's tokenizer, not a new one;
   synthetic data must share the parent's synthetic vocabulary. Loss on every token;
   validation reports loss (nats/token) and bits per byte (text) or excess loss (synthetic).
 - ``PairsData``: prompt/completion pairs (``harness.data.pairs``): loss on the completion

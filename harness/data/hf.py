@@ -4,7 +4,8 @@
 ``json``/``text``/``parquet`` with ``data_files=PATH`` (so tests and offline machines
 use the same code path on local files). ``SPLIT`` defaults to ``train``. Documents are
 the ``text_field`` column (default ``text``), up to ``max_docs`` documents or about
-``max_chars`` characters (default 20 million, so a web-scale corpus stays bounded).
+``max_chars`` characters (default 20 million, so a web-scale corpus stays bounded;
+``?max_chars=none`` streams all of it, e.g. into ``harness data prepare``).
 """
 
 from __future__ import annotations

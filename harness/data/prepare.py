@@ -4,16 +4,18 @@
   the fixed ``VAL_SEED``, so every run of the same spec is validated on the same tokens.
   Options: ``n_train`` (default 2,000,000), ``n_val`` (100,000) and any
   ``SyntheticConfig`` field.
-- a path or ``hf:...``: documents are split by position, the last documents holding
-  ``val_fraction`` of the characters are validation (never trained on, independent of the
-  seed); a byte-level BPE is trained on the train documents only (``vocab_size``,
-  default 4096) unless ``tokenizer=tiktoken:gpt2``. Each document is followed by the
-  end-of-text token. Options: ``tokenizer``, ``text_field``, ``max_docs``, ``max_chars``,
-  ``doc_chars`` (text files), ``data_files`` (hf).
+- a path or ``hf:...``: prepared into token shards by ``harness.data.shard_prepare`` (the
+  same step as ``python -m harness data prepare``), cached under ``cache_dir`` in
+  ``data/shards-<key>/``: validation is chosen per document by a hash of its content
+  (``harness.data.split``, ``val_fraction`` of the documents, never trained on, independent of
+  the seed); a byte-level BPE is trained on a bounded sample of the train documents
+  (``vocab_size``, default 4096) unless ``tokenizer=tiktoken:gpt2``. Each document is followed
+  by the end-of-text token. Options: ``tokenizer``, ``text_field``, ``max_docs``,
+  ``max_chars``, ``doc_chars`` (text files), ``data_files`` (hf).
+- a folder holding a ``manifest.json`` (the output of ``harness data prepare``): read as is.
 
-Token arrays are cached under ``cache_dir`` (default ``harness.paths.cache_dir()``) in
-``data/<kind>-<key>/``, keyed by the source content hash, the tokenizer and the split,
-and returned memory-mapped.
+Synthetic token arrays are cached in ``data/synthetic-*/`` as ``.npy``. All token sequences
+come back memory-mapped (text: ``ShardedTokens`` over the shards).
 """
 
 from __future__ import annotations
@@ -25,17 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from harness import paths
-from harness.data.cache import cache_key, cached_arrays, token_dtype
-from harness.data.hf import HF_MAX_CHARS, iter_hf_documents, parse_hf_target
+from harness.data.cache import cache_key, cached_arrays
+from harness.data.shard_prepare import ShardOptions, prepare_shards
+from harness.data.shards import MANIFEST, is_shard_folder, load_manifest, open_split, token_chunks
 from harness.data.spec import DataSpec, parse_spec, take_options
 from harness.data.synthetic_config import SEGMENT_NAMES, SyntheticConfig
 from harness.data.synthetic_generator import SyntheticGenerator
-from harness.data.text import DOC_CHARS, hash_documents, read_text_documents
-from harness.data.tokenizer import SyntheticTokenizer, Tokenizer, get_tokenizer, tokenizer_fingerprint, train_bpe
+from harness.data.tokenizer import SyntheticTokenizer, Tokenizer, load_tokenizer, tokenizer_sha256
 
 DATA_FORMAT = 1  # bump to invalidate cached token arrays after a change in preparation
 VAL_SEED = 2_147_483_647  # synthetic validation documents; a run seed must differ
-DEFAULT_BPE_VOCAB = 4096
 SYNTHETIC_N_TRAIN = 2_000_000
 SYNTHETIC_N_VAL = 100_000
 
@@ -80,7 +81,7 @@ class PreparedData:
             "vocab_size": int(self.tokenizer.vocab_size),
             "eot_id": int(self.tokenizer.eot_id),
             "content_hash": self.content_hash,
-            "val_sha256": hashlib.sha256(np.ascontiguousarray(self.val_tokens).tobytes()).hexdigest(),
+            "val_sha256": _tokens_sha256(self.val_tokens),
         }
         if self.kind == "text":
             out["val_bytes"] = int(self.val_bytes)
@@ -101,6 +102,7 @@ def prepare_data(
     val_fraction: float = 0.1,
     max_train_tokens: int | None = None,
     tokenizer: str | Tokenizer | None = None,
+    workers: int | None = None,
 ) -> PreparedData:
     """Resolve ``spec`` to cached train/val tokens (see the module docstring for the syntax).
 
@@ -109,7 +111,11 @@ def prepare_data(
     size. ``seed`` only changes synthetic train tokens. ``max_train_tokens`` keeps a
     prefix of the train tokens. ``tokenizer``: ``bpe`` or ``tiktoken:gpt2`` (also a spec
     option), or a ready ``Tokenizer`` (text only: e.g. a parent run's, for fine-tuning).
+    ``workers``: tokenizing processes for text (default: the cores). A folder of prepared
+    shards is read as prepared (``vocab_size`` and ``tokenizer`` must then be left out).
     """
+    if isinstance(spec, str) and "?" not in spec and is_shard_folder(spec):
+        return _limit(_prepared_folder(Path(spec), vocab_size, tokenizer), max_train_tokens)
     parsed = parse_spec(spec)
     root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     if max_train_tokens is not None and max_train_tokens < 1:
@@ -121,10 +127,38 @@ def prepare_data(
     else:
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-        data = _prepare_text(parsed, vocab_size, root, val_fraction, tokenizer)
-    if max_train_tokens is not None and len(data.train_tokens) > max_train_tokens:
-        data.train_tokens = data.train_tokens[:max_train_tokens]
+        data = _prepare_text(parsed, vocab_size, root, val_fraction, tokenizer, workers)
+    return _limit(data, max_train_tokens)
+
+
+def _prepared_folder(folder: Path, vocab_size, tokenizer) -> PreparedData:
+    """A folder ``harness data prepare`` wrote; a given tokenizer (a parent run's) must be the one it used."""
+    if vocab_size is not None or isinstance(tokenizer, str):
+        raise ValueError(f"{folder} is a prepared shard folder with its own tokenizer; drop the tokenizer and vocab_size arguments")
+    data = load_prepared(folder)
+    if tokenizer is not None:
+        if tokenizer_sha256(tokenizer) != data.info["tokenizer_sha256"]:
+            raise ValueError(f"the shards in {folder} were encoded with {data.tokenizer.name}, not {tokenizer.name}; "
+                             f"prepare them with `harness data prepare SPEC --tokenizer RUN_DIR` (the run's tokenizer)")
+        data.tokenizer = tokenizer
     return data
+
+
+def _limit(data: PreparedData, max_train_tokens: int | None) -> PreparedData:
+    if max_train_tokens is not None and max_train_tokens < 1:
+        raise ValueError(f"max_train_tokens must be positive, got {max_train_tokens}")
+    if max_train_tokens is not None and len(data.train_tokens) > max_train_tokens:
+        tokens = data.train_tokens
+        data.train_tokens = tokens.head(max_train_tokens) if hasattr(tokens, "head") else tokens[:max_train_tokens]
+    return data
+
+
+def _tokens_sha256(tokens) -> str:
+    """sha256 of the tokens' bytes as stored (read in chunks)."""
+    digest = hashlib.sha256()
+    for chunk in token_chunks(tokens):
+        digest.update(np.ascontiguousarray(chunk).tobytes())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -168,91 +202,30 @@ def _prepare_synthetic(spec: DataSpec, vocab_size, seed, root, max_train_tokens)
 
 
 # --------------------------------------------------------------------------- text / hf
-def _read_documents(spec: DataSpec) -> tuple[list[str], str | None]:
-    """The documents of a text or hf spec, and its ``tokenizer`` option."""
-    if spec.kind == "text":
-        opts = take_options(
-            spec,
-            {"tokenizer": None, "text_field": "text", "doc_chars": DOC_CHARS, "max_docs": None, "max_chars": None},
-            types={"max_docs": int, "max_chars": int},
-        )
-        tokenizer = opts.pop("tokenizer")
-        return read_text_documents(spec.target, **opts), tokenizer
-    opts = take_options(
-        spec,
-        {"tokenizer": None, "text_field": "text", "data_files": None, "max_docs": None, "max_chars": HF_MAX_CHARS},
-        types={"max_docs": int},
-    )
-    tokenizer = opts.pop("tokenizer")
-    docs = list(iter_hf_documents(parse_hf_target(spec.target), **opts))
-    if not docs:
-        raise ValueError(f"Hugging Face source {spec.raw!r} gave no non-empty documents")
-    return docs, tokenizer
+def _prepare_text(spec: DataSpec, vocab_size, root, val_fraction, tokenizer_arg, workers) -> PreparedData:
+    """Prepare (or reuse) the spec's shards under ``root``, then read them memory-mapped."""
+    options = ShardOptions(tokenizer=tokenizer_arg, vocab_size=vocab_size, val_fraction=val_fraction, workers=workers)
+    data = load_prepared(prepare_shards(spec.raw, options, cache_dir=root), spec.raw)
+    if tokenizer_arg is not None and not isinstance(tokenizer_arg, str):
+        data.tokenizer = tokenizer_arg  # the same vocabulary (the shards were encoded with it): keep the caller's object
+    return data
 
 
-def split_documents(docs: list[str], val_fraction: float) -> int:
-    """Number of validation documents: the shortest suffix holding >= ``val_fraction`` of the characters."""
-    target = val_fraction * sum(len(d) for d in docs)
-    n_val, chars = 0, 0
-    while chars < target and n_val < len(docs) - 1:
-        n_val += 1
-        chars += len(docs[-n_val])
-    return max(n_val, 1)
-
-
-def _prepare_text(spec: DataSpec, vocab_size, root, val_fraction, tokenizer_arg) -> PreparedData:
-    docs, tokenizer_opt = _read_documents(spec)
-    given = None if tokenizer_arg is None or isinstance(tokenizer_arg, str) else tokenizer_arg
-    if given is not None and tokenizer_opt:
-        raise ValueError(f"{spec.raw!r} names tokenizer={tokenizer_opt}, but a ready tokenizer (e.g. a parent run's) was given; drop the option")
-    if given is not None:
-        tokenizer_arg = None
-    if tokenizer_arg and tokenizer_opt and tokenizer_arg != tokenizer_opt:
-        raise ValueError(f"tokenizer {tokenizer_arg!r} conflicts with the spec's tokenizer={tokenizer_opt}")
-    tokenizer_name = tokenizer_arg or tokenizer_opt or "bpe"
-    if len(docs) < 2:
-        raise ValueError(
-            f"{spec.raw!r} gives {len(docs)} document{'s' if len(docs) != 1 else ''}; a train/val split needs at least 2 "
-            f"(add text, or for a text file lower ?doc_chars=N, now {spec.options.get('doc_chars', DOC_CHARS)})"
-        )
-    content_hash = hash_documents(docs)
-    n_val = split_documents(docs, val_fraction)
-    train_docs, val_docs = docs[:-n_val], docs[-n_val:]
-
-    if given is not None:
-        tokenizer = given
-    elif tokenizer_name == "bpe":
-        tokenizer = train_bpe(train_docs, vocab_size or DEFAULT_BPE_VOCAB, cache_dir=root / "tokenizers")
-    else:
-        tokenizer = get_tokenizer(tokenizer_name)
-        if vocab_size is not None and vocab_size < tokenizer.vocab_size:
-            raise ValueError(f"vocab_size {vocab_size} is below {tokenizer.name}'s {tokenizer.vocab_size} tokens")
-
-    def build():
-        arrays = {"train": _encode(tokenizer, train_docs), "val": _encode(tokenizer, val_docs)}
-        val_bytes = sum(len(d.encode("utf-8")) for d in val_docs)
-        return arrays, {"val_bytes": val_bytes, "n_train_docs": len(train_docs), "n_val_docs": len(val_docs)}
-
-    key = cache_key("text", DATA_FORMAT, content_hash, tokenizer_fingerprint(tokenizer), val_fraction)
-    folder = root / "data" / f"text-{key[:16]}"
-    arrays, meta = cached_arrays(folder, build)
+def load_prepared(folder: Path, spec: str | None = None) -> PreparedData:
+    """The ``PreparedData`` of a folder ``harness data prepare`` wrote (shards verified against its manifest)."""
+    manifest = load_manifest(folder)
+    manifest_bytes = (Path(folder) / MANIFEST).read_bytes()
     return PreparedData(
-        spec=spec.raw,
+        spec=spec or str(folder),
         kind="text",
-        train_tokens=arrays["train"],
-        val_tokens=arrays["val"],
-        tokenizer=tokenizer,
-        content_hash=content_hash,
-        val_bytes=int(meta["val_bytes"]),
-        cache_path=folder,
-        info={"n_train_docs": meta["n_train_docs"], "n_val_docs": meta["n_val_docs"], "val_fraction": val_fraction},
+        train_tokens=open_split(folder, manifest, "train"),
+        val_tokens=open_split(folder, manifest, "val"),
+        tokenizer=load_tokenizer(Path(folder) / "tokenizer"),
+        content_hash=manifest["content_sha256"],
+        val_bytes=int(manifest["bytes"]["val"]),
+        cache_path=Path(folder),
+        info={"n_train_docs": manifest["documents"]["train"], "n_val_docs": manifest["documents"]["val"],
+              "val_fraction": manifest["split"]["val_fraction"], "split_rule": manifest["split"]["rule"],
+              "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(), "shards": str(folder),
+              "tokenizer_sha256": manifest["tokenizer"]["sha256"]},
     )
-
-
-def _encode(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
-    """Token ids of ``docs``, each followed by the end-of-text id."""
-    encode_batch = getattr(tokenizer, "encode_batch", None)
-    encoded = encode_batch(docs) if encode_batch else [tokenizer.encode(d) for d in docs]
-    dtype = token_dtype(tokenizer.vocab_size)
-    eot = np.array([tokenizer.eot_id], dtype=dtype)
-    return np.concatenate([part for ids in encoded for part in (np.asarray(ids, dtype=dtype), eot)])

@@ -95,11 +95,12 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 4096, cache_dir: str | os.
     if (folder / "meta.json").exists():
         return load_tokenizer(folder)
     tokenizer = BPETokenizer(_train_bpe_uncached(texts, vocab_size), name)
-    _save_atomically(tokenizer, folder)
+    save_atomically(tokenizer, folder)
     return tokenizer
 
 
-def _train_bpe_uncached(texts: list[str], vocab_size: int):
+def _train_bpe_uncached(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE trained on ``texts`` (any iterable: it is read once, as a stream)."""
     from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = HFTokenizer(models.BPE())
@@ -111,11 +112,11 @@ def _train_bpe_uncached(texts: list[str], vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts) if isinstance(texts, list) else None)
     return tok
 
 
-def _save_atomically(tokenizer: Tokenizer, folder: Path) -> None:
+def save_atomically(tokenizer: Tokenizer, folder: Path) -> None:
     """Save into a temporary sibling folder, then rename it into place (first writer wins)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -278,6 +279,17 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     if kind == "hf":
         return ImportedTokenizer.from_folder(directory, meta["name"])
     raise ValueError(f"{meta_path} has unknown tokenizer kind {kind!r}; expected bpe, hf, tiktoken or synthetic")
+
+
+def tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    """sha256 of the tokenizer's saved files (names and bytes, sorted): what identifies it in a manifest."""
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save(tmp)
+        for path in sorted(Path(tmp).rglob("*")):
+            if path.is_file():
+                digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
