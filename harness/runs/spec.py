@@ -131,12 +131,16 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """The hashed fields. ``attention_flops="full"`` and ``train_tokens=None`` are left out, so a
-        run planned as before those fields existed keeps its id (and is reused)."""
+        run planned as before those fields existed keeps its id (and is reused); text runs carry
+        ``text_split`` (the content-hash split of ``harness data prepare``), so a record made with
+        the earlier positional split is never reused as if it were one of them."""
         data = self.to_dict()
         for key in self.IDENTITY_EXCLUDES:
             data.pop(key, None)
         if data.get("attention_flops") == "full":
             data.pop("attention_flops")
+        if not str(self.data).startswith("synthetic"):  # text is split per document by content hash (shards)
+            data["text_split"] = "content-hash"
         if data.get("train_tokens") is None:
             data.pop("train_tokens", None)
         return data
