@@ -333,8 +333,9 @@ def test_resumed_run_equals_the_uninterrupted_one_and_a_lost_scheduler_fails(tmp
         assert pairs and all(expected == now for expected, now in pairs.values()), pairs
         restore = run_dir.restore_training_state
 
-        def forgets_scheduler(path, run_id, model, optimizer, scheduler):  # the scheduler's state is not loaded
-            return restore(path, run_id, model, optimizer, SimpleNamespace(load_state_dict=lambda state: None))
+        def forgets_scheduler(path, run_id, model, optimizer, scheduler, load_model=None):  # scheduler not loaded
+            return restore(path, run_id, model, optimizer, SimpleNamespace(load_state_dict=lambda state: None),
+                           load_model=load_model)
 
         monkeypatch.setattr(run_dir, "restore_training_state", forgets_scheduler)
         pairs = check_deterministic.resume_pairs("gpt1", settings, tmp_path / "resume-bug", straight)
@@ -346,7 +347,7 @@ def test_resumed_run_equals_the_uninterrupted_one_and_a_lost_scheduler_fails(tmp
 @pytest.mark.slow
 def test_text_run_gates_the_split_and_the_tokenizer(tmp_path, monkeypatch, shared_file):
     from harness.check import text_run
-    from harness.data import prepare
+    from harness.data import shard_prepare, tokenizer_choice
 
     shared_file("corpora/tinyshakespeare.txt")
     committed = check.load_baseline(COMMITTED)
@@ -358,8 +359,9 @@ def test_text_run_gates_the_split_and_the_tokenizer(tmp_path, monkeypatch, share
     assert not [row for row in rows if row.kind in ("exact", "digest") and row.failed]
     assert metrics["short_val_bpb"] > 0 and metrics["n_val_docs"] >= 1
 
-    split = prepare.split_documents
-    monkeypatch.setattr(prepare, "split_documents", lambda docs, fraction: split(docs, fraction) - 1)
+    split = shard_prepare.is_validation  # a split rule that sends about twice as many documents to validation
+    for module in (shard_prepare, tokenizer_choice):  # the shards and the BPE's training sample
+        monkeypatch.setattr(module, "is_validation", lambda data, threshold: split(data, 2 * threshold))
     with check_measure.workspace(tmp_path / "b"):
         moved = text_run.text_metrics(settings, tmp_path / "b" / "text")
     failed = {row.metric for row in check_compare.compare(committed, {"text": moved}) if row.failed}
