@@ -2,11 +2,14 @@
 
 The fast test checks that every patch still applies to the current source (a refactor that
 moves the patched text must update the patch, not silently plant nothing). The slow test plants
-each of the ten bugs in a copy and asserts `harness check` fails on every one (about 4 minutes
-on a quiet 2-core CPU; see results/baselines/README.md).
+each of the ten bugs in a copy and asserts `harness check` fails on every one (about 4–6 minutes
+on a 2-core CPU; see results/baselines/README.md): on demand, with ``HARNESS_PLANT_BUGS=1``, so the
+CI run stays within its time.
 """
 
 from __future__ import annotations
+
+import os
 
 import importlib.util
 import json
@@ -41,6 +44,8 @@ def test_there_are_ten_bugs_with_distinct_names():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("HARNESS_PLANT_BUGS") != "1",
+                    reason="plants ten bugs and runs the gate on each (minutes): set HARNESS_PLANT_BUGS=1")
 def test_the_gate_catches_every_planted_bug(tmp_path, shared_file):
     shared_file("corpora/tinyshakespeare.txt")  # the text run needs it (the leaked-document bug)
     report = tmp_path / "outcomes.json"

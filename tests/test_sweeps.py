@@ -47,10 +47,11 @@ def _steps(results: Path, run_id: str) -> list[int]:
 # ----------------------------------------------------------------------------- study entries
 
 
-STUDY_RUN_IDS = {  # the run ids the study's `harness compare` argument strings planned before they became typed entries
+STUDY_RUN_IDS = {  # the run ids the study's `harness compare` argument strings planned before they became typed
+    # entries (synthetic); the text sweeps' ids since text runs name the content-hash split (harness data prepare)
     "synthetic": ["gpt1-mini-f6c637689c-s0", "gpt2-mini-eeff7c840d-s0", "gpt3-mini-4b5e6c80ea-s0"],
-    "text": ["gpt1-mini-fc2e3364d4-s0", "gpt2-mini-58fc8d779a-s0", "gpt3-mini-331f48b64d-s0"],
-    "text-lr-low": ["gpt1-mini-348b24603d-s0", "gpt2-mini-07b2ba7e25-s0", "gpt1-mini-2404073902-s1"],
+    "text": ["gpt1-mini-09d7e48e8c-s0", "gpt2-mini-e17096eb1a-s0", "gpt3-mini-362ff34b73-s0"],
+    "text-lr-low": ["gpt1-mini-90eb96aea6-s0", "gpt2-mini-a71161bf59-s0", "gpt1-mini-101f999e60-s1"],
 }
 
 
@@ -119,16 +120,20 @@ def test_local_and_submitit_executors_match_inline(tmp_path, monkeypatch):
             losses[kind][run_id] = record["final_val_loss"]
         if kind != "inline":
             assert len({runs["runs"][r]["job_id"] for r in runs["run_ids"]}) == 2  # two jobs
-    assert losses["local"] == losses["inline"] == losses["submitit-local"]
+    # worker processes start fresh: bit for bit alike; the inline runs share this test process with every earlier
+    # test (its torch settings and allocator state), so they are held to the issue's 1e-5
+    assert losses["local"] == losses["submitit-local"]
+    assert losses["inline"].keys() == losses["local"].keys()
+    assert all(abs(losses["inline"][r] - losses["local"][r]) <= 1e-5 for r in losses["local"]), losses
 
 
 @pytest.mark.slow
 def test_sigkill_of_the_driver_then_the_same_command_resumes(results_tmp):
     """Kill -9 the sweep mid-way: its workers checkpoint and stop; the rerun reuses finished runs and resumes the rest."""
-    argv = [sys.executable, "-m", "harness", "compare", *NANO, "--budget", "1.5e10", "--seeds", "2", "--name", "k",
+    argv = [sys.executable, "-m", "harness", "compare", *NANO, "--budget", "4e10", "--seeds", "2", "--name", "k",
             "--executor", "local", "--jobs", "2"]
     driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_ids = [spec.run_id() for spec in _planned(["gpt2", "gpt3"], 2, 1.5e10)]
+    run_ids = [spec.run_id() for spec in _planned(["gpt2", "gpt3"], 2, 4e10)]
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and driver.poll() is None:
         statuses = {r: _status(results_tmp / r) for r in run_ids}
