@@ -9,10 +9,9 @@ CI run stays within its time.
 
 from __future__ import annotations
 
-import os
-
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
