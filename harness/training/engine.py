@@ -15,18 +15,16 @@ Two seams decide what differs between runs:
 
 The rules every run follows:
 
-- Steps come from ``harness.flops.plan_budget`` with the method's training FLOPs per token at
-  the run's sequence length; the run stops after exactly those steps (FLOPs used ≤ budget).
+- Steps come from the method's training FLOPs per token (``harness.flops.plan_budget``): exactly
+  those steps run (FLOPs used ≤ budget).
 - Batches are a pure function of (seed, step, micro step, rank): resuming needs only the step.
 - A checkpoint (model, optimizer, scheduler, RNG states, step, the method's extras) is written
   every ``checkpoint_interval`` steps or ``checkpoint_minutes``, on SIGINT/SIGTERM, and at the
   end; it loads with ``torch.load(weights_only=True)`` (``harness.runs.run_dir``).
 - Nothing is lost on failure: a non-finite loss or an exception marks the record ``failed``
   with the reason and the last good metrics, then ``TrainingFailed`` is raised.
-- How the model spreads over processes (``single``, ``ddp``, ``fsdp2``) is the run's parallel
-  strategy (``harness.training.parallel``): it prepares the model, gives the no-sync context of
-  gradient accumulation, and under fsdp2 writes and reads the sharded checkpoints. Sharded
-  training is for pre-training; fine-tuning methods run ``single`` or ``ddp``.
+- The parallel strategy (``harness.training.parallel``: single, ddp, fsdp2 for pre-training) prepares
+  the model, gives gradient accumulation its no-sync context and under fsdp2 keeps sharded checkpoints.
 """
 
 from __future__ import annotations
@@ -49,7 +47,7 @@ from harness.runs.lock import claim_run
 from harness.runs.records import closing_fields, load_record, utilization_fields, write_final_record, write_record
 from harness.runs.validation import check_plan_steps
 from harness.training import data_parallel, distributed, sharded_checkpoint
-from harness.training.parallel import ParallelStrategy, default_parallel, make_strategy
+from harness.training.parallel import ParallelStrategy, strategy_for_method
 from harness.training.optim import make_optimizer, make_scheduler
 from harness.training.placement import Layout, merge_rank_errors, rank_error, restore_rank_rng
 from harness.training.step import Outcome, StepResult, StopSignal, accumulate_gradients, apply_gradients
@@ -101,15 +99,6 @@ def existing_record(run_dir: Path) -> dict:
         return load_record(run_dir)
     except (OSError, ValueError):
         return {}
-
-
-def _strategy(name: str | None, method, dist, device, settings) -> ParallelStrategy:
-    """The run's parallel strategy; fsdp2 shards pre-training only (a method's own state — LoRA
-    adapters, frozen blocks — is not sharded)."""
-    name = name or default_parallel(dist.world_size)
-    if name == "fsdp2" and method.name != "pretrain":
-        raise ValueError(f"--parallel fsdp2 shards pre-training runs; fine-tune ({method.name}) with single or ddp.")
-    return make_strategy(name, dist, device, mixed_precision=settings.dtype_name == "bf16")
 
 
 def run_locked(run_dir: Path, build: Callable[[], "Engine"], *, resume: bool = False, force: bool = False,
@@ -177,7 +166,8 @@ class Engine:
         plan = (plan_tokens(train_tokens, parts["total"], tokens_per_step) if train_tokens
                 else plan_budget(budget_flops, parts["total"], tokens_per_step))
         check_plan_steps(plan.steps, plan.budget_flops, force)
-        strategy = _strategy(parallel, method, dist, device, settings)
+        strategy = strategy_for_method(parallel, method.name, dist, device,
+                                       mixed_precision=settings.dtype_name == "bf16")
         train_model = strategy.prepare(model, compile=settings.compile, activation_checkpointing=activation_checkpointing)
         optimizer = make_optimizer(model, recipe, fused=settings.fused_adamw)
         scheduler = make_scheduler(optimizer, plan.steps, recipe)

@@ -85,3 +85,12 @@ def make_strategy(name: str, dist: DistContext, device: torch.device, *, mixed_p
 
     return (DataParallel if name == "ddp" else Single)(dist, device)
 
+
+def strategy_for_method(name: str | None, method_name: str, dist: DistContext, device: torch.device, *,
+                        mixed_precision: bool) -> ParallelStrategy:
+    """The run's strategy (None: ``default_parallel``); fsdp2 shards pre-training only (a fine-tuning
+    method's own state — LoRA adapters, frozen blocks — is not sharded)."""
+    name = name or default_parallel(dist.world_size)
+    if name == "fsdp2" and method_name != "pretrain":
+        raise ValueError(f"--parallel fsdp2 shards pre-training runs; fine-tune ({method_name}) with single or ddp.")
+    return make_strategy(name, dist, device, mixed_precision=mixed_precision)
