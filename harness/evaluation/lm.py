@@ -6,22 +6,16 @@ Registered with lm-eval as ``harness``, so both work::
     lm = HarnessLM.from_run("results/<run_id>")               # a trained run
     lm_eval.simple_evaluate(model="harness", model_args="run_dir=results/<run_id>", ...)
 
-- ``loglikelihood`` (via ``_loglikelihood_tokens``): the context is left-truncated to the
-  model's context, and a continuation longer than the context is scored in rolling windows.
-  Windows are packed (``packing.py``): requests that share their context (the choices of a
-  multiple-choice question) run it once, with each continuation seeing only the context and
-  itself; units are packed first-fit-decreasing into rows at most ``row_tokens`` wide,
-  about ``batch_size × row_tokens`` tokens per forward pass; the last block, final norm,
-  LM head and log-softmax run only at the positions that predict a continuation token. A model whose forward lacks the packed
-  arguments (or ``packing=False``) gets windows sorted by length, right-padded, ``batch_size``
-  per forward pass. Returns (sum log-prob, is-greedy).
-- ``loglikelihood_rolling``: lm-eval's disjoint rolling windows over the context length,
-  the windows of all documents batched together.
-- ``generate_until``: greedy decoding with the model's KV cache, stop sequences,
-  ``max_gen_toks`` and the end-of-text token; prompts of equal length share a batch
-  (the model takes no attention mask, so rows are never padded).
-
-Evaluation is text-only: an image-capable model (gpt4) is called without ``images``.
+- ``loglikelihood`` (via ``_loglikelihood_tokens``): contexts left-truncated to the model's
+  context, long continuations scored in rolling windows. Windows are packed (``packing.py``):
+  the choices of a question share one run of their context; rows at most ``row_tokens`` wide,
+  filled first-fit-decreasing; the last block, final norm, head and log-softmax run only where a
+  continuation token is predicted. Without packed arguments (or ``packing=False``): windows
+  sorted by length, right-padded, ``batch_size`` per forward. Returns (sum log-prob, is-greedy).
+- ``loglikelihood_rolling``: lm-eval's disjoint rolling windows, all documents batched together.
+- ``generate_until``: greedy decoding with the KV cache, stop sequences, ``max_gen_toks`` and
+  end-of-text; prompts of different lengths share a batch, left-padded, when the model's cache
+  takes padding. Evaluation is text-only: gpt4 is called without ``images``.
 """
 
 from __future__ import annotations
