@@ -268,6 +268,25 @@ def test_an_interrupted_run_stops_the_sweep_without_a_report_and_the_same_comman
     assert _runs_file(results_tmp, "i")["complete"] and Path(out.strip()).exists()
 
 
+def test_runs_whose_committed_data_say_ok_are_done_and_are_not_trained_again(results_tmp):
+    """A study's compact data committed as its runs landed: on a machine without results/, the same sweep
+    trains only what is missing (here: the run whose committed record failed)."""
+    import shutil
+
+    code, _, err = _sweep(results_tmp, "c", [], budget="2e9")
+    assert code == 0 and "2 trained" in err, err
+    run_ids = _runs_file(results_tmp, "c")["run_ids"]
+    data = results_tmp.parent / "reports" / "c" / "data" / "runs"
+    assert sorted(p.name for p in data.iterdir()) == sorted(run_ids)
+    failed = data / run_ids[1] / "record.json"
+    failed.write_text(json.dumps({**json.loads(failed.read_text()), "status": "failed"}))
+    shutil.rmtree(results_tmp)  # a fresh clone: only the committed data
+    code, _, err = _sweep(results_tmp, "c", [], budget="2e9")
+    assert code == 0 and "1 trained, 1 reused" in err and "reused (committed data)" in err, err
+    assert not (results_tmp / run_ids[0]).exists() and (results_tmp / run_ids[1] / "record.json").exists()
+    assert _runs_file(results_tmp, "c")["complete"]
+
+
 # ----------------------------------------------------------------------------- submitit
 
 

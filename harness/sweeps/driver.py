@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.runs.compact import data_runs_dir
 from harness.sweeps.executors import ExecutorOptions, InlineExecutor, LocalExecutor
 from harness.sweeps.runner import SweepOutcome, run_sweep
 
@@ -77,7 +78,8 @@ def execute_sweep(plan, options, name: str, command: str, executor: ExecutorOpti
         return write_runs_file(report_dir, runs_payload(plan, outcome, command, name, extra))
 
     outcome = run_sweep(plan, options, make_executor(executor, report_dir / JOBS_DIR), root, retries=retries,
-                        previous=previous_states(report_dir), on_update=write, log=log)
+                        previous=previous_states(report_dir), on_update=write, log=log,
+                        committed=data_runs_dir(report_dir))
     if adaptation is not None and not outcome.interrupted:
         from harness.sweeps.adaptation import run_adaptation
 
@@ -153,7 +155,7 @@ def execute_study(spec, plans: dict, executor: ExecutorOptions = ExecutorOptions
         if log:
             log(f"study {spec.name}: sweep {sweep.name} ({len(plan.specs)} runs)")
         outcome = run_sweep(plan, sweep.options, make_executor(executor, report_dir / JOBS_DIR), root, retries=retries,
-                            previous=previous, on_update=write)
+                            previous=previous, on_update=write, committed=data_runs_dir(report_dir))
         write(outcome)
         if outcome.interrupted:
             return False, None

@@ -8,7 +8,10 @@ every run. A failed attempt is submitted again up to ``retries`` times, then the
 ``failed`` with its error. An interrupted run (Ctrl-C, a killed worker) stops new submissions;
 the jobs already running finish, and the same command resumes the sweep. A run the sweep's
 previous driver left queued or running — its worker still alive, holding the run's lock, or its
-Slurm job still queued — is waited for instead of being started twice.
+Slurm job still queued — is waited for instead of being started twice. With ``committed`` (a report's
+``data/runs`` folder, ``harness.runs.compact``), a run absent from ``results/`` whose committed compact copy
+says ``ok`` is done: it is counted as reused and not trained again, so a study whose data were committed as
+its runs landed resumes on another machine by training only what is missing.
 """
 
 from __future__ import annotations
@@ -68,10 +71,12 @@ class LockWatch:
 
 def run_sweep(plan, options, executor, results_dir: str | Path, *, retries: int = 1,
               previous: dict[str, dict] | None = None, on_update: Callable[[SweepOutcome], None] | None = None,
-              log: Callable[[str], None] | None = None, progress: bool | None = None) -> SweepOutcome:
+              log: Callable[[str], None] | None = None, progress: bool | None = None,
+              committed: Path | None = None) -> SweepOutcome:
     """Run every spec of ``plan`` (``SweepPlan``) on ``executor``; ``options``: the ``SweepOptions``.
 
-    ``previous``: the ``runs`` states of this sweep's last ``runs.json`` (to find jobs still running).
+    ``previous``: the ``runs`` states of this sweep's last ``runs.json`` (to find jobs still running);
+    ``committed``: a report's ``data/runs`` folder whose finished compact copies count as done.
     """
     check_retries(retries)
     from tqdm.auto import tqdm
@@ -83,6 +88,10 @@ def run_sweep(plan, options, executor, results_dir: str | Path, *, retries: int 
     bar = tqdm(total=len(plan.specs), unit="run", disable=(progress is False) or None, dynamic_ncols=True)
     say = log or (lambda message: bar.write(message, file=sys.stderr))
     update = on_update or (lambda _: None)
+    if committed is not None and not options.force:
+        pending = _skip_committed(pending, Path(committed), root, outcome, say, order, bar)
+        if len(pending) < len(plan.specs):
+            update(outcome)
     stopping = False
     try:
         while active or (pending and not stopping):
@@ -115,6 +124,36 @@ def run_sweep(plan, options, executor, results_dir: str | Path, *, retries: int 
         bar.close()
         executor.close()
     return outcome
+
+
+def committed_ok(committed: Path, results_root: Path, run_id: str) -> dict | None:
+    """The committed compact record of ``run_id`` when it is finished ``ok`` and ``results/`` has no
+    folder for the run (a run present there is reused or resumed the ordinary way); else None."""
+    from harness.io import read_json
+    from harness.runs.records import RECORD_NAME
+
+    if (results_root / run_id).exists():
+        return None
+    try:
+        record = read_json(committed / run_id / RECORD_NAME)
+    except (OSError, ValueError):
+        return None
+    return record if record.get("status") == "ok" else None
+
+
+def _skip_committed(pending: deque, committed: Path, root: Path, outcome: SweepOutcome, say, order: dict, bar) -> deque:
+    """``pending`` without the runs whose committed data say ``ok``; those are settled as reused."""
+    left: deque = deque()
+    for spec in pending:
+        record = committed_ok(committed, root, spec.run_id())
+        if record is None:
+            left.append(spec)
+            continue
+        result = {"status": "ok", "reused": True, "committed": True, "final_val_loss": record.get("final_val_loss")}
+        outcome.states[spec.run_id()].attempts = 0
+        _settle(outcome, spec, result, 0, say, order)
+        bar.update(1)
+    return left
 
 
 def check_retries(retries: int) -> int:
@@ -192,7 +231,8 @@ def _settle(outcome: SweepOutcome, spec, result: dict, retries: int, say, order:
         state.error = outcome.failed[run_id]
         say(f"{what}: evaluation failed ({result['evaluation_error']}); the trained run is kept")
     loss = result.get("final_val_loss")
-    say(f"{what}: {'reused' if result.get('reused') else 'trained'} {run_id}"
+    verb = "reused (committed data)" if result.get("committed") else "reused" if result.get("reused") else "trained"
+    say(f"{what}: {verb} {run_id}"
         f"{f', val loss {loss:.4f} nats/token' if isinstance(loss, (int, float)) else ''}{where}")
     return False
 
