@@ -22,6 +22,13 @@ sweeps:
     budget: 2.0e+10
     seeds: 2
     eval: false
+  - name: accum
+    role: lr
+    archs: [gpt2]
+    size: nano
+    budget: 2.0e+10
+    recipe: {micro_batch_size: 8}
+    eval: false
 """
 
 
@@ -52,7 +59,7 @@ def test_bench_writes_step_times_for_every_sweep_and_arch(results_tmp, tmp_path,
     assert data["steps"] == 3 and data["warmup"] == 1 and data["threads"] == 1 and not data["forced_while_busy"]
     assert data["load_before"]["loadavg_1m"] == 0.1 and data["load_after"]["loadavg_1m"] == 0.1
     assert data["machine"]["cpu_count"] and data["machine"]["torch_version"]
-    assert sorted(data["sweeps"]) == ["syn"] and sorted(data["sweeps"]["syn"]) == ["gpt2", "gpt3"]
+    assert sorted(data["sweeps"]) == ["accum", "syn"] and sorted(data["sweeps"]["syn"]) == ["gpt2", "gpt3"]
     for arch, entry in data["sweeps"]["syn"].items():
         assert len(entry["step_s"]) == 3 and entry["s_per_step_median"] == sorted(entry["step_s"])[1]
         assert entry["s_per_step_median"] > 0 and entry["threads"] == 1
@@ -60,6 +67,8 @@ def test_bench_writes_step_times_for_every_sweep_and_arch(results_tmp, tmp_path,
         assert entry["tokens_per_step"] == 1024 and entry["seq_len"] == 64 and entry["grad_accum"] == 1
         assert entry["size"] == "nano" and entry["vocab_size"] == 512
         assert entry["example_run_id"].startswith(f"{arch}-nano-")
+    accum = data["sweeps"]["accum"]["gpt2"]  # the recipe's micro-batch of 8 sequences: 2 micro-steps per step
+    assert accum["micro_batch_size"] == 8 and accum["grad_accum"] == 2 and accum["tokens_per_step"] == 1024
     assert not results_tmp.exists()  # nothing trained
 
 
