@@ -66,7 +66,8 @@ def ours_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 class TrainingStep:
     """One timed training step of a model: forward, backward, clip, optimizer step, zero grads.
 
-    The step is the trainer's own (``harness.training.step``) with one micro-batch.
+    The step is the trainer's own (``harness.training.step``) with ``micro_steps`` micro-batches of
+    ``batch_size`` sequences each (gradient accumulation, as a recipe's micro-batch splits a step; default 1).
     ``loss_of(model, x, y)`` returns the scalar loss (ours: ``model(x, targets=y).loss``), so
     the same loop times any model — the nanoGPT reference uses it too.
     """
@@ -83,6 +84,7 @@ class TrainingStep:
         optimizer: torch.optim.Optimizer | None = None,
         grad_clip: float = 1.0,
         seed: int = 0,
+        micro_steps: int = 1,
     ):
         self.model = model
         self.settings = settings
@@ -94,19 +96,22 @@ class TrainingStep:
         generator = torch.Generator().manual_seed(seed)
         tokens = torch.randint(0, vocab_size, (BATCH_POOL, batch_size, seq_len + 1), generator=generator)
         self.batches = [(t[:, :-1].contiguous().to(self.device), t[:, 1:].contiguous().to(self.device)) for t in tokens]
-        self.tokens_per_step = batch_size * seq_len
+        self.micro_steps = micro_steps
+        self.tokens_per_step = batch_size * seq_len * micro_steps
         self.batch_size, self.seq_len = batch_size, seq_len
         self.n = 0
         self.last_loss = float("nan")
 
     def step(self) -> float:
         """Run one training step; returns its wall time in seconds (device synchronised)."""
-        x, y = self.batches[self.n % len(self.batches)]
+        pool = self.batches
+        micro_batches = [pool[(self.n * self.micro_steps + i) % len(pool)] for i in range(self.micro_steps)]
         self.n += 1
         self.model.train()
         synchronize(self.device)
         start = time.perf_counter()
-        loss, _ = accumulate_gradients(self.train_model, [(x, y)], 1, self.settings.autocast, losses=self._losses)
+        loss, _ = accumulate_gradients(self.train_model, micro_batches, self.micro_steps, self.settings.autocast,
+                                       losses=self._losses)
         apply_gradients(self.model, self.optimizer, self.grad_clip)
         synchronize(self.device)
         elapsed = time.perf_counter() - start

@@ -16,6 +16,12 @@ are reused by id, so running the same study again resumes it. The report goes to
 reports/<name>/ (report.md with Findings from the planned tests, figures, CSVs);
 `python -m harness report <name>` regenerates it from data/, with or without results/, and
 `python -m harness sweep status <study file>` shows each run's state.
+
+--bench trains nothing: on an idle machine it times each (sweep, arch) model's optimizer step as
+the sweep trains it (--bench-steps timed after --bench-warmup, with the threads the executor
+options give each run) and writes reports/<name>/data/step_times.json, which adds the report's
+matched wall-clock view (harness.sweeps.step_times). A 1-minute load average above 0.5 per core
+is refused unless --force.
 """
 
 from __future__ import annotations
@@ -33,7 +39,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse to train from a checkout with uncommitted changes")
     parser.add_argument("--amend", metavar="REASON",
                         help="accept a plan changed after runs have data, recording REASON as a deviation")
+    bench = parser.add_argument_group("step times (--bench: nothing trains)")
+    bench.add_argument("--bench", action="store_true",
+                       help="time every (sweep, arch) model's optimizer step on this idle machine and write "
+                            "reports/<name>/data/step_times.json (the report's matched wall-clock view)")
+    bench.add_argument("--bench-steps", type=int, help="timed steps per architecture (default: 20, about 10 s at mini)")
+    bench.add_argument("--bench-warmup", type=int, help="untimed steps first (default: 3)")
+    bench.add_argument("--force", action="store_true", help="--bench: measure even when the load average is high")
     add_executor_arguments(parser)
+
+
+def _bench(args: argparse.Namespace, spec, plans: dict, executor) -> int:
+    from harness.paths import reports_dir
+    from harness.sweeps.step_times import DEFAULT_STEPS, DEFAULT_WARMUP, BenchSettings, measure_step_times, threads_for
+
+    settings = BenchSettings(DEFAULT_STEPS if args.bench_steps is None else args.bench_steps,
+                             DEFAULT_WARMUP if args.bench_warmup is None else args.bench_warmup,
+                             threads_for(executor), args.force)
+    path = measure_step_times(spec, plans, reports_dir() / spec.name, settings,  # a busy machine: MachineBusy
+                              log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(path)
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,6 +74,8 @@ def main(args: argparse.Namespace) -> int:
     check_settings(load_plan(args.study), {s.name for s in spec.sweeps} | {s.role for s in spec.sweeps}, args.study)
     plans = {sweep.name: plan_sweep(sweep.options) for sweep in spec.sweeps}  # every sweep checked before any trains
     executor = executor_options_from_args(args, spec.slurm, args.study)
+    if args.bench:
+        return _bench(args, spec, plans, executor)
     if args.dry_run:
         for name, plan in plans.items():
             print("\n".join(f"{name}\t{line}" for line in planned_lines(plan, results_dir())))

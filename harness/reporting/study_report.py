@@ -40,6 +40,7 @@ from harness.reporting.formatting import fmt_sci, markdown_figure, markdown_note
 from harness.runs.records import record_path
 from harness.reporting.report import FIGURES_DIR, RUNS_CSV_COLUMNS
 from harness.reporting.serving import serving_section
+from harness.reporting.wallclock import read_step_times, wallclock_section
 from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
 from harness.reporting.study_tables import (Setting, band_window, evaluation_table, moe_table, ordered_archs,
@@ -267,6 +268,8 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     notes = provenance_notes + notes
     throughput_md, contended = throughput_table(list(settings.values()))
     figures = _figures(settings, out_dir / FIGURES_DIR, findings)
+    wallclock, wallclock_paths = wallclock_section(list(by_name.values()), read_step_times(out_dir / DATA_DIR),
+                                                   meta.get("reference") or "gpt2", out_dir / FIGURES_DIR)
 
     parts = [f"# {name}: the GPT family at matched compute on a CPU", "", _intro(meta, settings, provenance), ""]
     parts += markdown_notes(notes)
@@ -282,6 +285,7 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
                "the end of the run): their tokens/s are lower bounds, not the model's speed; measure speed with "
                "`python -m harness bench` on an idle machine. Losses are unaffected: the FLOP budget, not the "
                "clock, ends a run." if contended else "No run trained on a contended CPU."), ""]
+    parts += wallclock
     for setting in settings.values():
         serving = serving_section(setting.records, ordered_archs(setting.runs), out_dir, tag=setting.name)
         if serving:
@@ -296,4 +300,5 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
               "and the study file as planned).", ""]
     _write_tables(out_dir, settings, findings)
     path = write_text_atomic(out_dir / "report.md", "\n".join(parts))
-    return StudyReport(name, path, out_dir, [p for _, _, paths in figures for p in paths], findings, notes)
+    figure_paths = [p for _, _, paths in figures for p in paths] + wallclock_paths
+    return StudyReport(name, path, out_dir, figure_paths, findings, notes)
