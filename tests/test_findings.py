@@ -179,6 +179,35 @@ def test_study_report_from_fabricated_records(tmp_path, assert_no_fill_ins):
 # ---- the study command -----------------------------------------------------------------------------------
 
 
+def test_token_matched_arm_is_shown_beside_its_compute_matched_twin(tmp_path):
+    """role tokens: per arch, tokens and FLOPs of both arms and the paired difference to the reference."""
+    from harness.reporting.study_report import build_study_report
+    from harness.sweeps.compare import SweepOptions
+    from harness.sweeps.study import StudySpec, StudySweep, write_study_file
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    compute, tokens = [], []
+    for seed in range(3):
+        for arch, offset in (("gpt2", 0.0), ("gpt3", -0.05)):
+            write_run(results, f"{arch}-s{seed}", arch, seed, 2e-3, loss=2.0 + offset + 0.01 * seed, recall48=0.5, facts=0.4)
+            compute.append(f"{arch}-s{seed}")
+            # token-matched: gpt3 trains gpt2's tokens, and its advantage shrinks to 0.01 nats
+            write_run(results, f"{arch}-tok-s{seed}", arch, seed, 2e-3, loss=2.0 + offset / 5 + 0.01 * seed,
+                      recall48=0.5, facts=0.4)
+            tokens.append(f"{arch}-tok-s{seed}")
+    options = SweepOptions(archs=("gpt2", "gpt3"))
+    spec = StudySpec("tok", [StudySweep("syn", "synthetic", options),
+                             StudySweep("syn-tokens", "tokens", SweepOptions(archs=("gpt2", "gpt3"), match="tokens"))])
+    write_study_file(reports / "tok", spec, {"syn": {"role": "synthetic", "command": "c1", "run_ids": compute},
+                                             "syn-tokens": {"role": "tokens", "command": "c2", "run_ids": tokens}})
+    text = build_study_report("tok", results_dir=results, reports_dir=reports).path.read_text()
+    section = text.split("## Compute-matched (`syn`) vs token-matched (`syn-tokens`)")[1].split("\n## ")[0]
+    gpt3 = next(line for line in section.splitlines() if line.startswith("| gpt3"))
+    cells = [c.strip() for c in gpt3.strip("|").split("|")]
+    assert cells[4] == "-0.0500 ± 0.0000" and cells[8] == "-0.0100 ± 0.0000", cells
+    assert "compute-matched: tokens" in section and "token-matched: training FLOPs" in section
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
@@ -188,6 +217,7 @@ def test_study_report_from_fabricated_records(tmp_path, assert_no_fill_ins):
         ("name: s\nsweeps:\n  - {name: a, role: lr, args: x}\n", "uses `args` \\(a command line\\)"),
         ("name: s\nsweeps:\n  - {name: a, role: lr, archs: gpt2, sizes: nano, size: nano}\n", "not both"),
         ("sweeps: []\n", "needs a `name`"),
+        ("name: s\nsweeps:\n  - {name: a, role: tokens, archs: [gpt2]}\n", "role tokens goes with `match: tokens`"),
     ],
 )
 def test_bad_study_files_are_one_sentence(tmp_path, body, message):

@@ -43,10 +43,11 @@ from harness.reporting.serving import serving_section
 from harness.reporting.wallclock import read_step_times, wallclock_section
 from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
-from harness.reporting.study_tables import (Setting, band_window, evaluation_table, moe_table, ordered_archs,
-                                  quality_table, segment_table, stability_table, throughput_table)
+from harness.reporting.study_tables import (Setting, band_window, evaluation_table, first_value, matching_table,
+                                            moe_table, ordered_archs, quality_table, segment_table, stability_table,
+                                            throughput_table)
 
-PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_128", "harness_facts", "harness_copy",
+PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_64", "harness_recall_128", "harness_facts", "harness_copy",
                "harness_heldout")
 
 
@@ -112,6 +113,21 @@ def _lr_base_setting(settings: dict[str, Setting]) -> Setting | None:
     return next((s for s in settings.values() if s.role != "lr" and s.runs is frame), None)
 
 
+def _compute_twin(settings: dict[str, Setting]) -> Setting | None:
+    """The compute-matched setting the token-matched arm mirrors (same data spec), if any."""
+    tokens = settings.get("tokens")
+    if tokens is None:
+        return None
+    spec = first_value(tokens.runs, "data/spec")
+    return next((s for role, s in settings.items() if role in ("synthetic", "text")
+                 and first_value(s.runs, "data/spec") == spec), None)
+
+
+def _reference(setting: Setting) -> str:
+    archs = ordered_archs(setting.runs)
+    return "gpt2" if "gpt2" in archs else archs[0]
+
+
 def _mean(runs: pd.DataFrame, column: str) -> float | None:
     values = pd.to_numeric(runs[column], errors="coerce").dropna() if column in runs.columns else []
     return float(values.mean()) if len(values) else None
@@ -172,6 +188,16 @@ def _setting_sections(settings: dict[str, Setting]) -> list[str]:
         parts += [f"## Text setting (`{text.name}`)", "", quality_table(text), "",
                   "lm-eval tasks (mean ± 95 % CI over seeds; perplexities are not shown — bits per byte carries the "
                   "same information on a readable scale):", "", evaluation_table(text), ""]
+    tokens = settings.get("tokens")
+    twin = _compute_twin(settings)
+    if tokens is not None and twin is not None:
+        parts += [f"## Compute-matched (`{twin.name}`) vs token-matched (`{tokens.name}`)", "",
+                  f"In the token-matched arm every architecture trains the tokens the reference ({_reference(tokens)}) "
+                  "trains at the budget, and spends what those tokens cost it; a difference that survives there is "
+                  "not explained by the number of tokens seen. − reference: the paired difference, seed i vs seed i.",
+                  "", matching_table(twin, tokens, _reference(tokens)), ""]
+        if any(c.startswith("eval/") for c in tokens.runs.columns):
+            parts += ["Evaluations of the token-matched arm:", "", evaluation_table(tokens, PROBE_ORDER), ""]
     base = _lr_base_setting(settings)
     if base is not None:
         parts += [f"## Post-LN (GPT-1) vs pre-LN (GPT-2): learning rate and stability (`{base.name}`"

@@ -24,7 +24,7 @@ LOWER_IS_BETTER = ("bits_per_byte", "excess_nll_per_token")
 
 @dataclass
 class Setting:
-    """One sweep of the study: its role (synthetic, text, lr), command, runs frame, curves and ok records."""
+    """One sweep of the study: its role (synthetic, text, lr, tokens), command, runs frame, curves and ok records."""
 
     name: str
     role: str
@@ -78,6 +78,35 @@ def quality_table(setting: Setting) -> str:
                      fmt_count(_values(runs, arch, "tokens").mean()), _cell(runs, arch, "final_val_loss", 4),
                      fmt_interval(model, 4), _cell(runs, arch, unigram, 4), below])
     return markdown_table(headers, rows)
+
+
+def matching_table(compute: Setting, tokens: Setting, reference: str) -> str:
+    """Per architecture, the compute-matched and the token-matched arm side by side: tokens, training FLOPs,
+    the quality (excess loss, or bits/byte on text) and its paired difference to ``reference`` (seed i vs
+    seed i, 95 % t-interval), so "more tokens" and "better per token" can be told apart."""
+    text = _values(compute.runs, ordered_archs(compute.runs)[0], "entropy_floor").empty  # no floor: real text
+    quality, unit = ("val_bpb", "bits/byte") if text else ("excess_loss", "excess nats/token")
+    headers = ["arch"] + [f"{arm}: {what}" for arm in ("compute-matched", "token-matched")
+                          for what in ("tokens", "training FLOPs", unit, f"− {reference}")]
+    rows = []
+    for arch in ordered_archs(pd.concat([compute.runs, tokens.runs])):
+        row = [arch]
+        for setting in (compute, tokens):
+            runs = setting.runs
+            row += [fmt_count(_values(runs, arch, "tokens").mean()), f"{_values(runs, arch, 'flops_used').mean():.3g}",
+                    _cell(runs, arch, quality, 4), fmt_interval(paired_difference(runs, arch, reference, quality), 4)]
+        rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def paired_difference(runs: pd.DataFrame, arch: str, reference: str, column: str):
+    """``column`` of ``arch`` − of ``reference``, seed by seed (95 % t-interval); empty for the reference itself."""
+    if arch == reference or column not in runs.columns:
+        return t_interval(pd.Series(dtype=float))
+    a = runs[runs["arch"] == arch].set_index("seed")[column]
+    b = runs[runs["arch"] == reference].set_index("seed")[column]
+    seeds = sorted(set(a.index) & set(b.index))
+    return t_interval(pd.to_numeric(pd.Series([a[s] - b[s] for s in seeds]), errors="coerce").dropna())
 
 
 def segment_table(setting: Setting) -> str:

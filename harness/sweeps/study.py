@@ -7,7 +7,9 @@ and a *role* that says what the report does with it:
 - ``synthetic``: the built-in corpus; excess loss per segment, probe accuracy by distance,
   MoE routing statistics, the architecture comparisons;
 - ``text``: a real corpus; bits per byte against unigram and lm-eval tasks beside chance;
-- ``lr``: the same runs as ``synthetic`` at another learning rate, for sensitivity.
+- ``lr``: the same runs as ``synthetic`` at another learning rate, for sensitivity;
+- ``tokens``: a token-matched arm (``match: tokens``) of a compute-matched sweep on the same data: every
+  architecture trains the reference's tokens, shown side by side with the compute-matched arm.
 
 An optional top-level ``slurm:`` mapping gives the Slurm resources (``harness.sweeps.executors.SlurmOptions``)
 used with ``--executor slurm``. The study's ``reports/<name>/runs.json`` has ``mode: "study"``, each
@@ -31,7 +33,7 @@ from harness.sweeps.entries import options_from_entry
 from harness.sweeps.runs_file import write_runs_file
 
 STUDY_MODE = "study"
-ROLES = ("synthetic", "text", "lr")
+ROLES = ("synthetic", "text", "lr", "tokens")
 TAIL_FRACTION = 0.2  # routing statistics average the last 20 % of logged steps
 GRAD_NORM_SKIP = 0.2  # gradient-norm variability ignores the first 20 % of steps (warm-up)
 
@@ -79,6 +81,10 @@ class StudySpec:
             raise ValueError(f"sweep names in {where} must be unique, got {', '.join(names)}.")
         if len(set(roles)) != len(roles):
             raise ValueError(f"each role may appear once in {where}, got {', '.join(roles)}.")
+        for sweep in sweeps:
+            if (sweep.role == "tokens") != (sweep.options.match == "tokens"):
+                raise ValueError(f"sweep {sweep.name!r} in {where}: role tokens goes with `match: tokens` and only "
+                                 f"with it (got role {sweep.role!r}, match {sweep.options.match!r}).")
         slurm = data.get("slurm") or {}
         if not isinstance(slurm, dict):
             raise ValueError(f"`slurm` in {where} must be a mapping (partition, time_min, gpus_per_run, ...).")
