@@ -45,7 +45,7 @@ from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
 from harness.reporting.study_tables import (Setting, band_window, evaluation_table, moe_table, ordered_archs,
                                   quality_table, segment_table, stability_table, throughput_table)
 
-PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_128", "harness_facts", "harness_copy",
+PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_64", "harness_recall_128", "harness_facts", "harness_copy",
                "harness_heldout")
 
 
