@@ -9,7 +9,7 @@ vocabulary (space-separated words), keyed by the generator's config and the prob
 | --- | --- | --- |
 | ``harness_recall_16`` | value of a key defined 16 tokens back: inside every preset's band (window ≥ 32) | acc (1/n_values) |
 | ``harness_recall_48`` | 48 tokens back: beyond the 32-token window of nano/micro, inside nano's 64 context | acc |
-| ``harness_recall_64`` | 64 tokens back: beyond the 32-token band of mini/micro, inside their 256 context (beyond nano's 64) | acc |
+| ``harness_recall_64`` | 64 tokens back: beyond the 32-token band of mini/micro, inside their 256 context | acc |
 | ``harness_recall_128`` | 128 tokens back: beyond micro's window, inside its 256 context | acc |
 | ``harness_copy`` | reproduce a span of 8 tokens after COPY (greedy generation) | exact_match, token_acc |
 | ``harness_facts`` | the object of a subject from the corpus-wide fact table (memorisation) | acc (1/n_objects) |

@@ -59,7 +59,7 @@ class TrainProbes:
         return {metric_name(d): acc for d, acc in self.by_distance(model, device).items()}
 
     def record_fields(self, model: torch.nn.Module, device) -> dict:
-        """``{"probe": {"recall_<d>": {"acc": accuracy}}}``: the record's final values (flattened as the metric names)."""
+        """``{"probe": {"recall_<d>": {"acc": accuracy}}}``: the record's final values (flattened: the metric names)."""
         return {"probe": {f"recall_{d}": {"acc": acc} for d, acc in self.by_distance(model, device).items()}}
 
 

@@ -1,4 +1,4 @@
-"""The study report's "Probes during training" section: recall accuracy against training FLOPs, and FLOPs to a threshold.
+"""The study report's "Probes during training": recall accuracy against training FLOPs, and FLOPs to a threshold.
 
 ``probe_curves`` draws one panel per distance: per architecture the mean accuracy over seeds
 (bold), the band between the lowest and highest seed (shaded), each seed (faint), chance
@@ -90,7 +90,8 @@ def threshold_table(runs: pd.DataFrame, archs: Sequence[str], settings: ProbeSet
     """Per architecture and distance: FLOPs to the threshold over the seeds that logged the probe."""
     headers, rows = ["arch"], []
     for d in settings.distances:
-        headers += [f"recall {d}: FLOPs to {settings.threshold:g} (geometric mean [95 %])", f"recall {d}: seeds reached"]
+        headers += [f"recall {d}: FLOPs to {settings.threshold:g} (geometric mean [95 %])",
+                    f"recall {d}: seeds reached"]
     for arch in archs:
         mine, row = runs[runs["arch"] == arch], [arch]
         for d in settings.distances:

@@ -47,8 +47,8 @@ from harness.reporting import probe_section
 from harness.reporting.study_tables import (Setting, band_window, evaluation_table, moe_table, ordered_archs,
                                   quality_table, segment_table, stability_table, throughput_table)
 
-PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_64", "harness_recall_128", "harness_facts", "harness_copy",
-               "harness_heldout")
+PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_64", "harness_recall_128", "harness_facts",
+               "harness_copy", "harness_heldout")
 
 
 def is_study(name: str, reports_root: Path | None = None) -> bool:
@@ -185,7 +185,7 @@ def _setting_sections(settings: dict[str, Setting]) -> list[str]:
 
 
 def _probe_sections(meta: dict, settings: dict[str, Setting], figures_dir: Path) -> tuple[list[str], list[Path]]:
-    """"Probes during training" for each setting whose runs logged the study's probes (table, figure); the figure files."""
+    """"Probes during training" for each setting whose runs logged the study's probes; and the figure files."""
     probes = ProbeSettings.from_dict(meta["probes"], "runs.json") if meta.get("probes") else None
     parts, paths = [], []
     for setting in settings.values():

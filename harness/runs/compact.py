@@ -6,7 +6,8 @@
 
 The run folder layout is the same as ``results/<run_id>/`` (``harness.runs.run_dir``), so every
 reader of run folders reads a compact copy as it reads a run. ``metrics.jsonl`` keeps only the
-columns in ``CURVE_COLUMNS`` and those starting with a ``CURVE_PREFIXES`` entry, every line with a validation loss, and at most ``MAX_CURVE_ROWS``
+columns in ``CURVE_COLUMNS`` and those starting with a ``CURVE_PREFIXES`` entry (the in-training
+probes), every line with a validation loss, and at most ``MAX_CURVE_ROWS``
 other lines (every k-th step, the last always kept); floats keep ``SIGNIFICANT_DIGITS``
 significant digits. A report built from a results folder first refreshes the copies
 (``sync_runs``), then reads only them, so it regenerates byte for byte once ``results/`` is gone.

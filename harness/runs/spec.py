@@ -136,8 +136,8 @@ class RunSpec:
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def identity(self) -> dict[str, Any]:
-        """The hashed fields. ``attention_flops="full"``, ``train_tokens=None`` and empty ``train_probes`` are left out, so a
-        run planned as before those fields existed keeps its id (and is reused); text runs carry
+        """The hashed fields. ``attention_flops="full"``, ``train_tokens=None`` and empty ``train_probes`` are left
+        out, so a run planned as before those fields existed keeps its id (and is reused); text runs carry
         ``text_split`` (the content-hash split of ``harness data prepare``), so a record made with
         the earlier positional split is never reused as if it were one of them."""
         data = self.to_dict()

@@ -36,7 +36,8 @@ class ProbeSettings:
     def from_dict(cls, data: Any, where: str = "the study") -> "ProbeSettings":
         if not isinstance(data, dict) or set(data) - {"distances", "threshold"} or "distances" not in data:
             raise ValueError(f"`probes` in {where} must be a mapping like {{distances: [16, 64], threshold: 0.3}}.")
-        distances = check_train_probes(data["distances"] if isinstance(data["distances"], list) else [data["distances"]])
+        listed = data["distances"] if isinstance(data["distances"], list) else [data["distances"]]
+        distances = check_train_probes(listed)
         try:
             threshold = float(data.get("threshold", 0.5))
         except (TypeError, ValueError):

@@ -98,8 +98,9 @@ def _probes(data: dict[str, Any], sweeps: list[StudySweep], where: str) -> Probe
     scored = {d for sweep in sweeps for d in sweep.options.train_probes}
     missing = [d for d in probes.distances if d not in scored]
     if missing:
-        raise ValueError(f"`probes` in {where} asks for distance(s) {', '.join(map(str, missing))}, which no sweep scores "
-                         f"during training; add them to a sweep's `train_probes` (e.g. train_probes: {list(probes.distances)}).")
+        raise ValueError(f"`probes` in {where} asks for distance(s) {', '.join(map(str, missing))}, which no sweep "
+                         f"scores during training; add them to a sweep's `train_probes` "
+                         f"(e.g. train_probes: {list(probes.distances)}).")
     return probes
 
 
