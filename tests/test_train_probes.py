@@ -72,6 +72,47 @@ def test_in_training_accuracy_equals_lm_eval_on_the_same_weights(probed_run, cac
         assert results[f"harness_recall_{d}"]["acc"]["n"] == 100
 
 
+def test_every_item_and_greedy_token_is_lm_eval_s(probed_run, cache_tmp):
+    """Item by item: the same context (left-truncated) and value as lm-eval's file, and lm-eval's scorer finds the
+    token the in-training probe predicts greedy (so the accuracies agree however often the value is right)."""
+    from harness.evaluation.lm import HarnessLM
+    from harness.evaluation.probes import generator_for_record, write_probe_files
+    from harness.evaluation.train_probes import TrainProbes
+
+    lm = HarnessLM.from_run(str(probed_run.run_dir), packing=True)
+    generator = generator_for_record(probed_run.record)
+    probes = TrainProbes.build(generator, (16, 64), lm.max_length)
+    files = write_probe_files(["harness_recall_16", "harness_recall_64"], generator, lm.tokenizer)
+    predicted = probes.predictions(lm.model, lm._device)
+    for d in (16, 64):
+        docs = [json.loads(line) for line in files[f"harness_recall_{d}"].read_text().splitlines()][:100]
+        expected = [(lm.tok_encode(doc["context"])[-lm.max_length:], lm.tok_encode(doc["target"])[0]) for doc in docs]
+        assert probes.items[d] == expected
+        windows = [(context, [token]) for (context, _), token in zip(expected, predicted[d])]
+        assert all(greedy for _, greedy in lm.score_windows(windows))
+
+
+def test_ragged_contexts_batched_by_length_predict_as_one_at_a_time():
+    import torch
+
+    from architectures import build_from_config, get
+    from harness.data import SyntheticGenerator
+    from harness.evaluation.train_probes import TrainProbes
+
+    generator = SyntheticGenerator()
+    torch.manual_seed(0)
+    model = build_from_config(get("gpt3").config("mini", vocab_size=generator.vocab_size)).train()
+    probes = TrainProbes.build(generator, (16,), model.config.context)
+    contexts = [context for context, _ in probes.items[16]]
+    assert len({len(c) for c in contexts}) > 1  # contexts of several lengths, none truncated at this context
+    predicted = probes.predictions(model, "cpu")[16]
+    assert model.training  # restored
+    with torch.no_grad():
+        model.eval()
+        one_by_one = [int(model(torch.tensor([c])).logits[0, -1].argmax()) for c in contexts]
+    assert predicted == one_by_one
+
+
 def test_study_entry_and_command_line_take_train_probes():
     from harness.cli.run import parse_train_probes
     from harness.sweeps.compare import plan_sweep

@@ -44,15 +44,20 @@ class TrainProbes:
             items[distance] = [([int(t) for t in ctx][-context:], int(target[0])) for ctx, target in probes]
         return cls(items)
 
-    def by_distance(self, model: torch.nn.Module, device) -> dict[int, float]:
-        """``{d: fraction of items greedy-correct}``; eval mode, no autograd, the training mode restored."""
+    def predictions(self, model: torch.nn.Module, device) -> dict[int, list[int]]:
+        """``{d: the greedy next token of each item, in item order}``; eval mode, no autograd, the mode restored."""
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                return {d: _accuracy(model, items, device) for d, items in self.items.items()}
+                return {d: _greedy(model, [context for context, _ in items], device) for d, items in self.items.items()}
         finally:
             model.train(was_training)
+
+    def by_distance(self, model: torch.nn.Module, device) -> dict[int, float]:
+        """``{d: fraction of items whose value token is the greedy next token}``."""
+        return {d: sum(p == target for p, (_, target) in zip(predicted, self.items[d])) / len(self.items[d])
+                for d, predicted in self.predictions(model, device).items()}
 
     def metrics(self, model: torch.nn.Module, device) -> dict[str, float]:
         """``{probe/recall_<d>/acc: accuracy}``: the columns of a validation point's metrics line."""
@@ -63,15 +68,16 @@ class TrainProbes:
         return {"probe": {f"recall_{d}": {"acc": acc} for d, acc in self.by_distance(model, device).items()}}
 
 
-def _accuracy(model: torch.nn.Module, items: list[tuple[list[int], int]], device) -> float:
-    by_length: dict[int, list[tuple[list[int], int]]] = defaultdict(list)
-    for context, target in items:
-        by_length[len(context)].append((context, target))
-    correct = 0
-    for group in by_length.values():
-        for start in range(0, len(group), BATCH_ITEMS):
-            chunk = group[start : start + BATCH_ITEMS]
-            idx = torch.tensor([context for context, _ in chunk], dtype=torch.long, device=device)
-            predicted = model(idx).logits[:, -1].argmax(dim=-1).tolist()
-            correct += sum(int(p == target) for p, (_, target) in zip(predicted, chunk))
-    return correct / len(items)
+def _greedy(model: torch.nn.Module, contexts: list[list[int]], device) -> list[int]:
+    """Argmax over the vocabulary at the last position of each context; contexts of one length share a batch."""
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for i, context in enumerate(contexts):
+        by_length[len(context)].append(i)
+    out = [0] * len(contexts)
+    for indices in by_length.values():
+        for start in range(0, len(indices), BATCH_ITEMS):
+            chunk = indices[start : start + BATCH_ITEMS]
+            idx = torch.tensor([contexts[i] for i in chunk], dtype=torch.long, device=device)
+            for i, token in zip(chunk, model(idx).logits[:, -1].argmax(dim=-1).tolist()):
+                out[i] = int(token)
+    return out
