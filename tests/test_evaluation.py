@@ -286,7 +286,7 @@ def test_eval_command_on_a_synthetic_run_writes_results_and_record(tmp_path, cac
     assert evaluation["harness_heldout"]["nll_per_token"]["value"] > evaluation["harness_heldout"]["excess_nll_per_token"]["value"]
     # probe data is cached and deterministic
     files = sorted((cache_tmp / "probes").glob("*/*.jsonl"))
-    assert len(files) == 6
+    assert len(files) == 7
     before = [f.read_text() for f in files]
     evaluate_run(run_dir, tasks="harness_facts", limit=4)
     assert [f.read_text() for f in files] == before

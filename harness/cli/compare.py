@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli.run import add_run_arguments, eval_options_from_args, recipe_from_args
+from harness.cli.run import add_run_arguments, eval_options_from_args, parse_train_probes, recipe_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +90,7 @@ def sweep_options_from_args(args: argparse.Namespace):
         recipe=recipe_from_args(args), overrides=parse_overrides(args.set), device=args.device, dtype=args.dtype,
         compile=False if args.no_compile else None, parallel=args.parallel,
         activation_checkpointing=args.activation_checkpointing, reference=args.reference,
-        attention_flops=args.attention_flops, match=args.match,
+        attention_flops=args.attention_flops, match=args.match, train_probes=parse_train_probes(args.train_probes),
         evaluation=eval_options_from_args(args, redo_done=False), force=args.force, wait=args.wait,
     )
 

@@ -7,8 +7,8 @@ are "<task>@<k>shot", so zero- and few-shot results of one task stay side by sid
 shows both). Of two results of one key, the larger n stays in "evaluation" and the other is
 kept under "evaluation_kept_aside" (a line says so): a --limit run never replaces a full one.
 
-Tasks: the harness probes (harness_recall_16, harness_recall_48, harness_recall_128,
-harness_copy, harness_facts, harness_heldout; "harness_probes" for all of them; synthetic
+Tasks: the harness probes (harness_recall_16, harness_recall_48, harness_recall_64,
+harness_recall_128, harness_copy, harness_facts, harness_heldout; "harness_probes" for all of them; synthetic
 runs only), lm-eval's standard tasks (lambada_openai, hellaswag, piqa, arc_easy,
 arc_challenge, winogrande, boolq, openbookqa, wikitext) and any other lm-eval task name.
 Default: the probes for synthetic data, wikitext,lambada_openai for text.

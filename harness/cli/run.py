@@ -66,6 +66,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, sweep: bool = False) -
                              "gradients and AdamW state sharded; sharded checkpoints); default single, ddp under torchrun")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="recompute each block's activations in the backward pass (less memory, ~1/3 more compute)")
+    parser.add_argument("--train-probes", metavar="D[,D...]",
+                        help="synthetic data: recall distances (tokens) whose lm-eval probe items (the first 100 of "
+                             "harness_recall_<d>) are scored at every validation point, e.g. 16,64 "
+                             "(metrics.jsonl: probe/recall_<d>/acc)")
     parser.add_argument("--tasks", help="evaluation tasks after training (comma-separated; default per data kind)")
     parser.add_argument("--eval-limit", type=int, help="evaluate at most N documents per task")
     parser.add_argument("--task-data", help="folder with local copies of standard task data (offline)")
@@ -104,6 +108,15 @@ def eval_options_from_args(args: argparse.Namespace, *, redo_done: bool):
                        verbose=True if args.verbose else None)
 
 
+def parse_train_probes(text: str | None) -> tuple[int, ...]:
+    """``--train-probes 16,64`` → ``(16, 64)``; absent → ``()`` (no probes during training)."""
+    try:
+        return tuple(int(word) for word in (text or "").split(",") if word.strip())
+    except ValueError:
+        raise ValueError(f"--train-probes takes comma-separated recall distances in tokens, e.g. 16,64; "
+                         f"got {text!r}.") from None
+
+
 def spec_from_args(args: argparse.Namespace):
     """The command line as a resolved ``RunSpec`` (a bad value is one ``ValueError`` sentence)."""
     from harness.runs.spec import RunSpec
@@ -117,6 +130,7 @@ def spec_from_args(args: argparse.Namespace):
         budget_flops=args.budget,
         attention_flops=args.attention_flops,
         train_tokens=args.tokens,
+        train_probes=parse_train_probes(args.train_probes),
         recipe=recipe_from_args(args),
         overrides=parse_overrides(args.set),
         checkpoint_interval=args.checkpoint_interval,

@@ -9,6 +9,7 @@ vocabulary (space-separated words), keyed by the generator's config and the prob
 | --- | --- | --- |
 | ``harness_recall_16`` | value of a key defined 16 tokens back: inside every preset's band (window ≥ 32) | acc (1/n_values) |
 | ``harness_recall_48`` | 48 tokens back: beyond the 32-token window of nano/micro, inside nano's 64 context | acc |
+| ``harness_recall_64`` | 64 tokens back: beyond the 32-token band of mini/micro, inside their 256 context | acc |
 | ``harness_recall_128`` | 128 tokens back: beyond micro's window, inside its 256 context | acc |
 | ``harness_copy`` | reproduce a span of 8 tokens after COPY (greedy generation) | exact_match, token_acc |
 | ``harness_facts`` | the object of a subject from the corpus-wide fact table (memorisation) | acc (1/n_objects) |
@@ -28,7 +29,7 @@ from harness.io import write_text_atomic
 PROBE_FORMAT = 1  # bump when the probe data for the same generator changes
 PROBE_SEED = 1_000_003  # probes draw from rng([seed, i, kind]); documents use rng([seed, doc])
 HELDOUT_SEED = 2_147_483_646  # a document seed no run trains on (the validation seed is 2**31 - 1)
-RECALL_DISTANCES = (16, 48, 128)
+RECALL_DISTANCES = (16, 48, 64, 128)
 COPY_SPAN = 8
 N_RECALL = 200
 N_COPY = 100

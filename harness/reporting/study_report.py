@@ -43,12 +43,14 @@ from harness.reporting.serving import serving_section
 from harness.reporting.wallclock import read_step_times, wallclock_section
 from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
+from harness.sweeps.probe_measures import ProbeSettings, add_probe_measures
+from harness.reporting import probe_section
 from harness.reporting.study_tables import (Setting, band_window, evaluation_table, first_value, matching_table,
                                             moe_table, ordered_archs, quality_table, segment_table, stability_table,
                                             throughput_table)
 
-PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_64", "harness_recall_128", "harness_facts", "harness_copy",
-               "harness_heldout")
+PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_64", "harness_recall_128", "harness_facts",
+               "harness_copy", "harness_heldout")
 
 
 def is_study(name: str, reports_root: Path | None = None) -> bool:
@@ -59,7 +61,8 @@ def is_study(name: str, reports_root: Path | None = None) -> bool:
         return False
 
 
-def _load_setting(name: str, sweep: dict, results_root: Path, notes: list[str]) -> Setting | None:
+def _load_setting(name: str, sweep: dict, results_root: Path, notes: list[str],
+                  probes: ProbeSettings | None = None) -> Setting | None:
     present = [r for r in sweep["run_ids"] if record_path(results_root / r).exists()]
     if len(present) < len(sweep["run_ids"]):
         notes.append(f"{name}: {len(sweep['run_ids']) - len(present)} planned run(s) have no record (sweep unfinished?).")
@@ -75,7 +78,7 @@ def _load_setting(name: str, sweep: dict, results_root: Path, notes: list[str]) 
         return None
     runs = records_frame(records)
     curves = load_curves(runs)
-    runs = add_curve_measures(runs, curves)
+    runs = add_probe_measures(add_curve_measures(runs, curves), curves, probes)
     return Setting(name, sweep["role"], sweep.get("command") or "", runs, curves, records)
 
 
@@ -208,6 +211,27 @@ def _setting_sections(settings: dict[str, Setting]) -> list[str]:
     return parts
 
 
+def _probe_sections(meta: dict, settings: dict[str, Setting], figures_dir: Path) -> tuple[list[str], list[Path]]:
+    """"Probes during training" for each setting whose runs logged the study's probes; and the figure files."""
+    probes = ProbeSettings.from_dict(meta["probes"], "runs.json") if meta.get("probes") else None
+    parts, paths = [], []
+    for setting in settings.values():
+        if not probe_section.has_probes(setting.runs, probes):
+            continue
+        archs = ordered_archs(setting.runs)
+        config = (setting.records[0].get("data") or {}).get("synthetic_config")
+        key = "probe_curves" if setting.role == "synthetic" else f"probe_curves_{setting.role}"
+        parts += probe_section.section_lines(setting.name, probe_section.threshold_table(setting.runs, archs, probes),
+                                             probes)
+        figure = probe_section.probe_curves(setting.runs, setting.curves, archs, probes,
+                                            chance_level("harness_recall_16", "acc", config))
+        if figure is not None:
+            paths += fig.save_figure(figure, figures_dir, key)
+            parts += markdown_figure(f"{setting.name}: in-training recall accuracy vs training FLOPs, with chance "
+                                     f"and the threshold {probes.threshold:g}", FIGURES_DIR, key)
+    return parts, paths
+
+
 def _intro(meta: dict, settings: dict[str, Setting], provenance: str) -> str:
     runs = [s for s in settings.values()]
     n_runs = sum(len(s.records) for s in runs)
@@ -249,8 +273,9 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
 def _settings(meta: dict, data_root: Path, notes: list[str]) -> tuple[dict[str, Setting], dict[str, Setting]]:
     """The study's sweeps with data, by role and by sweep name."""
     by_role, by_name = {}, {}
+    probes = ProbeSettings.from_dict(meta["probes"], "runs.json") if meta.get("probes") else None
     for sweep_name, sweep in meta["sweeps"].items():
-        setting = _load_setting(sweep_name, sweep, data_root, notes)
+        setting = _load_setting(sweep_name, sweep, data_root, notes, probes)
         if setting is not None:
             by_role[sweep["role"]] = by_name[sweep_name] = setting
     return by_role, by_name
@@ -267,7 +292,7 @@ def _findings(registered: dict | None, by_name: dict[str, Setting]) -> list:
 def _write_tables(out_dir: Path, settings: dict[str, Setting], findings: list) -> None:
     for setting in settings.values():
         columns = [c for c in RUNS_CSV_COLUMNS if c in setting.runs.columns]
-        columns += sorted(c for c in setting.runs.columns if c.startswith(("eval/", "segment/")) and
+        columns += sorted(c for c in setting.runs.columns if c.startswith(("eval/", "segment/", "probe/")) and
                           not c.endswith("/n")) + [c for c in ("grad_norm_log_std", "moe_dropped_mean")
                                                    if c in setting.runs.columns]
         write_text_atomic(out_dir / f"{setting.name}.csv", setting.runs[columns].to_csv(index=False))
@@ -303,6 +328,8 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     parts += ["## Findings", "", findings_markdown(findings), ""]
     parts += ["## Deviations from the plan", ""] + deviation_lines(registered) + [""]
     parts += _setting_sections(settings)
+    probe_parts, probe_figures = _probe_sections(meta, settings, out_dir / FIGURES_DIR)
+    parts += probe_parts
     parts += ["## Figures", ""]
     for key, caption, _ in figures:
         parts += markdown_figure(caption, FIGURES_DIR, key)
@@ -326,5 +353,5 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
               "and the study file as planned).", ""]
     _write_tables(out_dir, settings, findings)
     path = write_text_atomic(out_dir / "report.md", "\n".join(parts))
-    figure_paths = [p for _, _, paths in figures for p in paths] + wallclock_paths
+    figure_paths = [p for _, _, paths in figures for p in paths] + wallclock_paths + probe_figures
     return StudyReport(name, path, out_dir, figure_paths, findings, notes)

@@ -6,7 +6,8 @@
 
 The run folder layout is the same as ``results/<run_id>/`` (``harness.runs.run_dir``), so every
 reader of run folders reads a compact copy as it reads a run. ``metrics.jsonl`` keeps only the
-columns in ``CURVE_COLUMNS``, every line with a validation loss, and at most ``MAX_CURVE_ROWS``
+columns in ``CURVE_COLUMNS`` and those starting with a ``CURVE_PREFIXES`` entry (the in-training
+probes), every line with a validation loss, and at most ``MAX_CURVE_ROWS``
 other lines (every k-th step, the last always kept); floats keep ``SIGNIFICANT_DIGITS``
 significant digits. A report built from a results folder first refreshes the copies
 (``sync_runs``), then reads only them, so it regenerates byte for byte once ``results/`` is gone.
@@ -28,6 +29,7 @@ DATA_DIR = "data"
 RUNS_DIR = "runs"
 CURVE_COLUMNS = ("step", "tokens", "flops", "wall_s", "train_loss", "val_loss", "grad_norm", "moe_balance",
                  "moe_dropped_fraction")
+CURVE_PREFIXES = ("probe/",)  # in-training probe accuracies (harness.evaluation.train_probes), fractions in [0, 1]
 MAX_CURVE_ROWS = 300
 SIGNIFICANT_DIGITS = 6
 FINISHED = ("ok", "failed")
@@ -52,8 +54,13 @@ def thin_metrics(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for line in lines:
         if "val_loss" in line or id(line) in keep_ids:
-            out.append({k: _round(line[k]) for k in CURVE_COLUMNS if k in line and line[k] is not None})
+            out.append({k: _round(line[k]) for k in _curve_keys(line) if line[k] is not None})
     return out
+
+
+def _curve_keys(line: dict[str, Any]) -> list[str]:
+    """The kept columns of one metrics line: ``CURVE_COLUMNS`` in their order, then the prefixed ones as logged."""
+    return [k for k in CURVE_COLUMNS if k in line] + [k for k in line if k.startswith(CURVE_PREFIXES)]
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

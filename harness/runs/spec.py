@@ -19,7 +19,7 @@ from harness.device import resolve_dtype
 from harness.flops.analytic import DEFAULT_ATTENTION_FLOPS, check_attention_flops
 from harness.training.distributed import env_world_size
 from harness.training.parallel import PARALLEL_CHOICES, default_parallel
-from harness.runs.validation import check_recipe, check_recipe_field, check_run_numbers
+from harness.runs.validation import check_recipe, check_recipe_field, check_run_numbers, check_train_probes
 
 # Used where a size's ``architectures.presets.SizeDefaults`` leave a value open (None).
 GENERIC_LR = 3e-4
@@ -61,6 +61,8 @@ class RunSpec:
     attention_flops: str = DEFAULT_ATTENTION_FLOPS
     # None: train for the FLOP budget; a number: train this many tokens (a token-matched arm)
     train_tokens: int | None = None
+    # recall distances (tokens) scored at every validation point (harness.evaluation.train_probes); synthetic only
+    train_probes: tuple[int, ...] = ()
     recipe: Recipe = field(default_factory=Recipe)
     overrides: dict[str, Any] = field(default_factory=dict)
     # not part of the run's identity (IDENTITY_EXCLUDES), except dtype, resolved per machine:
@@ -110,6 +112,10 @@ class RunSpec:
         check_attention_flops(self.attention_flops)
         check_recipe(recipe)
         check_run_numbers(self)
+        self.train_probes = check_train_probes(self.train_probes)
+        if self.train_probes and not str(self.data).startswith("synthetic"):
+            raise ValueError(f"train_probes (recall probes during training) need synthetic data; this run's data is "
+                             f"{self.data!r}: drop train_probes or train on synthetic data.")
         self.dtype = resolve_dtype(self.device, self.dtype)
         if self.parallel is None:
             self.parallel = default_parallel(env_world_size())
@@ -130,8 +136,8 @@ class RunSpec:
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def identity(self) -> dict[str, Any]:
-        """The hashed fields. ``attention_flops="full"`` and ``train_tokens=None`` are left out, so a
-        run planned as before those fields existed keeps its id (and is reused); text runs carry
+        """The hashed fields. ``attention_flops="full"``, ``train_tokens=None`` and empty ``train_probes`` are left
+        out, so a run planned as before those fields existed keeps its id (and is reused); text runs carry
         ``text_split`` (the content-hash split of ``harness data prepare``), so a record made with
         the earlier positional split is never reused as if it were one of them."""
         data = self.to_dict()
@@ -143,6 +149,8 @@ class RunSpec:
             data["text_split"] = "content-hash"
         if data.get("train_tokens") is None:
             data.pop("train_tokens", None)
+        if not data.get("train_probes"):
+            data.pop("train_probes", None)
         return data
 
     def run_id(self) -> str:

@@ -82,6 +82,18 @@ def check_run_numbers(spec) -> None:
     positive_number("checkpoint_minutes", spec.checkpoint_minutes)
 
 
+def check_train_probes(distances: Any) -> tuple[int, ...]:
+    """``RunSpec.train_probes`` as a tuple of recall distances in tokens (ints, 1 or at least 3), duplicates dropped."""
+    out: list[int] = []
+    for value in distances or ():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value == 2:
+            raise ValueError(f"train_probes are recall distances in tokens (1, or at least 3, e.g. [16, 64]), "
+                             f"got {value!r}.")
+        if value not in out:
+            out.append(value)
+    return tuple(out)
+
+
 def check_plan_steps(steps: int, budget_flops: float, force: bool) -> None:
     """Refuse a plan of more than ``MAX_PLANNED_STEPS`` steps unless ``force``."""
     if steps > MAX_PLANNED_STEPS and not force:

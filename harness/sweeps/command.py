@@ -59,6 +59,8 @@ def compare_command(options: SweepOptions, name: str, adaptation=None) -> str:
         words += ["--attention-flops", options.attention_flops]
     if options.match != SweepOptions.match:
         words += ["--match", options.match]
+    if options.train_probes:
+        words += ["--train-probes", ",".join(map(str, options.train_probes))]
     if adaptation is not None:
         words += _adaptation_words(adaptation)
     words += ["--name", name]

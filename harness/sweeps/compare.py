@@ -147,7 +147,8 @@ class SweepOptions:
     (``harness.flops.ATTENTION_FLOPS``); ``match``: ``compute`` or ``tokens``
     (``harness.sweeps.matching``: every run trains the reference's compute-matched tokens). ``data`` … ``compile`` go into every run's
     ``RunSpec`` (``overrides``: model config fields; ``recipe``: copied for each run).
-    ``parallel`` and ``activation_checkpointing`` likewise.
+    ``parallel``, ``activation_checkpointing`` and ``train_probes`` (recall distances scored during
+    training) likewise.
     ``evaluation`` follows every run; ``force`` retrains finished runs; ``wait`` waits for a
     run another process holds instead of noting it as failed.
     """
@@ -169,6 +170,7 @@ class SweepOptions:
     reference: str | None = None
     attention_flops: str = "causal"
     match: str = "compute"
+    train_probes: tuple[int, ...] = ()  # recall distances scored during training (RunSpec.train_probes)
     evaluation: EvalOptions = field(default_factory=EvalOptions)
     force: bool = False
     wait: bool = False
@@ -217,7 +219,8 @@ def _run_spec(options: SweepOptions, arch: str, variant: Variant, budget: float 
     try:
         return RunSpec(
             arch=arch, size=variant.size, data=options.data, vocab_size=options.vocab_size, seed=seed,
-            budget_flops=budget, attention_flops=options.attention_flops, recipe=dataclasses.replace(options.recipe),
+            budget_flops=budget, attention_flops=options.attention_flops, train_probes=tuple(options.train_probes),
+            recipe=dataclasses.replace(options.recipe),
             overrides={**options.overrides, **variant.overrides},
             device=options.device, dtype=options.dtype, compile=options.compile, parallel=options.parallel,
             activation_checkpointing=options.activation_checkpointing,

@@ -14,6 +14,7 @@ same as ``harness compare``'s options but typed (lists are lists, numbers are nu
       recipe: {lr: 6.0e-4}       # any harness.runs.spec.Recipe field
       set: {window: 64}          # model config overrides
       eval: {tasks: [wikitext, piqa], limit: 200, task_data: ../shared/data/lm_eval}   # or eval: false
+      train_probes: [16, 64]     # synthetic data: recall distances scored at every validation point
 
 Numbers written as ``4e12`` (which YAML reads as text) are accepted too. ``options_from_entry``
 checks every key, so a typo fails before anything trains.
@@ -26,10 +27,12 @@ from typing import Any
 
 from harness.runs.pipeline import EvalOptions
 from harness.runs.spec import Recipe
+from harness.runs.validation import check_train_probes
 from harness.sweeps.compare import SweepOptions
 
 ENTRY_KEYS = ("name", "role", "archs", "size", "sizes", "widths", "budget", "budgets", "seeds", "data", "vocab_size",
-              "recipe", "set", "device", "dtype", "compile", "reference", "eval", "attention_flops", "match")
+              "recipe", "set", "device", "dtype", "compile", "reference", "eval", "attention_flops", "match",
+              "train_probes")
 EVAL_KEYS = ("tasks", "limit", "task_data")
 
 
@@ -90,6 +93,7 @@ def options_from_entry(entry: dict[str, Any], where: str = "a sweep") -> SweepOp
         reference=entry.get("reference"), evaluation=_evaluation(entry.get("eval"), where),
         attention_flops=str(entry.get("attention_flops", SweepOptions.attention_flops)),
         match=str(entry.get("match", SweepOptions.match)),
+        train_probes=check_train_probes(_listed(entry.get("train_probes", []))),
     )
     return options
 

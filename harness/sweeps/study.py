@@ -11,6 +11,9 @@ and a *role* that says what the report does with it:
 - ``tokens``: a token-matched arm (``match: tokens``) of a compute-matched sweep on the same data: every
   architecture trains the reference's tokens, shown side by side with the compute-matched arm.
 
+An optional top-level ``probes: {distances: [16, 64], threshold: 0.3}`` block
+(``harness.sweeps.probe_measures.ProbeSettings``) asks the report for FLOPs to reach the threshold
+of the in-training recall probes; each distance must be in some sweep's ``train_probes``.
 An optional top-level ``slurm:`` mapping gives the Slurm resources (``harness.sweeps.executors.SlurmOptions``)
 used with ``--executor slurm``. The study's ``reports/<name>/runs.json`` has ``mode: "study"``, each
 sweep's run ids and each run's state, so ``python -m harness report <name>`` regenerates the study
@@ -30,6 +33,7 @@ import pandas as pd
 
 from harness.sweeps.compare import SweepOptions
 from harness.sweeps.entries import options_from_entry
+from harness.sweeps.probe_measures import ProbeSettings
 from harness.sweeps.runs_file import write_runs_file
 
 STUDY_MODE = "study"
@@ -60,6 +64,7 @@ class StudySpec:
     source: str | None = None
     description: str = ""  # why these sweeps: sizes, budgets, data, and what was left out
     slurm: dict[str, Any] = field(default_factory=dict)  # Slurm resources (harness.sweeps.executors.SlurmOptions)
+    probes: ProbeSettings | None = None  # FLOPs to a threshold of the in-training recall probes (the report)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "StudySpec":
@@ -89,7 +94,20 @@ class StudySpec:
         if not isinstance(slurm, dict):
             raise ValueError(f"`slurm` in {where} must be a mapping (partition, time_min, gpus_per_run, ...).")
         return cls(str(data["name"]), sweeps, str(data.get("reference", "gpt2")), source,
-                   " ".join(str(data.get("description") or "").split()), slurm)
+                   " ".join(str(data.get("description") or "").split()), slurm, _probes(data, sweeps, where))
+
+
+def _probes(data: dict[str, Any], sweeps: list[StudySweep], where: str) -> ProbeSettings | None:
+    if data.get("probes") is None:
+        return None
+    probes = ProbeSettings.from_dict(data["probes"], where)
+    scored = {d for sweep in sweeps for d in sweep.options.train_probes}
+    missing = [d for d in probes.distances if d not in scored]
+    if missing:
+        raise ValueError(f"`probes` in {where} asks for distance(s) {', '.join(map(str, missing))}, which no sweep "
+                         f"scores during training; add them to a sweep's `train_probes` "
+                         f"(e.g. train_probes: {list(probes.distances)}).")
+    return probes
 
 
 def load_study(path: str | Path) -> StudySpec:
@@ -109,6 +127,8 @@ def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, 
     run_ids = list(dict.fromkeys(r for sweep in sweeps.values() for r in sweep["run_ids"]))
     payload = {"name": spec.name, "mode": STUDY_MODE, "reference": spec.reference, "source": spec.source,
                "description": spec.description, "sweeps": sweeps, "run_ids": run_ids, "runs": runs or {}}
+    if spec.probes is not None:  # only when asked for: a study without it keeps its runs.json as before
+        payload["probes"] = spec.probes.to_dict()
     return write_runs_file(report_dir, payload)
 
 

@@ -90,6 +90,7 @@ class RunKind(Protocol):
     def running_record(self, engine: "Engine") -> dict: ...  # the record while training
     def write_files(self, engine: "Engine") -> None: ...  # config.json, the tokenizer (rank 0)
     def val_loss(self, engine: "Engine") -> float: ...  # a quick validation loss (nats/token)
+    def validation_extras(self, engine: "Engine") -> dict: ...  # more columns of a validation point (probes)
     def final_fields(self, engine: "Engine", record: dict) -> dict: ...  # validation fields of the closing record
 
 
@@ -312,7 +313,7 @@ class Engine:
             **result.aux,
         }
         if self.validates_here and (step % self.eval_interval == 0 or step == plan.steps):
-            metrics["val_loss"] = self.kind.val_loss(self)
+            metrics.update(val_loss=self.kind.val_loss(self), **self.kind.validation_extras(self))
         return metrics
 
     @property

@@ -237,6 +237,9 @@ class Finetuning:
     def val_loss(self, engine: Engine) -> float:
         return self.evaluate(engine.model, engine.device, engine.settings.autocast, EVAL_TOKENS // 4)["val_loss"]
 
+    def validation_extras(self, engine: Engine) -> dict:
+        return {}  # no in-training probes for fine-tuning
+
     def final_fields(self, engine: Engine, record: dict) -> dict:
         """Validation after fine-tuning (``*_after``), and ``final_val_loss`` etc. as pre-training records name them."""
         after = self.evaluate(engine.model, engine.device, engine.settings.autocast)

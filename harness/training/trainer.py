@@ -62,6 +62,7 @@ class Pretraining:
     spec: RunSpec
     run_dir: Path
     data: Any  # harness.data.PreparedData
+    probes: Any = None  # harness.evaluation.train_probes.TrainProbes when spec.train_probes is set
 
     @classmethod
     def engine(cls, spec: RunSpec, run_dir: Path, *, force: bool = False) -> Engine:
@@ -75,7 +76,8 @@ class Pretraining:
         if dist.rank > 0:  # same initial weights everywhere, but each rank its own dropout stream
             torch.manual_seed(rank_seed(spec.seed, dist.rank))
         method = PretrainMethod()
-        return Engine.create(cls(spec, Path(run_dir), data), method, method.prepare(model), placement,
+        probes = _train_probes(spec, data, config.context)
+        return Engine.create(cls(spec, Path(run_dir), data, probes), method, method.prepare(model), placement,
                              spec.budget_flops, force=force, attention_flops=spec.attention_flops,
                              train_tokens=spec.train_tokens, parallel=spec.parallel,
                              activation_checkpointing=spec.activation_checkpointing)
@@ -134,12 +136,31 @@ class Pretraining:
                                           engine.device, engine.settings.autocast,
                                           max_tokens=16 * recipe.seq_len * recipe.micro_batch_size)["val_loss"]
 
+    def validation_extras(self, engine: Engine) -> dict:
+        """The in-training recall probes (``probe/recall_<d>/acc``) when the spec asks for them."""
+        return self.probes.metrics(engine.model, engine.device) if self.probes is not None else {}
+
     def final_fields(self, engine: Engine, record: dict) -> dict:
-        """Final validation over the whole held-out split, the unigram baseline, quality warnings."""
+        """Final validation over the whole held-out split, the unigram baseline, the recall probes, quality warnings."""
         recipe = self.spec.recipe
         final = heldout.validation_metrics(engine.model, self.data, recipe.seq_len, recipe.micro_batch_size,
                                            engine.device, engine.settings.autocast)
         fields = {"final_val_loss": final.pop("val_loss"), **final}
         fields.update(heldout.unigram_baseline(self.data, final))
+        if self.probes is not None:
+            fields.update(self.probes.record_fields(engine.model, engine.device))
         fields["warnings"] = quality_warnings({**record, **fields})
         return fields
+
+
+def _train_probes(spec: RunSpec, data, context: int):
+    """The probe items of ``spec.train_probes`` from the run's own generator, or None when there are none."""
+    if not spec.train_probes:
+        return None
+    from harness.data import SyntheticConfig, SyntheticGenerator
+    from harness.evaluation.train_probes import TrainProbes
+
+    if data.kind != "synthetic" or "synthetic_config" not in data.info:
+        raise ValueError(f"train_probes need synthetic data; {spec.data!r} is {data.kind} data.")
+    return TrainProbes.build(SyntheticGenerator(SyntheticConfig(**data.info["synthetic_config"])),
+                             spec.train_probes, context)
