@@ -9,7 +9,9 @@ and a *role* that says what the report does with it:
 - ``text``: a real corpus; bits per byte against unigram and lm-eval tasks beside chance;
 - ``lr``: the same runs as ``synthetic`` at another learning rate, for sensitivity.
 
-An optional top-level ``slurm:`` mapping gives the Slurm resources (``harness.sweeps.executors.SlurmOptions``)
+An optional top-level ``tune:`` block tunes the peak learning rate per architecture before the
+comparison sweeps train (``harness.sweeps.tuning``); a sweep entry's ``lr_from: <tuned sweep>`` uses
+the rates tuned for that sweep. An optional top-level ``slurm:`` mapping gives the Slurm resources (``harness.sweeps.executors.SlurmOptions``)
 used with ``--executor slurm``. The study's ``reports/<name>/runs.json`` has ``mode: "study"``, each
 sweep's run ids and each run's state, so ``python -m harness report <name>`` regenerates the study
 report from the data kept in ``reports/<name>/data/``. The planned comparisons live in the study
@@ -29,6 +31,7 @@ import pandas as pd
 from harness.sweeps.compare import SweepOptions
 from harness.sweeps.entries import options_from_entry
 from harness.sweeps.runs_file import write_runs_file
+from harness.sweeps.tuning import TuneSpec, check_lr_from, check_tuning, rate_sources
 
 STUDY_MODE = "study"
 ROLES = ("synthetic", "text", "lr")
@@ -44,6 +47,7 @@ class StudySweep:
     role: str
     options: SweepOptions
     entry: dict[str, Any] = field(default_factory=dict)  # the study file's fields for this sweep, as written
+    lr_from: str | None = None  # the tuned sweep whose per-architecture rates this sweep uses
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -58,6 +62,11 @@ class StudySpec:
     source: str | None = None
     description: str = ""  # why these sweeps: sizes, budgets, data, and what was left out
     slurm: dict[str, Any] = field(default_factory=dict)  # Slurm resources (harness.sweeps.executors.SlurmOptions)
+    tune: TuneSpec | None = None  # per-architecture learning-rate tuning (harness.sweeps.tuning)
+
+    def rate_sources(self) -> dict[str, str]:
+        """Sweep name → the tuned sweep whose rates it uses (tuned sweeps: themselves; untuned: absent)."""
+        return rate_sources([s.name for s in self.sweeps], self.tune, {s.name: s.lr_from for s in self.sweeps})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "StudySpec":
@@ -72,8 +81,10 @@ class StudySpec:
                 raise ValueError(f"sweep {item['name']!r} in {where} uses `args` (a command line); write its fields "
                                  f"instead (archs, size, budget, seeds, eval ...: see harness/sweeps/entries.py).")
             entry = {key: value for key, value in item.items() if key not in ("name", "role")}
-            options = options_from_entry(item, f"sweep {item['name']!r} in {where}")
-            sweeps.append(StudySweep(str(item["name"]), str(item["role"]), options, entry))
+            fields = {key: value for key, value in item.items() if key != "lr_from"}
+            options = options_from_entry(fields, f"sweep {item['name']!r} in {where}")
+            lr_from = str(item["lr_from"]) if item.get("lr_from") is not None else None
+            sweeps.append(StudySweep(str(item["name"]), str(item["role"]), options, entry, lr_from))
         names, roles = [s.name for s in sweeps], [s.role for s in sweeps]
         if len(set(names)) != len(names):
             raise ValueError(f"sweep names in {where} must be unique, got {', '.join(names)}.")
@@ -82,8 +93,22 @@ class StudySpec:
         slurm = data.get("slurm") or {}
         if not isinstance(slurm, dict):
             raise ValueError(f"`slurm` in {where} must be a mapping (partition, time_min, gpus_per_run, ...).")
+        tune = _tune(data.get("tune"), sweeps, where)
         return cls(str(data["name"]), sweeps, str(data.get("reference", "gpt2")), source,
-                   " ".join(str(data.get("description") or "").split()), slurm)
+                   " ".join(str(data.get("description") or "").split()), slurm, tune)
+
+
+def _tune(block: Any, sweeps: list[StudySweep], where: str) -> TuneSpec | None:
+    """The typed ``tune:`` block, checked against the sweeps (``lr_from`` needs one)."""
+    lr_from = {s.name: s.lr_from for s in sweeps}
+    check_lr_from(lr_from, [s.name for s in sweeps], where)
+    if block is None:
+        if any(lr_from.values()):
+            raise ValueError(f"a sweep in {where} has lr_from but the study has no `tune:` block to tune rates.")
+        return None
+    tune = TuneSpec.from_dict(block, where)
+    check_tuning(tune, {s.name: s.options for s in sweeps}, lr_from, where)
+    return tune
 
 
 def load_study(path: str | Path) -> StudySpec:
@@ -97,12 +122,14 @@ def load_study(path: str | Path) -> StudySpec:
 
 
 def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, dict[str, Any]],
-                     runs: dict[str, dict[str, Any]] | None = None) -> Path:
+                     runs: dict[str, dict[str, Any]] | None = None, tuning_ids: list[str] | None = None) -> Path:
     """``reports/<name>/runs.json`` for a study: each sweep's role, fields, command and run ids, and
-    each run's state (``harness.sweeps.state``)."""
+    each run's state (``harness.sweeps.state``); ``tuning_ids``: the learning-rate tuning runs, if any."""
     run_ids = list(dict.fromkeys(r for sweep in sweeps.values() for r in sweep["run_ids"]))
     payload = {"name": spec.name, "mode": STUDY_MODE, "reference": spec.reference, "source": spec.source,
                "description": spec.description, "sweeps": sweeps, "run_ids": run_ids, "runs": runs or {}}
+    if tuning_ids:
+        payload["tuning_run_ids"] = list(tuning_ids)
     return write_runs_file(report_dir, payload)
 
 
