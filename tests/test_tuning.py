@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -193,3 +194,11 @@ def test_a_tuned_study_end_to_end(results_tmp, tmp_path):
     assert ": trained " not in err and {path: path.read_bytes() for path in records} == records
     assert json.loads((report_dir / "data" / "tuning.json").read_text()) == tuning
     assert (report_dir / "figures" / "lr_tuning.png").read_bytes() == figure
+
+    report = (report_dir / "report.md").read_text()  # from data/ alone, byte for byte
+    shutil.rmtree(results_tmp)
+    shutil.rmtree(report_dir / "figures")
+    code, _, err = _cli(["report", "tiny-tune"])
+    assert code == 0, err
+    assert (report_dir / "figures" / "lr_tuning.png").read_bytes() == figure
+    assert (report_dir / "report.md").read_text() == report
