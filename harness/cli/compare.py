@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archs", default="gpt1,gpt2,gpt3,gpt4", help="comma-separated architectures (default: all four)")
     add_run_arguments(parser, sweep=True)
     parser.add_argument("--seeds", type=int, default=1, help="seeds per model: 0..N-1 (default 1; ≥ 2 for significance)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="first seed: seeds FIRST..FIRST+N-1 are trained (default 0)")
     parser.add_argument("--sizes", help="comma-separated size presets (isoFLOP over presets); overrides --size")
     parser.add_argument("--widths", help="comma-separated d_model values (isoFLOP over widths at each size)")
     parser.add_argument("--name", help="report folder under reports/ (default: from the sizes and budgets)")
@@ -85,7 +87,8 @@ def sweep_options_from_args(args: argparse.Namespace):
     widths = parse_widths(args.widths)
     budgets = parse_budgets(args.budget)
     return SweepOptions(
-        archs=tuple(archs), seeds=args.seeds, sizes=tuple(sizes), widths=tuple(widths) if widths else None,
+        archs=tuple(archs), seeds=args.seeds, first_seed=args.first_seed, sizes=tuple(sizes),
+        widths=tuple(widths) if widths else None,
         budgets=tuple(budgets) if budgets else None, data=args.data, vocab_size=args.vocab_size,
         recipe=recipe_from_args(args), overrides=parse_overrides(args.set), device=args.device, dtype=args.dtype,
         compile=False if args.no_compile else None, parallel=args.parallel,

@@ -5,6 +5,10 @@
     python -m harness study studies/gpt-family-cpu.yaml --executor local --jobs 2
     python -m harness study studies/gpt-family-cpu.yaml --executor slurm --slurm-partition gpu
 
+With a `tune:` block the peak learning rate is first tuned per architecture on a grid (tuning
+seeds disjoint from the comparison seeds; harness/sweeps/tuning.py); the choice goes to
+reports/<name>/data/tuning.json and the comparison sweeps are planned with it, so --dry-run lists
+the tuning runs and the comparison runs only once tuning.json exists.
 A study file names the study, lists its sweeps, each typed data (archs, size, budget,
 seeds, eval ...) with a role (synthetic, text, lr; see harness/sweeps/study.py and
 harness/sweeps/entries.py), and its planned comparisons (`comparisons:`, see
@@ -65,28 +69,27 @@ def _bench(args: argparse.Namespace, spec, plans: dict, executor) -> int:
 def main(args: argparse.Namespace) -> int:
     from harness.cli.compare import executor_options_from_args, provenance_ok
     from harness.paths import reports_dir, results_dir
-    from harness.sweeps.compare import plan_sweep
-    from harness.sweeps.driver import execute_study, planned_lines
+    from harness.sweeps.driver import execute_study
     from harness.sweeps.plan import check_settings, load_plan, preregister
     from harness.sweeps.study import load_study
+    from harness.sweeps.tuning_run import study_plans
 
     spec = load_study(args.study)
     check_settings(load_plan(args.study), {s.name for s in spec.sweeps} | {s.role for s in spec.sweeps}, args.study)
-    plans = {sweep.name: plan_sweep(sweep.options) for sweep in spec.sweeps}  # every sweep checked before any trains
+    report_dir = reports_dir() / spec.name
+    tuning, plans = study_plans(spec, report_dir / "data")  # every sweep checked before any trains
     executor = executor_options_from_args(args, spec.slurm, args.study)
     if args.bench:
         return _bench(args, spec, plans, executor)
     if args.dry_run:
-        for name, plan in plans.items():
-            print("\n".join(f"{name}\t{line}" for line in planned_lines(plan, results_dir())))
+        print("\n".join(dry_run_lines(tuning, plans)))
         return 0
     if not provenance_ok(args.require_clean):
         return 2
-    report_dir = reports_dir() / spec.name
-    run_ids = [run_spec.run_id() for plan in plans.values() for run_spec in plan.specs]
+    run_ids = [run.run_id for run in tuning] + [s.run_id() for plan in (plans or {}).values() for s in plan.specs]
     status = preregister(args.study, report_dir, results_dir(), run_ids, args.amend)
     print(f"study {spec.name}: plan {status} ({report_dir / 'data' / 'plan.json'})", file=sys.stderr)
-    finished, report = execute_study(spec, plans, executor, retries=args.retries,
+    finished, report = execute_study(spec, executor, retries=args.retries,
                                      log=lambda message: print(message, file=sys.stderr, flush=True))
     if not finished:
         print("interrupted: run the same command again to resume the study.", file=sys.stderr)
@@ -95,3 +98,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(report.path)
     return 0
+
+
+def dry_run_lines(tuning, plans) -> list[str]:
+    """``<sweep or tune:sweep> <tab> reuse|resume|train <tab> run_id <tab> budget`` per planned run."""
+    from harness.paths import results_dir
+    from harness.sweeps.driver import planned_lines
+    from harness.sweeps.tuning_run import as_plan
+
+    lines = [f"tune:{run.sweep}\tlr {run.lr:g}\t{line}"
+             for run, line in zip(tuning, planned_lines(as_plan(tuning), results_dir()))] if tuning else []
+    if plans is None:
+        return lines + ["comparison runs: planned after the learning-rate tuning above (their rates depend on its "
+                        "results; more tuning runs follow if a best rate is at the grid's edge)"]
+    return lines + [f"{name}\t{line}" for name, plan in plans.items() for line in planned_lines(plan, results_dir())]

@@ -41,6 +41,7 @@ from harness.runs.records import record_path
 from harness.reporting.report import FIGURES_DIR, RUNS_CSV_COLUMNS
 from harness.reporting.serving import serving_section
 from harness.reporting.wallclock import read_step_times, wallclock_section
+from harness.reporting.tuning_report import FIGURE_KEY as TUNING_FIGURE, lr_tuning_figure, read_tuning_data, tuning_section
 from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
 from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
 from harness.sweeps.probe_measures import ProbeSettings, add_probe_measures
@@ -254,7 +255,7 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
         data, recipe = record.get("data") or {}, record.get("recipe") or {}
         lines.append(f"- **{setting.name}** ({setting.role}): `{data.get('spec')}`, {data.get('tokenizer')} vocabulary "
                      f"{data.get('vocab_size')}; {record.get('budget_flops'):.3g} training FLOPs per run, "
-                     f"{recipe.get('batch_tokens')} tokens/step, peak lr {recipe.get('lr')}, "
+                     f"{recipe.get('batch_tokens')} tokens/step, {_peak_lr(setting)}, "
                      f"{len(setting.records)} runs" + (f". Command: `{setting.command}`" if setting.command else "."))
     lines.append("- **Recipe** (every architecture): GPT-3's AdamW (β 0.9/0.95, weight decay 0.1 on matrices), "
                  "clip 1.0, warm-up then cosine to 10 %; seed i gives every architecture the same data order.")
@@ -268,6 +269,25 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
         lines.append(f"- **Study file**: `{meta['source']}` (`python -m harness study {meta['source']}` reruns it; "
                      "finished runs are reused).")
     return lines
+
+
+def _peak_lr(setting: Setting) -> str:
+    rates = sorted({(r.get("recipe") or {}).get("lr") for r in setting.records}, key=str)
+    return f"peak lr {rates[0]}" if len(rates) == 1 else "peak lr per architecture (tuned, see below)"
+
+
+def _tuning(out_dir: Path) -> tuple[list[str], list[Path]]:
+    """The tuning section with its figure, from ``data/tuning.json`` (nothing when the study tuned nothing)."""
+    data = read_tuning_data(out_dir / DATA_DIR)
+    if data is None:
+        return [], []
+    parts, paths = ["## Learning rate, tuned per architecture", ""] + tuning_section(data), []
+    figure = lr_tuning_figure(data)
+    if figure is not None:
+        paths = fig.save_figure(figure, out_dir / FIGURES_DIR, TUNING_FIGURE)
+        parts += markdown_figure("Final validation loss against the peak learning rate in the tuning runs (mean "
+                                 "over tuning seeds, each seed faint, ★ the chosen rate)", FIGURES_DIR, TUNING_FIGURE)
+    return parts, paths
 
 
 def _settings(meta: dict, data_root: Path, notes: list[str]) -> tuple[dict[str, Setting], dict[str, Setting]]:
@@ -327,6 +347,8 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     parts += ["## Pre-registration", ""] + preregistration_lines(registered, findings, f"{DATA_DIR}/study.yaml") + [""]
     parts += ["## Findings", "", findings_markdown(findings), ""]
     parts += ["## Deviations from the plan", ""] + deviation_lines(registered) + [""]
+    tuning_parts, tuning_paths = _tuning(out_dir)
+    parts += tuning_parts
     parts += _setting_sections(settings)
     probe_parts, probe_figures = _probe_sections(meta, settings, out_dir / FIGURES_DIR)
     parts += probe_parts
@@ -353,5 +375,5 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
               "and the study file as planned).", ""]
     _write_tables(out_dir, settings, findings)
     path = write_text_atomic(out_dir / "report.md", "\n".join(parts))
-    figure_paths = [p for _, _, paths in figures for p in paths] + wallclock_paths + probe_figures
+    figure_paths = [p for _, _, paths in figures for p in paths] + wallclock_paths + probe_figures + tuning_paths
     return StudyReport(name, path, out_dir, figure_paths, findings, notes)

@@ -3,7 +3,8 @@
 The sweep's shape (archs, size, data, budget, seeds) is always spelled out, every other option
 only when it differs from its default; where the runs execute (``--executor``, ``--jobs`` …) is
 left out, since a run's result does not depend on it. Recipe fields without a ``compare`` option
-(warm-up, β, …: settable in a study file only) are not written. Stored in ``runs.json`` and shown in reports.
+(warm-up, β, …: settable in a study file only) and per-architecture rates (``lr_by_arch``: a study's
+tuned rates, in its ``data/tuning.json``) are not written. Stored in ``runs.json`` and shown in reports.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def compare_command(options: SweepOptions, name: str, adaptation=None) -> str:
     if options.force:
         words.append("--force")
     words += ["--seeds", str(options.seeds)]
+    if options.first_seed:
+        words += ["--first-seed", str(options.first_seed)]
     if len(options.sizes) > 1:
         words += ["--sizes", ",".join(options.sizes)]
     if options.widths:

@@ -139,8 +139,8 @@ class SweepPlan:
 class SweepOptions:
     """What a sweep trains and how: the typed form of ``harness compare``'s options.
 
-    ``archs``: registered architecture names; ``seeds``: seeds 0..N-1 are trained for every
-    model; ``sizes``: size presets; ``widths``: d_model values crossed with every size (None:
+    ``archs``: registered architecture names; ``seeds``: seeds ``first_seed`` .. ``first_seed``+N-1
+    are trained for every model (``first_seed`` 0 by default); ``sizes``: size presets; ``widths``: d_model values crossed with every size (None:
     the presets' own); ``budgets``: training FLOPs per run, 2 per multiply-add (None: the
     size's default budget); ``reference``: the architecture the others are tested against
     (None: gpt2 when swept, else the first); ``attention_flops``: how budgets count attention
@@ -148,13 +148,16 @@ class SweepOptions:
     (``harness.sweeps.matching``: every run trains the reference's compute-matched tokens). ``data`` … ``compile`` go into every run's
     ``RunSpec`` (``overrides``: model config fields; ``recipe``: copied for each run).
     ``parallel``, ``activation_checkpointing`` and ``train_probes`` (recall distances scored during
-    training) likewise.
+    training) likewise. ``lr_by_arch``: architecture → peak learning rate, replacing ``recipe.lr``
+    for that architecture's runs (e.g. rates tuned per architecture, ``harness.sweeps.tuning``); the
+    others keep ``recipe.lr``.
     ``evaluation`` follows every run; ``force`` retrains finished runs; ``wait`` waits for a
     run another process holds instead of noting it as failed.
     """
 
     archs: tuple[str, ...] = DEFAULT_ARCHS
     seeds: int = 1
+    first_seed: int = 0
     sizes: tuple[str, ...] = ("micro",)
     widths: tuple[int, ...] | None = None
     budgets: tuple[float, ...] | None = None
@@ -174,6 +177,7 @@ class SweepOptions:
     evaluation: EvalOptions = field(default_factory=EvalOptions)
     force: bool = False
     wait: bool = False
+    lr_by_arch: dict[str, float] = field(default_factory=dict)
 
 
 def plan_sweep(options: SweepOptions) -> SweepPlan:
@@ -181,6 +185,12 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
     archs = check_archs(list(dict.fromkeys(options.archs)))
     if not (isinstance(options.seeds, int) and options.seeds >= 1):
         raise ValueError(f"--seeds must be at least 1 (seeds 0..N-1 are trained for each model), got {options.seeds}.")
+    first = options.first_seed
+    if isinstance(first, bool) or not (isinstance(first, int) and first >= 0):
+        raise ValueError(f"--first-seed must be a whole number ≥ 0, got {first!r}.")
+    stray = sorted(set(options.lr_by_arch) - set(archs))
+    if stray:
+        raise ValueError(f"lr_by_arch names {', '.join(stray)}, not among the sweep's archs ({', '.join(archs)}).")
     sizes = list(dict.fromkeys(options.sizes))
     if not sizes:
         raise ValueError("--sizes is empty; give a comma-separated list.")
@@ -199,7 +209,7 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
         raise ValueError(f"--reference {reference!r} is not among --archs ({', '.join(archs)}).")
     specs = [
         _run_spec(options, arch, variant, budget, seed)
-        for seed in range(options.seeds)
+        for seed in range(first, first + options.seeds)
         for budget in budgets or [None]
         for variant in variants
         for arch in archs
@@ -216,11 +226,14 @@ def plan_sweep(options: SweepOptions) -> SweepPlan:
 
 def _run_spec(options: SweepOptions, arch: str, variant: Variant, budget: float | None, seed: int) -> RunSpec:
     """One run of the sweep; a bad combination names the architecture and model variant."""
+    recipe = dataclasses.replace(options.recipe)
+    if arch in options.lr_by_arch:
+        recipe.lr = float(options.lr_by_arch[arch])
     try:
         return RunSpec(
             arch=arch, size=variant.size, data=options.data, vocab_size=options.vocab_size, seed=seed,
             budget_flops=budget, attention_flops=options.attention_flops, train_probes=tuple(options.train_probes),
-            recipe=dataclasses.replace(options.recipe),
+            recipe=recipe,
             overrides={**options.overrides, **variant.overrides},
             device=options.device, dtype=options.dtype, compile=options.compile, parallel=options.parallel,
             activation_checkpointing=options.activation_checkpointing,

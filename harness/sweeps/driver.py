@@ -119,10 +119,12 @@ def tally(outcome: SweepOutcome) -> str:
     return (f"{len(outcome.trained)} trained, {len(outcome.reused)} reused, {len(outcome.evaluated)} evaluated, "
             f"{len(outcome.failed)} failed")
 
-def execute_study(spec, plans: dict, executor: ExecutorOptions = ExecutorOptions(), *, retries: int = 1,
+def execute_study(spec, executor: ExecutorOptions = ExecutorOptions(), *, retries: int = 1,
                   results_dir: Path | None = None, reports_dir: Path | None = None,
                   log: Callable[[str], None] | None = None) -> tuple[bool, Any]:
-    """Run every sweep of a study (``plans``: sweep name → ``SweepPlan``) in file order, then its report.
+    """Run a study: its learning-rate tuning first (``tune:``, ``harness.sweeps.tuning_run``; the chosen
+    rates go to ``data/tuning.json``), then every comparison sweep in file order, planned with the
+    chosen rates, then its report.
 
     The study's ``runs.json`` is rewritten as each run ends. Returns (finished, report): False and
     None when a run was interrupted (the same command resumes the study).
@@ -131,6 +133,7 @@ def execute_study(spec, plans: dict, executor: ExecutorOptions = ExecutorOptions
     from harness.paths import reports_dir as default_reports, results_dir as default_results
     from harness.reporting.study_report import build_study_report
     from harness.sweeps.command import compare_command
+    from harness.sweeps.compare import plan_sweep
     from harness.sweeps.state import states_payload
     from harness.sweeps.study import write_study_file
 
@@ -141,22 +144,59 @@ def execute_study(spec, plans: dict, executor: ExecutorOptions = ExecutorOptions
     previous = previous_states(report_dir)
     sweeps: dict[str, dict[str, Any]] = {}
     runs: dict[str, dict[str, Any]] = {}
+    tuning_ids: list[str] = []
+
+    def run(plan, options, on_done: Callable[[SweepOutcome], None]) -> SweepOutcome:
+        def write(outcome: SweepOutcome) -> None:
+            on_done(outcome)
+            runs.update(states_payload(outcome.states))
+            keep_landed_runs(root, report_dir, outcome)
+            write_study_file(report_dir, spec, sweeps, runs, tuning_ids)
+
+        outcome = run_sweep(plan, options, make_executor(executor, report_dir / JOBS_DIR), root, retries=retries,
+                            previous=previous, on_update=write, committed=data_runs_dir(report_dir))
+        write(outcome)
+        return outcome
+
+    if spec.tune is not None:
+        chosen = _tune_rates(spec, run, tuning_ids, root, report_dir, log)
+        if chosen is None:
+            return False, None
+        from harness.sweeps.tuning_run import comparison_plans
+
+        plans = comparison_plans(spec, chosen)
+    else:
+        plans = {sweep.name: plan_sweep(sweep.options) for sweep in spec.sweeps}
     for sweep in spec.sweeps:
         plan = plans[sweep.name]
         command = compare_command(sweep.options, f"{spec.name}-{sweep.name}")
 
-        def write(outcome: SweepOutcome, sweep=sweep, command=command) -> None:
+        def note(outcome: SweepOutcome, sweep=sweep, command=command, plan=plan) -> None:
             sweeps[sweep.name] = {"role": sweep.role, "sweep": sweep.entry, "command": command,
                                   "run_ids": outcome.run_ids}
-            runs.update(states_payload(outcome.states))
-            keep_landed_runs(root, report_dir, outcome)
-            write_study_file(report_dir, spec, sweeps, runs)
+            if plan.specs and sweep.name in spec.rate_sources():  # the tuned rates the command line cannot carry
+                sweeps[sweep.name]["lr_by_arch"] = {s.arch: s.recipe.lr for s in plan.specs}
 
         if log:
             log(f"study {spec.name}: sweep {sweep.name} ({len(plan.specs)} runs)")
-        outcome = run_sweep(plan, sweep.options, make_executor(executor, report_dir / JOBS_DIR), root, retries=retries,
-                            previous=previous, on_update=write, committed=data_runs_dir(report_dir))
-        write(outcome)
-        if outcome.interrupted:
+        if run(plan, sweep.options, note).interrupted:
             return False, None
-    return True, build_study_report(spec.name)
+    return True, build_study_report(spec.name, results_dir=root, reports_dir=report_dir.parent)
+
+
+def _tune_rates(spec, run, tuning_ids: list[str], root: Path, report_dir: Path,
+                log: Callable[[str], None] | None) -> dict | None:
+    """Run the tuning rounds through ``run`` and write ``data/tuning.json``; the chosen rates (None: interrupted)."""
+    from harness.runs.compact import DATA_DIR
+    from harness.sweeps.tuning_run import run_tuning, write_tuning
+
+    def run_round(plan, options) -> SweepOutcome:
+        if log:
+            log(f"study {spec.name}: learning-rate tuning ({len(plan.specs)} runs)")
+        return run(plan, options, lambda outcome: tuning_ids.extend(r for r in outcome.run_ids if r not in tuning_ids))
+
+    result = run_tuning(spec, run_round, root, data_runs_dir(report_dir))
+    if result is None:
+        return None
+    write_tuning(report_dir / DATA_DIR, spec, result)
+    return result.chosen

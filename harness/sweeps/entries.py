@@ -10,7 +10,8 @@ same as ``harness compare``'s options but typed (lists are lists, numbers are nu
       data: ../shared/data/corpora/tinyshakespeare.txt
       vocab_size: 2048
       budget: 4.0e+12            # or budgets: [1.0e+12, 3.0e+12]; FLOPs, 2 per multiply-add
-      seeds: 3
+      seeds: 3                   # seeds first_seed .. first_seed+2
+      first_seed: 0              # default 0
       recipe: {lr: 6.0e-4}       # any harness.runs.spec.Recipe field
       set: {window: 64}          # model config overrides
       eval: {tasks: [wikitext, piqa], limit: 200, task_data: ../shared/data/lm_eval}   # or eval: false
@@ -30,8 +31,8 @@ from harness.runs.spec import Recipe
 from harness.runs.validation import check_train_probes
 from harness.sweeps.compare import SweepOptions
 
-ENTRY_KEYS = ("name", "role", "archs", "size", "sizes", "widths", "budget", "budgets", "seeds", "data", "vocab_size",
-              "recipe", "set", "device", "dtype", "compile", "reference", "eval", "attention_flops", "match",
+ENTRY_KEYS = ("name", "role", "archs", "size", "sizes", "widths", "budget", "budgets", "seeds", "first_seed", "data",
+              "vocab_size", "recipe", "set", "device", "dtype", "compile", "reference", "eval", "attention_flops", "match",
               "train_probes")
 EVAL_KEYS = ("tasks", "limit", "task_data")
 
@@ -84,7 +85,7 @@ def options_from_entry(entry: dict[str, Any], where: str = "a sweep") -> SweepOp
     widths = entry.get("widths")
     options = SweepOptions(
         archs=tuple(str(a) for a in _listed(entry.get("archs", SweepOptions.archs))),
-        seeds=entry.get("seeds", 1), sizes=tuple(str(s) for s in sizes),
+        seeds=entry.get("seeds", 1), first_seed=entry.get("first_seed", 0), sizes=tuple(str(s) for s in sizes),
         widths=tuple(widths) if widths is not None else None,
         budgets=tuple(_number(b, f"{where}: budget") for b in _listed(budgets)) if budgets is not None else None,
         data=str(entry.get("data", "synthetic")), vocab_size=entry.get("vocab_size"),

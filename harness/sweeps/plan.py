@@ -6,6 +6,9 @@ the primary test (``paired``: seed i of one arm against seed i of the other, whi
 initialisation seed and data order; ``welch``: independent groups) and whether it is
 ``confirmatory`` (one of the family that Holm's correction covers) or ``exploratory``.
 
+The study's ``tune:`` block (per-architecture learning-rate tuning, ``harness.sweeps.tuning``) is
+part of the plan as written: changing the grid once runs have data is an amendment too.
+
 ``register_plan`` writes ``reports/<name>/data/plan.json`` before anything trains:
 
 - no plan yet: the plan, its sha256 and the time (``before_data`` says whether any run had data);
@@ -113,10 +116,17 @@ class PlannedComparison:
 
 @dataclass(frozen=True)
 class Plan:
+    """The comparisons, and the ``tune:`` block as written (None: rates not tuned; left out of the
+    dict and so of the sha256, which stays what it was for a plan without one)."""
+
     comparisons: tuple[PlannedComparison, ...]
+    tune: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"comparisons": [asdict(c) for c in self.comparisons]}
+        out: dict[str, Any] = {"comparisons": [asdict(c) for c in self.comparisons]}
+        if self.tune is not None:
+            out["tune"] = self.tune
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "the plan") -> "Plan":
@@ -131,7 +141,10 @@ class Plan:
             if c.control is not None and c.control not in keys:
                 raise ValueError(f"comparison {c.key!r} in {where} names control {c.control!r}, which is not a "
                                  "comparison of the plan.")
-        return cls(comparisons)
+        tune = (data or {}).get("tune")
+        if tune is not None and not isinstance(tune, dict):
+            raise ValueError(f"`tune` in {where} must be a mapping (see harness/sweeps/tuning.py).")
+        return cls(comparisons, dict(tune) if tune is not None else None)
 
     def sha256(self) -> str:
         return plan_sha256(self.to_dict())
@@ -156,7 +169,7 @@ def plan_sha256(plan: dict[str, Any]) -> str:
 
 
 def load_plan(path: str | Path) -> Plan:
-    """The ``comparisons:`` of a study file as a ``Plan`` (empty when the file has none)."""
+    """The ``comparisons:`` (and ``tune:``) of a study file as a ``Plan`` (empty when the file has none)."""
     import yaml
 
     path = Path(path)
@@ -184,7 +197,7 @@ def latest_plan(registered: dict[str, Any]) -> dict[str, Any]:
 def _diff(old: Plan, new: Plan) -> dict[str, list[str]]:
     before, after = old.by_key(), new.by_key()
     return {"added": [k for k in after if k not in before], "removed": [k for k in before if k not in after],
-            "changed": [k for k in after if k in before and after[k] != before[k]]}
+            "changed": [k for k in after if k in before and after[k] != before[k]], "tune_changed": old.tune != new.tune}
 
 
 def register_plan(data_dir: str | Path, plan: Plan, *, data_exist: bool, amend: str | None = None,
@@ -208,8 +221,9 @@ def register_plan(data_dir: str | Path, plan: Plan, *, data_exist: bool, amend: 
             raise ValueError("--amend was given but the plan is unchanged; drop --amend.")
         return "unchanged"
     if not amend:
-        raise ValueError(f"the planned comparisons changed after runs have data (sha256 {plan_sha256(previous)[:12]} → "
-                         f"{sha[:12]}); restore them, or pass --amend \"reason\" to record the change as a deviation.")
+        raise ValueError(f"the planned comparisons or learning-rate tuning changed after runs have data "
+                         f"(sha256 {plan_sha256(previous)[:12]} → {sha[:12]}); restore them, or pass --amend \"reason\" "
+                         "to record the change as a deviation.")
     change = _diff(Plan.from_dict(previous), plan)
     current.setdefault("amendments", []).append({"time": stamp, "reason": " ".join(amend.split()), "old_sha256":
                                                  plan_sha256(previous), "sha256": sha, "plan": plan.to_dict(), **change})
@@ -249,7 +263,7 @@ def amendment_lines(registered: dict[str, Any]) -> list[str]:
     lines = []
     for a in registered.get("amendments") or []:
         parts = [f"{what} {', '.join(f'`{k}`' for k in a.get(what) or [])}" for what in ("added", "changed", "removed")
-                 if a.get(what)]
+                 if a.get(what)] + (["changed the learning-rate tuning (`tune`)"] if a.get("tune_changed") else [])
         lines.append(f"- {a['time']}: \"{a['reason']}\" — plan sha256 `{a['old_sha256'][:12]}` → `{a['sha256'][:12]}`"
                      f" ({'; '.join(parts) or 'wording only'}). Added or changed comparisons are exploratory; "
                      "removed ones are still tested as registered.")

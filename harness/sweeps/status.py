@@ -99,15 +99,18 @@ def sweep_status(run_ids: list[str], entries: dict[str, dict[str, Any]], results
 
 
 def study_targets(path: Path) -> tuple[str, list[str], dict[str, dict[str, Any]]]:
-    """A study file → (its report name, every planned run id, planned entries: arch, size, seed, budget)."""
-    from harness.sweeps.compare import plan_sweep
+    """A study file → (its report name, every planned run id, planned entries: arch, size, seed, budget);
+    with a ``tune:`` block the tuning grid, and the comparison runs once ``data/tuning.json`` exists."""
+    from harness.paths import reports_dir
     from harness.sweeps.state import initial_states, states_payload
     from harness.sweeps.study import load_study
+    from harness.sweeps.tuning_run import study_plans
 
     spec = load_study(path)
-    entries: dict[str, dict[str, Any]] = {}
-    for sweep in spec.sweeps:
-        entries.update(states_payload(initial_states(plan_sweep(sweep.options).specs)))
+    tuning, plans = study_plans(spec, reports_dir() / spec.name / "data")  # comparisons: once tuning.json exists
+    entries: dict[str, dict[str, Any]] = states_payload(initial_states([run.spec for run in tuning]))
+    for plan in (plans or {}).values():
+        entries.update(states_payload(initial_states(plan.specs)))
     return spec.name, list(entries), entries
 
 

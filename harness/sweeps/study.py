@@ -14,7 +14,9 @@ and a *role* that says what the report does with it:
 An optional top-level ``probes: {distances: [16, 64], threshold: 0.3}`` block
 (``harness.sweeps.probe_measures.ProbeSettings``) asks the report for FLOPs to reach the threshold
 of the in-training recall probes; each distance must be in some sweep's ``train_probes``.
-An optional top-level ``slurm:`` mapping gives the Slurm resources (``harness.sweeps.executors.SlurmOptions``)
+An optional top-level ``tune:`` block tunes the peak learning rate per architecture before the
+comparison sweeps train (``harness.sweeps.tuning``); a sweep entry's ``lr_from: <tuned sweep>`` uses
+the rates tuned for that sweep. An optional top-level ``slurm:`` mapping gives the Slurm resources (``harness.sweeps.executors.SlurmOptions``)
 used with ``--executor slurm``. The study's ``reports/<name>/runs.json`` has ``mode: "study"``, each
 sweep's run ids and each run's state, so ``python -m harness report <name>`` regenerates the study
 report from the data kept in ``reports/<name>/data/``. The planned comparisons live in the study
@@ -35,6 +37,7 @@ from harness.sweeps.compare import SweepOptions
 from harness.sweeps.entries import options_from_entry
 from harness.sweeps.probe_measures import ProbeSettings
 from harness.sweeps.runs_file import write_runs_file
+from harness.sweeps.tuning import TuneSpec, check_lr_from, check_tuning, rate_sources
 
 STUDY_MODE = "study"
 ROLES = ("synthetic", "text", "lr", "tokens")
@@ -50,6 +53,7 @@ class StudySweep:
     role: str
     options: SweepOptions
     entry: dict[str, Any] = field(default_factory=dict)  # the study file's fields for this sweep, as written
+    lr_from: str | None = None  # the tuned sweep whose per-architecture rates this sweep uses
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -65,6 +69,11 @@ class StudySpec:
     description: str = ""  # why these sweeps: sizes, budgets, data, and what was left out
     slurm: dict[str, Any] = field(default_factory=dict)  # Slurm resources (harness.sweeps.executors.SlurmOptions)
     probes: ProbeSettings | None = None  # FLOPs to a threshold of the in-training recall probes (the report)
+    tune: TuneSpec | None = None  # per-architecture learning-rate tuning (harness.sweeps.tuning)
+
+    def rate_sources(self) -> dict[str, str]:
+        """Sweep name → the tuned sweep whose rates it uses (tuned sweeps: themselves; untuned: absent)."""
+        return rate_sources([s.name for s in self.sweeps], self.tune, {s.name: s.lr_from for s in self.sweeps})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "StudySpec":
@@ -79,8 +88,10 @@ class StudySpec:
                 raise ValueError(f"sweep {item['name']!r} in {where} uses `args` (a command line); write its fields "
                                  f"instead (archs, size, budget, seeds, eval ...: see harness/sweeps/entries.py).")
             entry = {key: value for key, value in item.items() if key not in ("name", "role")}
-            options = options_from_entry(item, f"sweep {item['name']!r} in {where}")
-            sweeps.append(StudySweep(str(item["name"]), str(item["role"]), options, entry))
+            fields = {key: value for key, value in item.items() if key != "lr_from"}
+            options = options_from_entry(fields, f"sweep {item['name']!r} in {where}")
+            lr_from = str(item["lr_from"]) if item.get("lr_from") is not None else None
+            sweeps.append(StudySweep(str(item["name"]), str(item["role"]), options, entry, lr_from))
         names, roles = [s.name for s in sweeps], [s.role for s in sweeps]
         if len(set(names)) != len(names):
             raise ValueError(f"sweep names in {where} must be unique, got {', '.join(names)}.")
@@ -93,8 +104,9 @@ class StudySpec:
         slurm = data.get("slurm") or {}
         if not isinstance(slurm, dict):
             raise ValueError(f"`slurm` in {where} must be a mapping (partition, time_min, gpus_per_run, ...).")
+        tune = _tune(data.get("tune"), sweeps, where)
         return cls(str(data["name"]), sweeps, str(data.get("reference", "gpt2")), source,
-                   " ".join(str(data.get("description") or "").split()), slurm, _probes(data, sweeps, where))
+                   " ".join(str(data.get("description") or "").split()), slurm, _probes(data, sweeps, where), tune)
 
 
 def _probes(data: dict[str, Any], sweeps: list[StudySweep], where: str) -> ProbeSettings | None:
@@ -110,6 +122,19 @@ def _probes(data: dict[str, Any], sweeps: list[StudySweep], where: str) -> Probe
     return probes
 
 
+def _tune(block: Any, sweeps: list[StudySweep], where: str) -> TuneSpec | None:
+    """The typed ``tune:`` block, checked against the sweeps (``lr_from`` needs one)."""
+    lr_from = {s.name: s.lr_from for s in sweeps}
+    check_lr_from(lr_from, [s.name for s in sweeps], where)
+    if block is None:
+        if any(lr_from.values()):
+            raise ValueError(f"a sweep in {where} has lr_from but the study has no `tune:` block to tune rates.")
+        return None
+    tune = TuneSpec.from_dict(block, where)
+    check_tuning(tune, {s.name: s.options for s in sweeps}, lr_from, where)
+    return tune
+
+
 def load_study(path: str | Path) -> StudySpec:
     """Read a study YAML file (see the module docstring)."""
     import yaml
@@ -121,14 +146,16 @@ def load_study(path: str | Path) -> StudySpec:
 
 
 def write_study_file(report_dir: str | Path, spec: StudySpec, sweeps: dict[str, dict[str, Any]],
-                     runs: dict[str, dict[str, Any]] | None = None) -> Path:
+                     runs: dict[str, dict[str, Any]] | None = None, tuning_ids: list[str] | None = None) -> Path:
     """``reports/<name>/runs.json`` for a study: each sweep's role, fields, command and run ids, and
-    each run's state (``harness.sweeps.state``)."""
+    each run's state (``harness.sweeps.state``); ``tuning_ids``: the learning-rate tuning runs, if any."""
     run_ids = list(dict.fromkeys(r for sweep in sweeps.values() for r in sweep["run_ids"]))
     payload = {"name": spec.name, "mode": STUDY_MODE, "reference": spec.reference, "source": spec.source,
                "description": spec.description, "sweeps": sweeps, "run_ids": run_ids, "runs": runs or {}}
     if spec.probes is not None:  # only when asked for: a study without it keeps its runs.json as before
         payload["probes"] = spec.probes.to_dict()
+    if tuning_ids:
+        payload["tuning_run_ids"] = list(tuning_ids)
     return write_runs_file(report_dir, payload)
 
 
