@@ -122,6 +122,8 @@ def oracle(g: SyntheticGenerator, tokens) -> tuple[list[float], list[float]]:
             dist.update({c.markov_base + n: (1 - q) * p for n, p in zip(g.markov_next[s], g.markov_probs[s])})
         elif kind == "walk_start":
             dist = uniform(range(c.markov_base, c.markov_base + c.n_markov))
+        elif kind == "def_key" and c.bound_pairs:
+            dist = uniform(c.pair_token(k, v) for k in range(c.n_keys) if k not in value_of for v in range(c.n_values))
         elif kind == "def_key":
             dist = uniform(c.key_base + k for k in range(c.n_keys) if k not in value_of)
         elif kind == "def_value":
@@ -153,6 +155,10 @@ def oracle(g: SyntheticGenerator, tokens) -> tuple[list[float], list[float]]:
                      QUERY_TOKEN: ("query_key",), SPAN_TOKEN: ("span", []), FACT_TOKEN: ("subject", c.facts_per_block)}[token]
         elif kind in ("walk", "walk_start"):
             state = ("walk", token - c.markov_base)
+        elif kind == "def_key" and c.bound_pairs:
+            key, value = divmod(token - c.pair_base, c.n_values)
+            value_of[key] = value
+            state = ("def_key", state[1] - 1) if state[1] > 1 else ("boundary",)
         elif kind == "def_key":
             state = ("def_value", token - c.key_base, state[1])
         elif kind == "def_value":
@@ -173,8 +179,13 @@ def oracle(g: SyntheticGenerator, tokens) -> tuple[list[float], list[float]]:
     return floors, surprisals
 
 
-def test_floors_match_an_independent_oracle(gen):
+BOUND = SyntheticConfig(n_keys=16, n_values=16, recall_pairs=4, bound_pairs=True, weight_recall_query=0.6)
+
+
+@pytest.mark.parametrize("config", [None, BOUND], ids=["key-value", "bound-pairs"])
+def test_floors_match_an_independent_oracle(gen, config):
     """The floors equal the entropy of the true next-token distribution, token by token."""
+    gen = SyntheticGenerator(config) if config else gen
     tokens, _, floors = gen.generate(30000, seed=7)
     expected, surprisals = oracle(gen, tokens)
     np.testing.assert_allclose(floors, expected, atol=1e-5)
@@ -212,6 +223,19 @@ def test_recall_probe_answer_and_distance(gen, distance):
         value_at = definition + 1 + pairs[::2].index(key) * 2 + 1
         assert target == [context[value_at]]
         assert len(context) - 1 - value_at - 1 == distance
+
+
+@pytest.mark.parametrize("distance", [1, 3, 16, 64])
+def test_bound_pair_recall_probe_answer_and_distance(distance):
+    """With bound_pairs the definition is one token per pair; the distance counts from that token."""
+    c = BOUND
+    for context, target in SyntheticGenerator(c).recall_probe(8, distance, seed=0):
+        key = context[-1] - c.key_base
+        definition = context.index(DEF_TOKEN)
+        pairs = [divmod(t - c.pair_base, c.n_values) for t in context[definition + 1 : definition + 1 + c.recall_pairs]]
+        at = [k for k, _ in pairs].index(key)
+        assert target == [c.value_base + pairs[at][1]]
+        assert len(context) - 1 - (definition + 1 + at) - 1 == distance
 
 
 def test_recall_probe_rejects_impossible_distance(gen):

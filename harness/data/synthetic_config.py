@@ -14,13 +14,18 @@ Block types and their segment (``SEGMENT_NAMES``):
   distinct within a document, values uniform.
 - ``recall`` (query): QUERY k v for a key defined earlier in the document; ``v`` is
   determined by the context (floor 0).
+- with ``bound_pairs``, a definition is DEF p1 ... pP instead: each pair is ONE token that names
+  its key and value together (id ``pair_base + key * n_values + value``), so answering a query
+  takes one attention hop (the query's key to the pair token) instead of an induction circuit
+  (the key, then the token after it); the query block is unchanged.
 - ``copy``: SPAN s1..sL COPY s1..sL, L uniform in [copy_min_len, copy_max_len]; the
   copy is determined by the context (floor 0).
 - ``facts``: FACT s1 o1 ... subjects drawn Zipf-like from a fixed global table
   subject -> object shared by all documents; the object has floor 0 given the table.
 
 Token ids, in vocabulary order: ``N_RESERVED`` reserved ids, then markov states, keys,
-values, subjects and objects (first id of each range: ``SyntheticConfig.*_base``).
+values, subjects, objects and (with ``bound_pairs``) the n_keys × n_values pair tokens (first id
+of each range: ``SyntheticConfig.*_base``).
 """
 
 from __future__ import annotations
@@ -70,10 +75,15 @@ class SyntheticConfig:
     weight_facts: float = 0.20
     weight_end: float = 0.04
     table_seed: int = 1234  # fixes the markov chain and the fact table, not the documents
+    bound_pairs: bool = False  # definitions as single key-value tokens (one-hop recall; see the module docstring)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "bound_pairs":
+                if not isinstance(value, bool):
+                    raise ValueError(f"SyntheticConfig.bound_pairs must be true or false, got {value!r}")
+                continue
             may_be_zero = f.name.startswith("weight_") or f.name == "table_seed"
             if value < 0 or value == 0 and not may_be_zero:
                 wanted = "non-negative" if may_be_zero else "positive"
@@ -113,8 +123,16 @@ class SyntheticConfig:
         return self.subject_base + self.n_subjects
 
     @property
-    def vocab_size(self) -> int:
+    def pair_base(self) -> int:
         return self.object_base + self.n_objects
+
+    @property
+    def vocab_size(self) -> int:
+        return self.pair_base + (self.n_keys * self.n_values if self.bound_pairs else 0)
+
+    def pair_token(self, key: int, value: int) -> int:
+        """The token that defines ``key`` as ``value`` (``bound_pairs`` only)."""
+        return self.pair_base + key * self.n_values + value
 
     def to_dict(self) -> dict:
         return asdict(self)

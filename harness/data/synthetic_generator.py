@@ -155,11 +155,13 @@ class SyntheticGenerator:
     def recall_probe(self, n: int, distance: int, seed: int) -> list[Probe]:
         """``n`` prefixes ending with QUERY KEY; target ``[VALUE]`` defined ``distance`` tokens back.
 
-        ``distance`` counts the tokens strictly between the definition's value token and
-        the query's key token (the model predicting the value must reach ``distance + 1``
-        positions back). Filler is markov blocks. Distance 2 cannot occur in this grammar.
+        ``distance`` counts the tokens strictly between the definition's value token (with
+        ``bound_pairs``: its pair token) and the query's key token (the model predicting the
+        value must reach ``distance + 1`` positions back). Filler is markov blocks. Distance 2
+        cannot occur in this grammar.
         """
         pairs = self.config.recall_pairs
+        per_pair = 1 if self.config.bound_pairs else 2  # tokens per definition
         if distance < 1 or distance == 2:
             raise ValueError(f"recall distance must be 1 or at least 3 tokens, got {distance}")
         probes = []
@@ -169,9 +171,9 @@ class SyntheticGenerator:
             doc.markov_block()
             doc.recall_def_block()
             # Choose which pair to query so the filler is 0 or >= 2 tokens (a markov block).
-            choices = [j for j in range(pairs) if (f := distance - 1 - 2 * (pairs - 1 - j)) == 0 or f >= 2]
+            choices = [j for j in range(pairs) if (f := distance - 1 - per_pair * (pairs - 1 - j)) == 0 or f >= 2]
             j = choices[int(rng.integers(len(choices)))]
-            filler = distance - 1 - 2 * (pairs - 1 - j)
+            filler = distance - 1 - per_pair * (pairs - 1 - j)
             while filler:
                 size = 1 + int(rng.geometric(self.stop_prob))
                 if size > filler - 2:
@@ -296,9 +298,13 @@ class _Document:
             key = self.available.pop(int(u * len(self.available)))
             self.defined.append(key)
             self.value_of[key] = value
-            self.tokens += [c.key_base + key, c.value_base + value]
-            self.entropy += [floor, log_values]
-        self.segments += [RECALL] * (2 * c.recall_pairs)
+            if c.bound_pairs:  # one token: the key (among the unused) and the value together
+                self.tokens.append(c.pair_token(key, value))
+                self.entropy.append(floor + log_values)
+            else:
+                self.tokens += [c.key_base + key, c.value_base + value]
+                self.entropy += [floor, log_values]
+        self.segments += [RECALL] * ((1 if c.bound_pairs else 2) * c.recall_pairs)
         self.boundary_entropy = self.policy()[2]
 
     def recall_query_block(self, key: int | None = None) -> None:
