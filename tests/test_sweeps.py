@@ -55,17 +55,38 @@ STUDY_RUN_IDS = {  # the run ids the study's `harness compare` argument strings 
 }
 
 
-def test_study_file_sweeps_are_typed_and_keep_their_run_ids():
+STUDY_V1_ENTRIES = {  # version 1 of studies/gpt-family-cpu.yaml (full attention convention, one shared rate)
+    "synthetic": {"archs": ["gpt1", "gpt2", "gpt3", "gpt4"], "size": "mini", "data": "synthetic", "budget": 4e12,
+                  "seeds": 3, "attention_flops": "full"},
+    "text": {"archs": ["gpt1", "gpt2", "gpt3", "gpt4"], "size": "mini", "budget": 4e12, "seeds": 3,
+             "data": "../shared/data/corpora/tinyshakespeare.txt", "vocab_size": 2048, "attention_flops": "full"},
+    "text-lr-low": {"archs": ["gpt1", "gpt2"], "size": "mini", "budget": 4e12, "seeds": 3, "recipe": {"lr": 6e-4},
+                    "data": "../shared/data/corpora/tinyshakespeare.txt", "vocab_size": 2048, "attention_flops": "full"},
+}
+
+
+def test_typed_study_entries_keep_their_run_ids():
     from harness.sweeps.compare import plan_sweep
+    from harness.sweeps.entries import options_from_entry
+
+    for name, expected in STUDY_RUN_IDS.items():
+        options = options_from_entry({"name": name, "role": "x", **STUDY_V1_ENTRIES[name]})
+        assert plan_sweep(options).run_ids[:len(expected)] == expected
+
+
+def test_the_committed_study_file_is_typed_tuned_and_token_matched():
     from harness.sweeps.study import load_study
 
     spec = load_study(Path(__file__).parents[1] / "studies" / "gpt-family-cpu.yaml")
     sweeps = {sweep.name: sweep for sweep in spec.sweeps}
-    lr = sweeps["text-lr-low"].options
-    assert lr.archs == ("gpt1", "gpt2") and lr.budgets == (4e12,) and lr.recipe.lr == 6e-4 and lr.seeds == 3
-    assert lr.evaluation.tasks == ("wikitext", "lambada_openai", "arc_easy", "piqa") and lr.evaluation.limit == 200
-    for name, expected in STUDY_RUN_IDS.items():
-        assert plan_sweep(sweeps[name].options).run_ids[:len(expected)] == expected
+    assert spec.tune is not None and len(spec.tune.lrs) >= 5 and set(spec.tune.sweeps) == {"synthetic", "text"}
+    comparison_seeds = {s for sweep in spec.sweeps for s in range(sweep.options.first_seed,
+                                                                   sweep.options.first_seed + sweep.options.seeds)}
+    assert not set(spec.tune.seed_range) & comparison_seeds
+    tokens = sweeps["synthetic-tokens"]
+    assert tokens.role == "tokens" and tokens.options.match == "tokens" and tokens.lr_from == "synthetic"
+    assert all(sweep.options.attention_flops == "causal" and sweep.options.seeds >= 5 for sweep in spec.sweeps)
+    assert spec.probes is not None and set(spec.probes.distances) <= set(sweeps["synthetic"].options.train_probes)
 
 
 @pytest.mark.parametrize("entry, message", [
