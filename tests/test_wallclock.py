@@ -6,6 +6,7 @@ import io
 import json
 import math
 import shutil
+from pathlib import Path
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -70,6 +71,20 @@ def test_bench_writes_step_times_for_every_sweep_and_arch(results_tmp, tmp_path,
     accum = data["sweeps"]["accum"]["gpt2"]  # the recipe's micro-batch of 8 sequences: 2 micro-steps per step
     assert accum["micro_batch_size"] == 8 and accum["grad_accum"] == 2 and accum["tokens_per_step"] == 1024
     assert not results_tmp.exists()  # nothing trained
+
+
+def test_bench_times_a_tuned_study_before_its_rates_are_chosen(results_tmp, tmp_path, monkeypatch):
+    """A study with a tune: block has no comparison plans before tuning; --bench times its sweeps anyway."""
+    import harness.sweeps.step_times as step_times
+
+    monkeypatch.setattr(step_times, "machine_load", _load(0.1))
+    study = tmp_path / "tuned.yaml"
+    study.write_text(TINY.replace("name: tinywall", "name: tunedwall") +
+                     "tune: {sweeps: [syn], lrs: [1.0e-3, 2.0e-3, 4.0e-3, 8.0e-3, 1.6e-2], first_seed: 100}\n")
+    code, out, err = _cli(["study", str(study), "--bench", "--bench-steps", "2", "--bench-warmup", "1", "--threads", "1"])
+    assert code == 0, err
+    data = json.loads(Path(out.strip()).read_text())
+    assert sorted(data["sweeps"]["syn"]) == ["gpt2", "gpt3"] and not results_tmp.exists()
 
 
 def test_bench_is_refused_on_a_busy_machine_without_force(results_tmp, tmp_path, monkeypatch):

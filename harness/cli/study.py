@@ -53,9 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_executor_arguments(parser)
 
 
-def _bench(args: argparse.Namespace, spec, plans: dict, executor) -> int:
+def _bench(args: argparse.Namespace, spec, plans: dict | None, executor) -> int:
+    """``--bench``; before a tuned study's rates are chosen (``plans`` None) each sweep is timed as planned
+    without them: the learning rate does not change a step's time."""
     from harness.paths import reports_dir
+    from harness.sweeps.compare import plan_sweep
     from harness.sweeps.step_times import DEFAULT_STEPS, DEFAULT_WARMUP, BenchSettings, measure_step_times, threads_for
+
+    plans = plans if plans is not None else {sweep.name: plan_sweep(sweep.options) for sweep in spec.sweeps}
 
     settings = BenchSettings(DEFAULT_STEPS if args.bench_steps is None else args.bench_steps,
                              DEFAULT_WARMUP if args.bench_warmup is None else args.bench_warmup,
