@@ -112,7 +112,10 @@ def _provenance(settings: Sequence[Setting]) -> tuple[str, list[str]]:
 
 
 def _lr_base_setting(settings: dict[str, Setting]) -> Setting | None:
-    """The setting the lr sweep varies (same data), else the synthetic one."""
+    """The setting the lr sweep varies (same data); without an lr sweep the text setting (where the
+    post-LN stability comparison is planned), else the synthetic one."""
+    if settings.get("lr") is None:
+        return settings.get("text") or settings.get("synthetic")
     frame = lr_base({role: s.runs for role, s in settings.items()})
     return next((s for s in settings.values() if s.role != "lr" and s.runs is frame), None)
 
@@ -165,7 +168,8 @@ def _figures(settings: dict[str, Setting], figures_dir: Path, findings: list) ->
     if base is not None:
         drawn.append(("grad_norms", f"GPT-1 (post-LN) vs GPT-2 (pre-LN): gradient norms over training ({base.name})",
                       study_fig.grad_norms(base.runs, base.curves)))
-        frames = [s.runs for s in (base, lr) if s is not None]
+    if base is not None and lr is not None:  # per-arch tuned rates have their own figure (lr_tuning)
+        frames = [s.runs for s in (base, lr)]
         points = pd.concat(frames)[["arch", "recipe/lr", "final_val_loss"]].rename(columns={"recipe/lr": "lr"})
         drawn.append(("lr_sensitivity", f"GPT-1 vs GPT-2: final loss against the learning rate ({base.name})",
                       study_fig.lr_sensitivity(points[points["arch"].isin(["gpt1", "gpt2"])])))
@@ -204,11 +208,12 @@ def _setting_sections(settings: dict[str, Setting]) -> list[str]:
             parts += ["Evaluations of the token-matched arm:", "", evaluation_table(tokens, PROBE_ORDER), ""]
     base = _lr_base_setting(settings)
     if base is not None:
-        parts += [f"## Post-LN (GPT-1) vs pre-LN (GPT-2): learning rate and stability (`{base.name}`"
-                  + (f" and `{lr.name}`)" if lr is not None else ")"), "", stability_table(base, lr), "",
-                  "The gradient norm is the global norm before clipping at 1.0, logged every step; the change is "
-                  "per seed (same seed and data order at both learning rates), negative when the other learning "
-                  "rate helped.", ""]
+        title = (f"learning rate and stability (`{base.name}` and `{lr.name}`)" if lr is not None
+                 else f"stability (`{base.name}`)")
+        parts += [f"## Post-LN (GPT-1) vs pre-LN (GPT-2): {title}", "", stability_table(base, lr), "",
+                  "The gradient norm is the global norm before clipping at 1.0, logged every step"
+                  + ("; the change is per seed (same seed and data order at both learning rates), negative when the "
+                     "other learning rate helped." if lr is not None else "."), ""]
     return parts
 
 

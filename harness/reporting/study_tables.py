@@ -182,22 +182,27 @@ def moe_table(setting: Setting) -> str:
     return markdown_table(headers, rows)
 
 
+def _rate(runs: pd.DataFrame, arch: str) -> str:
+    """The peak learning rate ``arch`` trained at in ``runs`` (each arch may have its own, tuned)."""
+    rates = _values(runs, arch, "recipe/lr").unique()
+    return ", ".join(f"{rate:g}" for rate in sorted(rates)) or "—"
+
+
 def stability_table(base: Setting, other: Setting | None) -> str:
     """GPT-1 vs GPT-2: loss at each learning rate, the per-seed change, gradient-norm variability."""
     from harness.sweeps.study import lr_degradation
 
-    base_lr = first_value(base.runs, "recipe/lr")
-    headers = ["arch", f"val loss at lr {base_lr:g}"]
+    headers = ["arch", "peak lr", "val loss (nats/token)"]
     if other is not None:
-        headers += [f"val loss at lr {first_value(other.runs, 'recipe/lr'):g}", "change (nats/token)"]
+        headers += ["other peak lr", "val loss there", "change (nats/token)"]
     headers += ["std of ln ‖g‖ after warm-up", "max / median ‖g‖"]
     rows = []
     for arch in ("gpt1", "gpt2"):
         if not _values(base.runs, arch, "final_val_loss").size:
             continue
-        row = [arch, _cell(base.runs, arch, "final_val_loss", 4)]
+        row = [arch, _rate(base.runs, arch), _cell(base.runs, arch, "final_val_loss", 4)]
         if other is not None:
-            row += [_cell(other.runs, arch, "final_val_loss", 4),
+            row += [_rate(other.runs, arch), _cell(other.runs, arch, "final_val_loss", 4),
                     fmt_interval(t_interval(lr_degradation(base.runs, other.runs, arch)), 4)]
         row += [_cell(base.runs, arch, "grad_norm_log_std", 3), _cell(base.runs, arch, "grad_norm_max_ratio", 2)]
         rows.append(row)
