@@ -126,3 +126,18 @@ def test_a_study_is_preregistered_amended_and_regenerated_byte_for_byte(results_
     after = _files(report_dir)
     assert sorted(after) == sorted(before)
     assert [path for path in before if after[path] != before[path]] == []
+
+
+def test_compact_curves_keep_every_validation_point_and_thin_the_steps():
+    """A comparison run keeps ≤ MAX_CURVE_ROWS step lines plus every validation line; a tuning run
+    (max_rows 0) keeps its validation lines only."""
+    from harness.runs.compact import MAX_CURVE_ROWS, TUNING_CURVE_ROWS, thin_metrics
+
+    lines = [{"step": s, "train_loss": 1.0 / s, "extra": "dropped"} for s in range(1, 1001)]
+    lines[99]["val_loss"], lines[999]["val_loss"] = 2.0, 1.5
+    kept = thin_metrics(lines)
+    steps = [line["step"] for line in kept]
+    assert {100, 1000} <= set(steps) and len(steps) <= MAX_CURVE_ROWS + 2 and steps == sorted(steps)
+    assert all("extra" not in line for line in kept)
+    tuning = thin_metrics(lines, TUNING_CURVE_ROWS)
+    assert [line["step"] for line in tuning] == [100, 1000] and tuning[-1]["val_loss"] == 1.5

@@ -31,6 +31,7 @@ CURVE_COLUMNS = ("step", "tokens", "flops", "wall_s", "train_loss", "val_loss", 
                  "moe_dropped_fraction")
 CURVE_PREFIXES = ("probe/",)  # in-training probe accuracies (harness.evaluation.train_probes), fractions in [0, 1]
 MAX_CURVE_ROWS = 300
+TUNING_CURVE_ROWS = 0  # a tuning run keeps its validation lines only
 SIGNIFICANT_DIGITS = 6
 FINISHED = ("ok", "failed")
 
@@ -46,10 +47,11 @@ def _round(value: Any) -> Any:
     return value
 
 
-def thin_metrics(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The metrics lines a report uses (see the module docstring), in step order."""
-    step_lines = [line for line in lines if "val_loss" not in line]
-    every = max(1, math.ceil(len(step_lines) / MAX_CURVE_ROWS))
+def thin_metrics(lines: list[dict[str, Any]], max_rows: int = MAX_CURVE_ROWS) -> list[dict[str, Any]]:
+    """The metrics lines a report uses (see the module docstring), in step order; ``max_rows`` 0 keeps
+    the validation lines only (a tuning run: its report reads ``tuning.json``)."""
+    step_lines = [line for line in lines if "val_loss" not in line] if max_rows else []
+    every = max(1, math.ceil(len(step_lines) / max_rows)) if max_rows else 1
     keep_ids = {id(line) for line in step_lines[::every]} | ({id(step_lines[-1])} if step_lines else set())
     out = []
     for line in lines:
@@ -75,14 +77,15 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def write_compact(run_dir: str | Path, target_dir: str | Path) -> Path:
-    """Copy ``run_dir``'s record and config and its thinned metrics into ``target_dir`` (atomic writes)."""
+def write_compact(run_dir: str | Path, target_dir: str | Path, max_rows: int = MAX_CURVE_ROWS) -> Path:
+    """Copy ``run_dir``'s record and config and its thinned metrics (``thin_metrics``) into ``target_dir``
+    (atomic writes)."""
     run_dir, target_dir = Path(run_dir), Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     for name in (RECORD_NAME, CONFIG_NAME):
         if (run_dir / name).exists():
             write_text_atomic(target_dir / name, (run_dir / name).read_text())
-    thinned = thin_metrics(_read_lines(run_dir / METRICS_NAME))
+    thinned = thin_metrics(_read_lines(run_dir / METRICS_NAME), max_rows)
     write_text_atomic(target_dir / METRICS_NAME, "".join(json.dumps(line) + "\n" for line in thinned))
     return target_dir
 
@@ -102,7 +105,8 @@ class Synced:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def sync_runs(results_root: str | Path, report_dir: str | Path, run_ids: Iterable[str]) -> Synced:
+def sync_runs(results_root: str | Path, report_dir: str | Path, run_ids: Iterable[str],
+              max_rows: int = MAX_CURVE_ROWS) -> Synced:
     """Refresh the compact copy of every run among ``run_ids`` whose record ``results_root`` holds
     (any status: the report notes unfinished ones). A run only in the data folder (results deleted)
     is left as it is; an unreadable record is not copied and is named in ``skipped``."""
@@ -117,7 +121,7 @@ def sync_runs(results_root: str | Path, report_dir: str | Path, run_ids: Iterabl
         except (ValueError, OSError) as error:
             synced.skipped[run_id] = f"skipping {source / RECORD_NAME}: {error}"
             continue
-        write_compact(source, target / run_id)
+        write_compact(source, target / run_id, max_rows)
         synced.copied.append(run_id)
     return synced
 

@@ -93,14 +93,16 @@ def execute_sweep(plan, options, name: str, command: str, executor: ExecutorOpti
     return SweepRun(outcome, path, build_report([name], reference=plan.reference))
 
 
-def keep_landed_runs(results_root: Path, report_dir: Path, outcome: SweepOutcome) -> None:
+def keep_landed_runs(results_root: Path, report_dir: Path, outcome: SweepOutcome, tuning: bool = False) -> None:
     """Copy every run that has landed (trained, reused or failed) into the report's data folder
-    (``harness.runs.compact``), so a study's data can be committed as its runs finish."""
-    from harness.runs.compact import sync_runs
+    (``harness.runs.compact``), so a study's data can be committed as its runs finish; a tuning run
+    keeps only its validation lines (the report reads ``tuning.json``)."""
+    from harness.runs.compact import MAX_CURVE_ROWS, TUNING_CURVE_ROWS, sync_runs
 
     landed = [*outcome.trained, *outcome.reused, *outcome.failed]
     if landed:
-        sync_runs(results_root, report_dir, list(dict.fromkeys(landed)))
+        sync_runs(results_root, report_dir, list(dict.fromkeys(landed)),
+                  TUNING_CURVE_ROWS if tuning else MAX_CURVE_ROWS)
 
 
 def make_executor(options: ExecutorOptions, work_dir: str | Path):
@@ -146,11 +148,11 @@ def execute_study(spec, executor: ExecutorOptions = ExecutorOptions(), *, retrie
     runs: dict[str, dict[str, Any]] = {}
     tuning_ids: list[str] = []
 
-    def run(plan, options, on_done: Callable[[SweepOutcome], None]) -> SweepOutcome:
+    def run(plan, options, on_done: Callable[[SweepOutcome], None], tuning: bool = False) -> SweepOutcome:
         def write(outcome: SweepOutcome) -> None:
             on_done(outcome)
             runs.update(states_payload(outcome.states))
-            keep_landed_runs(root, report_dir, outcome)
+            keep_landed_runs(root, report_dir, outcome, tuning)
             write_study_file(report_dir, spec, sweeps, runs, tuning_ids)
 
         outcome = run_sweep(plan, options, make_executor(executor, report_dir / JOBS_DIR), root, retries=retries,
@@ -193,7 +195,8 @@ def _tune_rates(spec, run, tuning_ids: list[str], root: Path, report_dir: Path,
     def run_round(plan, options) -> SweepOutcome:
         if log:
             log(f"study {spec.name}: learning-rate tuning ({len(plan.specs)} runs)")
-        return run(plan, options, lambda outcome: tuning_ids.extend(r for r in outcome.run_ids if r not in tuning_ids))
+        return run(plan, options, lambda outcome: tuning_ids.extend(r for r in outcome.run_ids if r not in tuning_ids),
+                   tuning=True)
 
     result = run_tuning(spec, run_round, root, data_runs_dir(report_dir))
     if result is None:
