@@ -182,6 +182,8 @@ def test_a_tuned_study_end_to_end(results_tmp, tmp_path):
     assert set(meta["tuning_run_ids"]) == {row["run_id"] for row in tuning["runs"]}
     text = (report_dir / "report.md").read_text()
     assert "## Learning rate, tuned per architecture" in text and "figures/lr_tuning.png" in text
+    chosen = ", ".join(f"{arch} {lr:g}" for arch, lr in tuning["chosen"]["syn"].items())
+    assert f"peak lr tuned per architecture ({chosen})" in text  # Methods: the rates the command cannot carry
     assert (report_dir / "figures" / "lr_tuning.png").exists()
 
     code, out, err = _cli(["study", str(study), "--dry-run"])  # tuning.json exists: the comparisons are listed
