@@ -163,7 +163,7 @@ def test_a_plan_registered_after_data_has_no_confirmatory_family(tmp_path):
 
 def _cause_findings(control_values):
     main = Comparison("x", "t", "excess loss", "nats/token", "GPT-3", "GPT-2", [1.0, 1.01, 0.99], [2.0, 2.02, 1.98],
-                      False, cause="it trained on more tokens at the same budget", control="ctl")
+                      False, cause="the extra tokens it trained on at the same budget", control="ctl")
     control = Comparison("ctl", "t", "excess loss at matched tokens", "nats/token", "GPT-3", "GPT-2",
                          *control_values, False)
     return assess([main, control])
@@ -172,9 +172,9 @@ def _cause_findings(control_values):
 def test_because_only_where_a_planned_control_tests_the_cause():
     untested = _cause_findings(([1.0, 1.2, 0.9], [1.05, 0.95, 1.1]))[0]  # the control does not resolve
     assert untested.resolved and "because" not in untested.sentence().lower()
-    assert "co-occurs with it trained on more tokens" in untested.sentence()
+    assert "co-occurs with the extra tokens it trained on" in untested.sentence()
     tested = _cause_findings(([1.0, 1.01, 0.99], [2.0, 2.02, 1.98]))[0]  # the control resolves
-    assert "because it trained on more tokens at the same budget" in tested.sentence()
+    assert "because of the extra tokens it trained on at the same budget" in tested.sentence()
 
 
 def test_the_generator_refuses_a_causal_word_without_a_tested_cause():

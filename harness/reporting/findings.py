@@ -174,7 +174,7 @@ def _cause(finding: Finding) -> str:
     if not c.cause or finding.test.available is False:
         return ""
     if finding.cause_tested:
-        return f" This difference is there because {c.cause}: the planned control `{c.control}` tests it and is resolved."
+        return f" This difference is there because of {c.cause}: the planned control `{c.control}` tests it and is resolved."
     return f" It co-occurs with {c.cause}; the planned control `{c.control}` does not resolve that cause, so none is claimed."
 
 

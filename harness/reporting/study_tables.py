@@ -93,7 +93,8 @@ def matching_table(compute: Setting, tokens: Setting, reference: str) -> str:
         row = [arch]
         for setting in (compute, tokens):
             runs = setting.runs
-            row += [fmt_count(_values(runs, arch, "tokens").mean()), f"{_values(runs, arch, 'flops_used').mean():.3g}",
+            flops = _values(runs, arch, "flops_used")
+            row += [fmt_count(_values(runs, arch, "tokens").mean()), f"{flops.mean():.3g}" if len(flops) else "—",
                     _cell(runs, arch, quality, 4), fmt_interval(paired_difference(runs, arch, reference, quality), 4)]
         rows.append(row)
     return markdown_table(headers, rows)

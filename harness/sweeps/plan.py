@@ -51,9 +51,10 @@ class PlannedComparison:
     ``excess_loss``, ``eval/harness_recall_16/acc``, ``grad_norm_log_std``; with ``change_to``
     (another sweep's name) the value per seed is metric(change_to) − metric(setting).
     ``expected``: what the literature expects of ``a`` relative to ``b`` (None: no expectation),
-    ``reason`` and ``citation`` say why. ``cause``: a candidate explanation of a difference, and
-    ``control``: the key of the planned comparison that tests it (the report says "because" only
-    when that control is planned, confirmatory and resolved).
+    ``reason`` and ``citation`` say why. ``cause``: a candidate explanation of a difference, as a noun
+    phrase ("the extra tokens it trained on"; the report writes "because of <cause>" or "co-occurs with
+    <cause>"), and ``control``: the key of the planned comparison that tests it (the report says
+    "because" only when that control is planned, confirmatory and resolved).
     """
 
     key: str
