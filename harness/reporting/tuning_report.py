@@ -86,6 +86,9 @@ def lr_tuning_figure(data: dict[str, Any]):
                     ax.plot([chosen], [means[lrs.index(chosen)]], marker="*", markersize=14, color=color,
                             markeredgecolor="black", linestyle="none")
             ax.set_xscale("log")
+            rates = sorted({r["lr"] for r in rows if r["sweep"] == sweep})
+            ax.set_xticks(rates, [f"{lr:g}" for lr in rates], rotation=30)  # the grid's rates, nothing between
+            ax.minorticks_off()
             ax.set_xlabel("peak learning rate (log scale)")
             ax.set_ylabel("final validation loss (nats/token)")
             ax.set_title(f"{sweep}: tuning (★ chosen; faint: each seed)")
