@@ -51,6 +51,7 @@ from harness.training.engine import Engine, TrainingFailed, TrainResult, run_loc
 from harness.training.methods import FINETUNE_METHODS, get_method, is_finetune_method
 from harness.training.methods.base import parameter_counts
 from harness.training.placement import place, rank_seed
+from harness.training.spec_fields import SpecFields
 
 METHODS = FINETUNE_METHODS
 EVAL_TOKENS = 32768  # validation tokens (corpus) evaluated before and after; pairs: every example
@@ -171,7 +172,7 @@ def _prefixed(metrics: dict, suffix: str) -> dict:
 
 
 @dataclass
-class Finetuning:
+class Finetuning(SpecFields):
     """The fine-tuning run kind (``harness.training.engine.RunKind``): downstream data, files and record."""
 
     spec: FinetuneSpec
@@ -205,26 +206,6 @@ class Finetuning:
         return Engine.create(kind, method, model, placement, spec.budget_flops, force=force)
 
     # ---- what the engine reads ------------------------------------------------------------
-
-    @property
-    def recipe(self) -> Recipe:
-        return self.spec.recipe
-
-    @property
-    def seed(self) -> int:
-        return self.spec.seed
-
-    @property
-    def eval_interval(self) -> int | None:
-        return self.spec.eval_interval
-
-    @property
-    def checkpoint_interval(self) -> int | None:
-        return self.spec.checkpoint_interval
-
-    @property
-    def checkpoint_minutes(self) -> float:
-        return self.spec.checkpoint_minutes
 
     def train_batch(self, step: int, micro: int, batch_size: int, rank: int, world_size: int):
         return self.data.train_batch(step, micro, batch_size, self.spec.recipe.seq_len, self.spec.seed, rank=rank,

@@ -27,6 +27,7 @@ from harness.training import distributed, heldout
 from harness.training.engine import Engine, TrainingFailed, TrainResult, run_locked
 from harness.training.methods import PretrainMethod
 from harness.training.placement import place, rank_seed
+from harness.training.spec_fields import SpecFields
 
 __all__ = ["Pretraining", "TrainResult", "TrainingFailed", "train"]
 
@@ -56,7 +57,7 @@ def train(
 
 
 @dataclass
-class Pretraining:
+class Pretraining(SpecFields):
     """The pre-training run kind (``harness.training.engine.RunKind``) of one ``RunSpec``."""
 
     spec: RunSpec
@@ -87,26 +88,6 @@ class Pretraining:
     @property
     def run_id(self) -> str:
         return self.spec.run_id()
-
-    @property
-    def recipe(self):
-        return self.spec.recipe
-
-    @property
-    def seed(self) -> int:
-        return self.spec.seed
-
-    @property
-    def eval_interval(self) -> int | None:
-        return self.spec.eval_interval
-
-    @property
-    def checkpoint_interval(self) -> int | None:
-        return self.spec.checkpoint_interval
-
-    @property
-    def checkpoint_minutes(self) -> float:
-        return self.spec.checkpoint_minutes
 
     def train_batch(self, step: int, micro: int, batch_size: int, rank: int, world_size: int):
         return get_batch(self.data.train_tokens, step, batch_size, self.spec.recipe.seq_len, seed=self.spec.seed,
