@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
-import warnings
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 from scipy import stats as scipy_stats
 
-from harness.cli import main as cli_main
 from harness.sweeps.compare import parse_archs, parse_budgets, plan_sweep
 from harness.reporting.formatting import fmt_interval
 from harness.reporting.stats import compare_optima, fit_isoflop, t_interval, welch_test
+from cli_run import run_cli as _cli  # noqa: E402  (tests/ is on sys.path)
 
 
-def _cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = cli_main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 # ----------------------------------------------------------------------------- statistics

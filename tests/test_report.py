@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
 import warnings
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from harness.cli import main as cli_main
 from harness.reporting.report import build_report
 from test_results import make_run, probe_eval
+from cli_run import run_cli as _cli  # noqa: E402  (tests/ is on sys.path)
 
 ARCHS = ("gpt1", "gpt2", "gpt3", "gpt4")
 
@@ -162,12 +160,6 @@ def test_isoflop_report_recovers_the_optimum(results_tmp):
     assert len(summary_rows) == 10 and summary_rows[0][1] == "nano d_model=32"
 
 
-def _cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = cli_main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_methods_names_cpu_threads_from_the_field_records_have(results_tmp):

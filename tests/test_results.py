@@ -5,15 +5,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import warnings
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness.cli import main as cli_main
 from harness.reporting.results import RecordSkipped, eval_columns, flatten_record, load_curves, load_records, load_results
+from cli_run import run_cli as _cli  # noqa: E402  (tests/ is on sys.path)
 
 SEGMENTS = ("markov", "recall", "copy", "facts")
 
@@ -170,12 +168,6 @@ def test_curves_are_long_format_and_survive_a_truncated_line(tmp_path):
     assert set(only["metric"]) == {"val_loss"}
 
 
-def _cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = cli_main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_results_command_formats(results_tmp):

@@ -8,17 +8,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import warnings
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli as _cli  # noqa: E402  (tests/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_LIMIT_BYTES = 5 * 2**20
@@ -74,13 +72,6 @@ comparisons:
 """
 
 
-def _cli(argv):
-    from harness.cli import main as cli_main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cli_main(argv), out.getvalue(), err.getvalue()
 
 
 @pytest.mark.slow

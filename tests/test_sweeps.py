@@ -3,32 +3,23 @@ retries, submitit requeue, Slurm parameters, and the status view."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import warnings
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from harness.cli import main as cli_main
 from harness.runs.pipeline import EvalOptions
 from harness.runs.spec import RunSpec
+from cli_run import run_cli as _cli  # noqa: E402  (tests/ is on sys.path)
 
 NANO = ["--archs", "gpt2,gpt3", "--size", "nano", "--no-eval"]
 
 
-def _cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = cli_main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _runs_file(results: Path, name: str) -> dict:

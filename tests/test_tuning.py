@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
-import warnings
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import yaml
 
 from harness.sweeps.study import StudySpec
 from harness.sweeps.tuning import edge_step, select_rate
+from cli_run import run_cli as _cli  # noqa: E402  (tests/ is on sys.path)
 
 GRID = [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3, 8.0e-3]
 
@@ -152,13 +150,6 @@ def test_the_tune_block_is_part_of_the_registered_plan(tmp_path):
     assert Plan.from_dict({"comparisons": []}).to_dict() == {"comparisons": []}  # untuned plans keep their sha256
 
 
-def _cli(argv):
-    from harness.cli import main as cli_main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cli_main(argv), out.getvalue(), err.getvalue()
 
 
 @pytest.mark.slow

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
 from pathlib import Path
-import warnings
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_run import run_cli as _cli  # noqa: E402  (tests/ is on sys.path)
 
 TINY = """name: tinywall
 sweeps:
@@ -33,13 +31,6 @@ sweeps:
 """
 
 
-def _cli(argv):
-    from harness.cli import main as cli_main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cli_main(argv), out.getvalue(), err.getvalue()
 
 
 def _load(one: float):
