@@ -143,6 +143,30 @@ def test_a_plan_changed_after_data_is_refused_unless_amended(tmp_path):
     assert not effective["z/new"].in_family and effective["z/new"].comparison.kind == "exploratory"
 
 
+def test_a_comparison_added_on_a_sweep_without_data_joins_the_family_and_one_on_a_sweep_with_data_does_not(tmp_path):
+    register_plan(tmp_path, plan(), data_exist=False, now="T0")
+    added = PLAN + ("  - {key: r/new-sweep, topic: t, setting: recall, metric: eval/harness_recall_16/acc, label: recall,\n"
+                    "     unit: accuracy, a: gpt3, b: gpt2, higher_is_better: true}\n"
+                    "  - {key: s/old-sweep, topic: t, setting: syn, metric: val_bpb, label: bpb, a: gpt1, b: gpt2,\n"
+                    "     higher_is_better: false}\n")
+    assert register_plan(tmp_path, plan(added), data_exist=True, amend="a recall sweep", now="T1",
+                         settings_with_data={"syn", "syn-tokens"}) == "amended"
+    registered = read_plan_file(tmp_path)
+    assert registered["amendments"][0]["settings_with_data"] == ["syn", "syn-tokens"]
+    effective = {e.comparison.key: e for e in effective_comparisons(registered)}
+    assert effective["r/new-sweep"].in_family and effective["r/new-sweep"].comparison.kind == "confirmatory"
+    assert not effective["s/old-sweep"].in_family and effective["s/old-sweep"].note == "added by an amendment after data"
+    assert effective["x/a-vs-b"].in_family  # the registered family is kept
+    # changed by a later amendment once its sweep has data: exploratory, as any change after data
+    changed = plan(added.replace("label: recall,", "label: recall at 16,"))
+    register_plan(tmp_path, changed, data_exist=True, amend="relabel", now="T2", settings_with_data={"syn", "recall"})
+    assert not {e.comparison.key: e for e in effective_comparisons(read_plan_file(tmp_path))}["r/new-sweep"].in_family
+    # an amendment that did not record which sweeps had data (older plans) adds exploratory comparisons only
+    register_plan(tmp_path / "old", plan(), data_exist=False, now="T0")
+    register_plan(tmp_path / "old", plan(added), data_exist=True, amend="a recall sweep", now="T1")
+    assert not {e.comparison.key: e for e in effective_comparisons(read_plan_file(tmp_path / "old"))}["r/new-sweep"].in_family
+
+
 def test_a_changed_plan_before_any_data_replaces_the_old_one(tmp_path):
     register_plan(tmp_path, plan(), data_exist=False, now="T0")
     changed = plan(PLAN.replace("expected: better, reason: more", "expected: worse, reason: more"))

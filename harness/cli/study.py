@@ -91,8 +91,11 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not provenance_ok(args.require_clean):
         return 2
-    run_ids = [run.run_id for run in tuning] + [s.run_id() for plan in (plans or {}).values() for s in plan.specs]
-    status = preregister(args.study, report_dir, results_dir(), run_ids, args.amend)
+    planned = {name: [s.run_id() for s in plan.specs] for name, plan in (plans or {}).items()}
+    run_ids = {sweep.name: [run.run_id for run in tuning if run.sweep == sweep.name] + planned.get(sweep.name, [])
+               for sweep in spec.sweeps}
+    status = preregister(args.study, report_dir, results_dir(), run_ids, args.amend,
+                         {sweep.name: sweep.role for sweep in spec.sweeps})
     print(f"study {spec.name}: plan {status} ({report_dir / 'data' / 'plan.json'})", file=sys.stderr)
     finished, report = execute_study(spec, executor, retries=args.retries,
                                      log=lambda message: print(message, file=sys.stderr, flush=True))

@@ -23,16 +23,12 @@ from typing import Sequence
 import pandas as pd
 
 from harness.reporting import figures as fig
-from harness.reporting import study_figures as study_fig
-from harness.reporting.curve_figures import loss_panels
-from harness.reporting.forest import forest_plot
 from harness.reporting.planned import planned_comparisons
 from harness.runs.compact import DATA_DIR, data_runs_dir, sync_runs
 from harness.reporting.plan_sections import deviation_lines, preregistration_lines
 from harness.sweeps.plan import effective_comparisons, read_plan_file
 from harness.sweeps.runs_file import RUNS_NAME, read_runs_file, validate_name
-from harness.evaluation.chance import chance_level
-from harness.reporting.findings import assess, family_size, findings_markdown, findings_rows
+from harness.reporting.findings import assess, findings_markdown, findings_rows
 from harness.io import write_text_atomic
 from harness.paths import reports_dir as default_reports_dir
 from harness.paths import results_dir as default_results_dir
@@ -43,15 +39,10 @@ from harness.reporting.serving import serving_section
 from harness.reporting.wallclock import read_step_times, wallclock_section
 from harness.reporting.tuning_report import FIGURE_KEY as TUNING_FIGURE, lr_tuning_figure, read_tuning_data, tuning_section
 from harness.reporting.results import RecordSkipped, load_curves, load_records, records_frame
-from harness.sweeps.study import STUDY_MODE, add_curve_measures, lr_base
+from harness.sweeps.study import STUDY_MODE, add_curve_measures
 from harness.sweeps.probe_measures import ProbeSettings, add_probe_measures
-from harness.reporting import probe_section
-from harness.reporting.study_tables import (Setting, band_window, evaluation_table, first_value, matching_table,
-                                            moe_table, ordered_archs, quality_table, segment_table, stability_table,
-                                            throughput_table)
-
-PROBE_ORDER = ("harness_recall_16", "harness_recall_48", "harness_recall_64", "harness_recall_128", "harness_facts",
-               "harness_copy", "harness_heldout")
+from harness.reporting.study_sections import probe_sections, setting_sections, study_figures_drawn
+from harness.reporting.study_tables import Setting, ordered_archs, throughput_table
 
 
 def is_study(name: str, reports_root: Path | None = None) -> bool:
@@ -109,133 +100,6 @@ def _provenance(settings: Sequence[Setting]) -> tuple[str, list[str]]:
     sentence = (f"all {sum(len(s.records) for s in settings)} runs trained at commit `{commits[0]}` (a clean checkout)"
                 if len(commits) == 1 and not dirty else f"runs trained at {', '.join(f'`{c}`' for c in commits)}")
     return sentence, notes
-
-
-def _lr_base_setting(settings: dict[str, Setting]) -> Setting | None:
-    """The setting the lr sweep varies (same data); without an lr sweep the text setting (where the
-    post-LN stability comparison is planned), else the synthetic one."""
-    if settings.get("lr") is None:
-        return settings.get("text") or settings.get("synthetic")
-    frame = lr_base({role: s.runs for role, s in settings.items()})
-    return next((s for s in settings.values() if s.role != "lr" and s.runs is frame), None)
-
-
-def _compute_twin(settings: dict[str, Setting]) -> Setting | None:
-    """The compute-matched setting the token-matched arm mirrors (same data spec), if any."""
-    tokens = settings.get("tokens")
-    if tokens is None:
-        return None
-    spec = first_value(tokens.runs, "data/spec")
-    return next((s for role, s in settings.items() if role in ("synthetic", "text")
-                 and first_value(s.runs, "data/spec") == spec), None)
-
-
-def _reference(setting: Setting) -> str:
-    archs = ordered_archs(setting.runs)
-    return "gpt2" if "gpt2" in archs else archs[0]
-
-
-def _mean(runs: pd.DataFrame, column: str) -> float | None:
-    values = pd.to_numeric(runs[column], errors="coerce").dropna() if column in runs.columns else []
-    return float(values.mean()) if len(values) else None
-
-
-def _figures(settings: dict[str, Setting], figures_dir: Path, findings: list) -> list[tuple[str, str, list[Path]]]:
-    """(key, caption, paths) of every figure drawn."""
-    syn, text, lr = settings.get("synthetic"), settings.get("text"), settings.get("lr")
-    drawn = [("forest", f"Every planned comparison: the difference relative to the second architecture's mean with its 95 % "
-              f"interval, resolved / not "
-              f"resolved / untestable, family of m = {family_size(findings)}", forest_plot(findings))]
-    for setting in (syn, text):
-        if setting is not None:
-            floor = _mean(setting.runs, "entropy_floor") if setting.role == "synthetic" else None
-            figure = loss_panels(setting.runs, setting.curves, ordered_archs(setting.runs),
-                                 _mean(setting.runs, "unigram_val_loss"), floor, setting.name)
-            drawn.append((f"loss_{setting.role}", f"{setting.name}: validation loss vs training FLOPs (full run and "
-                          "the last 30 %) and vs training tokens, with the unigram baseline"
-                          + (" and the entropy floor" if floor is not None else ""), figure))
-    if syn is not None:
-        window = band_window(syn)
-        config = (syn.records[0].get("data") or {}).get("synthetic_config")
-        distances = [int(c.split("_")[-1].split("/")[0]) for c in syn.runs.columns
-                     if c.startswith("eval/harness_recall_") and c.endswith("/acc")]
-        drawn.append(("recall_by_distance", "Recall accuracy by distance, with GPT-3's band edge",
-                      study_fig.recall_by_distance(syn.runs, ordered_archs(syn.runs), sorted(distances), window,
-                                                   chance_level("harness_recall_16", "acc", config))))
-        drawn.append(("moe_routing", "GPT-4-style MoE: load balance and dropped assignments over training",
-                      study_fig.moe_routing(syn.runs, syn.curves)))
-    base = _lr_base_setting(settings)
-    if base is not None:
-        drawn.append(("grad_norms", f"GPT-1 (post-LN) vs GPT-2 (pre-LN): gradient norms over training ({base.name})",
-                      study_fig.grad_norms(base.runs, base.curves)))
-    if base is not None and lr is not None:  # per-arch tuned rates have their own figure (lr_tuning)
-        frames = [s.runs for s in (base, lr)]
-        points = pd.concat(frames)[["arch", "recipe/lr", "final_val_loss"]].rename(columns={"recipe/lr": "lr"})
-        drawn.append(("lr_sensitivity", f"GPT-1 vs GPT-2: final loss against the learning rate ({base.name})",
-                      study_fig.lr_sensitivity(points[points["arch"].isin(["gpt1", "gpt2"])])))
-    out = []
-    for key, caption, figure in drawn:
-        if figure is not None:
-            out.append((key, caption, fig.save_figure(figure, figures_dir, key)))
-    return out
-
-
-def _setting_sections(settings: dict[str, Setting]) -> list[str]:
-    parts = []
-    syn, text, lr = settings.get("synthetic"), settings.get("text"), settings.get("lr")
-    if syn is not None:
-        parts += [f"## Synthetic setting (`{syn.name}`)", "", quality_table(syn), "",
-                  "Excess loss = validation loss − the data's exact entropy floor (0 is perfect). Per segment:", "",
-                  segment_table(syn), "", "Probes (lm-eval, generated from the same generator; ± over seeds):", "",
-                  evaluation_table(syn, PROBE_ORDER), ""]
-        moe = moe_table(syn)
-        if moe:
-            parts += ["MoE routing (Switch balance term: 1 at uniform load; dropped: expert assignments over the "
-                      "capacity factor, which then skip the FFN):", "", moe, ""]
-    if text is not None:
-        parts += [f"## Text setting (`{text.name}`)", "", quality_table(text), "",
-                  "lm-eval tasks (mean ± 95 % CI over seeds; perplexities are not shown — bits per byte carries the "
-                  "same information on a readable scale):", "", evaluation_table(text), ""]
-    tokens = settings.get("tokens")
-    twin = _compute_twin(settings)
-    if tokens is not None and twin is not None:
-        parts += [f"## Compute-matched (`{twin.name}`) vs token-matched (`{tokens.name}`)", "",
-                  f"In the token-matched arm every architecture trains the tokens the reference ({_reference(tokens)}) "
-                  "trains at the budget, and spends what those tokens cost it; a difference that survives there is "
-                  "not explained by the number of tokens seen. − reference: the paired difference, seed i vs seed i.",
-                  "", matching_table(twin, tokens, _reference(tokens)), ""]
-        if any(c.startswith("eval/") for c in tokens.runs.columns):
-            parts += ["Evaluations of the token-matched arm:", "", evaluation_table(tokens, PROBE_ORDER), ""]
-    base = _lr_base_setting(settings)
-    if base is not None:
-        title = (f"learning rate and stability (`{base.name}` and `{lr.name}`)" if lr is not None
-                 else f"stability (`{base.name}`)")
-        parts += [f"## Post-LN (GPT-1) vs pre-LN (GPT-2): {title}", "", stability_table(base, lr), "",
-                  "The gradient norm is the global norm before clipping at 1.0, logged every step"
-                  + ("; the change is per seed (same seed and data order at both learning rates), negative when the "
-                     "other learning rate helped." if lr is not None else "."), ""]
-    return parts
-
-
-def _probe_sections(meta: dict, settings: dict[str, Setting], figures_dir: Path) -> tuple[list[str], list[Path]]:
-    """"Probes during training" for each setting whose runs logged the study's probes; and the figure files."""
-    probes = ProbeSettings.from_dict(meta["probes"], "runs.json") if meta.get("probes") else None
-    parts, paths = [], []
-    for setting in settings.values():
-        if not probe_section.has_probes(setting.runs, probes):
-            continue
-        archs = ordered_archs(setting.runs)
-        config = (setting.records[0].get("data") or {}).get("synthetic_config")
-        key = "probe_curves" if setting.role == "synthetic" else f"probe_curves_{setting.role}"
-        parts += probe_section.section_lines(setting.name, probe_section.threshold_table(setting.runs, archs, probes),
-                                             probes)
-        figure = probe_section.probe_curves(setting.runs, setting.curves, archs, probes,
-                                            chance_level("harness_recall_16", "acc", config))
-        if figure is not None:
-            paths += fig.save_figure(figure, figures_dir, key)
-            parts += markdown_figure(f"{setting.name}: in-training recall accuracy vs training FLOPs, with chance "
-                                     f"and the threshold {probes.threshold:g}", FIGURES_DIR, key)
-    return parts, paths
 
 
 def _intro(meta: dict, settings: dict[str, Setting], provenance: str) -> str:
@@ -350,7 +214,7 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     provenance, provenance_notes = _provenance(list(settings.values()))
     notes = provenance_notes + notes
     throughput_md, contended = throughput_table(list(settings.values()))
-    figures = _figures(settings, out_dir / FIGURES_DIR, findings)
+    figures = study_figures_drawn(settings, out_dir / FIGURES_DIR, findings)
     wallclock, wallclock_paths = wallclock_section(list(by_name.values()), read_step_times(out_dir / DATA_DIR),
                                                    meta.get("reference") or "gpt2", out_dir / FIGURES_DIR)
 
@@ -361,8 +225,8 @@ def build_study_report(name: str, *, results_dir: str | Path | None = None,
     parts += ["## Deviations from the plan", ""] + deviation_lines(registered) + [""]
     tuning_parts, tuning_paths = _tuning(out_dir)
     parts += tuning_parts
-    parts += _setting_sections(settings)
-    probe_parts, probe_figures = _probe_sections(meta, settings, out_dir / FIGURES_DIR)
+    parts += setting_sections(settings)
+    probe_parts, probe_figures = probe_sections(meta, settings, out_dir / FIGURES_DIR)
     parts += probe_parts
     parts += ["## Figures", ""]
     for key, caption, _ in figures:

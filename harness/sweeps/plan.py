@@ -15,13 +15,16 @@ part of the plan as written: changing the grid once runs have data is an amendme
 - the same plan again: nothing changes;
 - a changed plan while no run has data: it replaces the old one (still planned before the data);
 - a changed plan once runs have data: refused unless ``amend`` gives a reason; then the new plan,
-  its sha256, the reason and the time are appended to ``amendments`` and the old plan is kept.
+  its sha256, the reason, the time and the settings (sweep names and roles) that had data are
+  appended to ``amendments`` and the old plan is kept.
 
 ``effective_comparisons`` turns the file into what the report tests: the family is every
 confirmatory comparison of the plan as first registered (before data), in its registered form,
-even if an amendment later changed or removed it; a comparison an amendment added or changed
-is exploratory, outside the corrected family. A plan first registered after runs had data has
-no confirmatory family at all.
+even if an amendment later changed or removed it; a comparison an amendment changed, or added on
+a setting that already had data, is exploratory, outside the corrected family. A confirmatory
+comparison an amendment added on a setting with no data yet (a new sweep, written down before
+its runs train) joins the family: it was planned before its data like the rest. A plan first
+registered after runs had data has no confirmatory family at all.
 """
 
 from __future__ import annotations
@@ -202,10 +205,11 @@ def _diff(old: Plan, new: Plan) -> dict[str, list[str]]:
 
 
 def register_plan(data_dir: str | Path, plan: Plan, *, data_exist: bool, amend: str | None = None,
-                  now: str | None = None) -> str:
+                  now: str | None = None, settings_with_data: set[str] | None = None) -> str:
     """Write or check ``data/plan.json`` (see the module docstring); returns what happened:
     ``registered``, ``unchanged``, ``replaced`` or ``amended``. Raises ``ValueError`` on a changed
-    plan after data without ``amend``."""
+    plan after data without ``amend``. ``settings_with_data``: the sweep names and roles with data
+    now (None: unknown, taken as all, so an amendment's additions stay exploratory)."""
     data_dir = Path(data_dir)
     current = read_plan_file(data_dir)
     sha = plan.sha256()
@@ -226,8 +230,10 @@ def register_plan(data_dir: str | Path, plan: Plan, *, data_exist: bool, amend: 
                          f"(sha256 {plan_sha256(previous)[:12]} → {sha[:12]}); restore them, or pass --amend \"reason\" "
                          "to record the change as a deviation.")
     change = _diff(Plan.from_dict(previous), plan)
+    known = {} if settings_with_data is None else {"settings_with_data": sorted(settings_with_data)}
     current.setdefault("amendments", []).append({"time": stamp, "reason": " ".join(amend.split()), "old_sha256":
-                                                 plan_sha256(previous), "sha256": sha, "plan": plan.to_dict(), **change})
+                                                 plan_sha256(previous), "sha256": sha, "plan": plan.to_dict(), **change,
+                                                 **known})
     write_json_atomic(data_dir / PLAN_NAME, current)
     return "amended"
 
@@ -250,13 +256,30 @@ def effective_comparisons(registered: dict[str, Any]) -> list[Effective]:
                      "" if before or c.kind != "confirmatory" else "plan registered after runs had data")
            for c in original.comparisons]
     first = original.by_key()
+    added_before_data = _added_before_their_data(registered, first)
     for c in latest.comparisons:
         if c.key in first and first[c.key] == c:
+            continue
+        if c.key in added_before_data and c.kind == "confirmatory" and before:
+            out.append(Effective(c, True))
             continue
         why = "changed by an amendment after data" if c.key in first else "added by an amendment after data"
         key = f"{c.key} (amended)" if c.key in first else c.key
         out.append(Effective(replace(c, key=key, kind="exploratory"), False, why))
     return out
+
+
+def _added_before_their_data(registered: dict[str, Any], first: dict[str, PlannedComparison]) -> set[str]:
+    """Keys of comparisons an amendment added, unchanged since, on a setting that had no data then."""
+    state: dict[str, tuple[PlannedComparison, bool]] = {}  # key -> (its latest form, added before its data)
+    for amendment in registered.get("amendments") or []:
+        with_data = amendment.get("settings_with_data")
+        for key, c in Plan.from_dict(amendment["plan"]).by_key().items():
+            if key in first or (key in state and state[key][0] == c):
+                continue
+            fresh = key not in state and with_data is not None and c.setting not in with_data
+            state[key] = (c, fresh)
+    return {key for key, (_, fresh) in state.items() if fresh}
 
 
 def amendment_lines(registered: dict[str, Any]) -> list[str]:
@@ -266,20 +289,34 @@ def amendment_lines(registered: dict[str, Any]) -> list[str]:
         parts = [f"{what} {', '.join(f'`{k}`' for k in a.get(what) or [])}" for what in ("added", "changed", "removed")
                  if a.get(what)] + (["changed the learning-rate tuning (`tune`)"] if a.get("tune_changed") else [])
         lines.append(f"- {a['time']}: \"{a['reason']}\" — plan sha256 `{a['old_sha256'][:12]}` → `{a['sha256'][:12]}`"
-                     f" ({'; '.join(parts) or 'wording only'}). Added or changed comparisons are exploratory; "
-                     "removed ones are still tested as registered.")
+                     f" ({'; '.join(parts) or 'wording only'}). " + _amendment_rule(a))
     return lines
 
 
-def preregister(study_file: str | Path, report_dir: Path, results_root: Path, run_ids: list[str],
-                amend: str | None) -> str:
+def _amendment_rule(amendment: dict[str, Any]) -> str:
+    if "settings_with_data" not in amendment:  # recorded before amendments named the settings with data
+        return "Added or changed comparisons are exploratory; removed ones are still tested as registered."
+    with_data = ", ".join(f"`{name}`" for name in amendment["settings_with_data"]) or "none"
+    return (f"Settings with data then: {with_data}. Changed comparisons, and added ones on those settings, are "
+            "exploratory; added confirmatory ones on other settings join the family (planned before their data); "
+            "removed ones are still tested as registered.")
+
+
+def preregister(study_file: str | Path, report_dir: Path, results_root: Path, run_ids: dict[str, list[str]],
+                amend: str | None, roles: dict[str, str] | None = None) -> str:
     """Register (or check) a study's plan in ``report_dir/data`` before anything trains; the outcome
-    (``register_plan``'s). Data exist once the report's data folder or ``results_root`` holds a finished run."""
+    (``register_plan``'s). ``run_ids``: sweep name → its planned run ids (tuning runs included);
+    ``roles``: sweep name → role. A run has data once the report's data folder holds it or
+    ``results_root`` holds it finished."""
     from harness.runs.compact import copy_study_file, has_data, is_finished
 
     plan = load_plan(study_file)
-    data_exist = has_data(report_dir) or any(is_finished(Path(results_root) / run_id) for run_id in run_ids)
-    status = register_plan(Path(report_dir) / "data", plan, data_exist=data_exist, amend=amend)
+    with_data = {name for name, ids in run_ids.items()
+                 if has_data(report_dir, ids) or any(is_finished(Path(results_root) / i) for i in ids)}
+    with_data |= {(roles or {}).get(name, name) for name in with_data}
+    data_exist = has_data(report_dir) or bool(with_data)
+    status = register_plan(Path(report_dir) / "data", plan, data_exist=data_exist, amend=amend,
+                           settings_with_data=with_data)
     if status != "unchanged" or not (Path(report_dir) / "data" / "study.yaml").exists():
         copy_study_file(study_file, report_dir)
     return status

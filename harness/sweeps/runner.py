@@ -150,7 +150,6 @@ def _skip_committed(pending: deque, committed: Path, root: Path, outcome: SweepO
             left.append(spec)
             continue
         result = {"status": "ok", "reused": True, "committed": True, "final_val_loss": record.get("final_val_loss")}
-        outcome.states[spec.run_id()].attempts = 0
         _settle(outcome, spec, result, 0, say, order)
         bar.update(1)
     return left

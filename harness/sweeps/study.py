@@ -8,6 +8,9 @@ and a *role* that says what the report does with it:
   MoE routing statistics, the architecture comparisons;
 - ``text``: a real corpus; bits per byte against unigram and lm-eval tasks beside chance;
 - ``lr``: the same runs as ``synthetic`` at another learning rate, for sensitivity;
+- ``recall``: a synthetic corpus centred on key → value recall (denser queries, shorter documents), whose
+  in-training recall probes engage; its quality, per-segment excess loss and probes by distance, beside
+  the ``synthetic`` setting;
 - ``tokens``: a token-matched arm (``match: tokens``) of a compute-matched sweep on the same data: every
   architecture trains the reference's tokens, shown side by side with the compute-matched arm.
 
@@ -40,7 +43,7 @@ from harness.sweeps.runs_file import write_runs_file
 from harness.sweeps.tuning import TuneSpec, check_lr_from, check_tuning, rate_sources
 
 STUDY_MODE = "study"
-ROLES = ("synthetic", "text", "lr", "tokens")
+ROLES = ("synthetic", "recall", "text", "lr", "tokens")
 TAIL_FRACTION = 0.2  # routing statistics average the last 20 % of logged steps
 GRAD_NORM_SKIP = 0.2  # gradient-norm variability ignores the first 20 % of steps (warm-up)
 
