@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from harness.evaluation.chance import at_chance, chance_level
+from harness.evaluation.chance import at_chance, chance_level, recall_context_baseline
 from harness.reporting.findings import Comparison, assess, findings_markdown
 from harness.reporting.stats import holm_adjust, welch_test
 
@@ -124,6 +125,22 @@ comparisons:
      label: loss change at the other learning rate, unit: nats/token, a: gpt1, b: gpt2, higher_is_better: false,
      test: welch, kind: exploratory}
 """
+
+
+def test_recall_context_baseline_is_the_score_of_guessing_among_the_definitions_values():
+    """E[1/distinct values] of the probes' own definition blocks: the generator's recall probes, scored
+    by a guesser that picks uniformly among the distinct values of the block, agree with the formula."""
+    from harness.data.synthetic_config import SyntheticConfig
+    from harness.data.synthetic_generator import SyntheticGenerator
+
+    config = SyntheticConfig(recall_pairs=4)
+    probes = SyntheticGenerator(config).recall_probe(2000, 16, seed=3)
+    values = range(config.value_base, config.value_base + config.n_values)
+    expected = np.mean([1 / len({t for t in p.context if t in values}) for p in probes])  # one block per probe
+    assert recall_context_baseline(config.to_dict()) == pytest.approx(expected, abs=0.01)
+    assert recall_context_baseline({"recall_pairs": 1, "n_values": 16}) == 1.0  # one pair: the value is known
+    assert recall_context_baseline({"recall_pairs": 3, "n_values": 2}) == pytest.approx(5 / 8)  # by enumeration
+    assert recall_context_baseline(None) is None
 
 
 def test_study_report_from_fabricated_records(tmp_path, assert_no_fill_ins):

@@ -70,8 +70,19 @@ comparisons:
      label: recall accuracy 48 tokens back, unit: accuracy, a: gpt3, b: gpt2, higher_is_better: true,
      expected: worse, reason: half the layers cannot attend that far}
 """
-
-
+RECALL_SWEEP = """  - name: rec
+    role: recall
+    archs: [gpt2, gpt3]
+    size: nano
+    data: "synthetic?weight_recall_query=0.9&recall_pairs=4&n_train=200000"
+    budget: 2.0e+10
+    seeds: 2
+    eval: false
+"""
+RECALL_COMPARISON = """  - {key: recall_loss/gpt3-vs-gpt2, topic: banded vs dense, setting: rec, metric: segment/recall/excess_loss,
+     label: excess loss on recall tokens, unit: nats/token, a: gpt3, b: gpt2, higher_is_better: false,
+     expected: worse, reason: half the layers cannot attend that far}
+"""
 
 
 @pytest.mark.slow
@@ -99,13 +110,18 @@ def test_a_study_is_preregistered_amended_and_regenerated_byte_for_byte(results_
     study.write_text(STUDY.replace("expected: better", "expected: worse"))
     code, _, err = _cli(["study", str(study)])
     assert code == 2 and "changed after runs have data" in err
-    code, _, err = _cli(["study", str(study), "--amend", "flipped after seeing the data"])
+    # the amendment also adds a recall-centred sweep with a comparison written before its runs train
+    amended = STUDY.replace("expected: better", "expected: worse").replace("comparisons:\n", RECALL_SWEEP + "comparisons:\n")
+    study.write_text(amended + RECALL_COMPARISON)
+    code, _, err = _cli(["study", str(study), "--amend", "flipped after seeing the data; a recall sweep"])
     assert code == 0, err
     text = (report_dir / "report.md").read_text()
     deviations = text.split("## Deviations from the plan")[1].split("\n## ")[0]
-    assert '"flipped after seeing the data"' in deviations and "changed `excess/gpt3-vs-gpt2`" in deviations
+    assert '"flipped after seeing the data; a recall sweep"' in deviations and "changed `excess/gpt3-vs-gpt2`" in deviations
+    assert "Settings with data then: `syn`, `synthetic`." in deviations
     assert "excess/gpt3-vs-gpt2 (amended)" not in text.split("**Exploratory**")[0]  # outside the family
-    assert "across the 2 planned confirmatory comparisons" in text
+    assert "across the 3 planned confirmatory comparisons" in text  # the recall comparison joined the family
+    assert "## Recall setting (`rec`)" in text and "figures/loss_recall.png" in text
 
     before = _files(report_dir)
     assert sum(len(v) for k, v in before.items() if k.startswith("data/")) < DATA_LIMIT_BYTES

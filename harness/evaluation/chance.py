@@ -8,6 +8,11 @@ the answer alphabet of the generator that made the run's data (values for recall
 for facts, Markov states for copied tokens). Metrics without a chance level (bits per
 byte, perplexity, NLL) return None.
 
+``recall_context_baseline``: a stronger bar for the recall probes than 1/values. A model that
+knows which values the probe's definition block holds, but not which key each is bound to,
+guesses uniformly among the block's distinct values and scores E[1 / distinct values]; only
+accuracy above it shows keys bound to values (in-context recall proper).
+
 ``at_chance``: a score whose 95 % interval reaches the chance level. Its standard error
 combines the seed-to-seed spread of the mean (s/√n) and lm-eval's per-run sampling error
 over the shared items (root-mean-square, not divided by n: the seeds see the same items).
@@ -42,6 +47,22 @@ def chance_level(task: str, metric: str, synthetic_config: dict[str, Any] | None
     if task == "harness_copy" and metric == "token_acc" and config.get("n_markov"):
         return 1.0 / config["n_markov"]
     return None
+
+
+def recall_context_baseline(synthetic_config: dict[str, Any] | None) -> float | None:
+    """E[1 / D], D the number of distinct values among a definition block's ``recall_pairs`` values,
+    each uniform over ``n_values`` (exact, by the occupancy distribution); None without a config."""
+    config = synthetic_config or {}
+    pairs, values = config.get("recall_pairs"), config.get("n_values")
+    if not pairs or not values:
+        return None
+    # ways[d]: sequences of `pairs` draws that use exactly d given values (surjections: d! S(pairs, d))
+    stirling = [[1]] + [[0] * (k + 1) for k in range(1, pairs + 1)]
+    for k in range(1, pairs + 1):
+        for d in range(1, k + 1):
+            stirling[k][d] = d * (stirling[k - 1][d] if d < k else 0) + stirling[k - 1][d - 1]
+    total = sum(math.comb(values, d) * math.factorial(d) * stirling[pairs][d] / d for d in range(1, min(pairs, values) + 1))
+    return total / values**pairs
 
 
 def at_chance(values: Sequence[float], stderrs: Sequence[float], chance: float | None,

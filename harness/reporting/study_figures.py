@@ -38,8 +38,9 @@ def _pooled(rows: pd.DataFrame, column: str) -> tuple[float, float, float, int]:
 
 
 def recall_by_distance(runs: pd.DataFrame, archs: Sequence[str], distances: Sequence[int],
-                       window: int | None, chance: float | None):
-    """Recall accuracy against the distance to the definition, one line per architecture."""
+                       window: int | None, chance: float | None, context_baseline: float | None = None):
+    """Recall accuracy against the distance to the definition, one line per architecture; chance and,
+    when given, the context baseline (guessing among the definition's values) as horizontal lines."""
     columns = [f"eval/harness_recall_{d}/acc" for d in distances]
     if not any(c in runs.columns for c in columns):
         return None
@@ -57,6 +58,9 @@ def recall_by_distance(runs: pd.DataFrame, archs: Sequence[str], distances: Sequ
             ax.text(window, ax.get_ylim()[1], f" band edge ({window} tokens)", va="top", fontsize=8, color="0.3")
         if chance is not None:
             ax.axhline(chance, color="0.6", linestyle=":", linewidth=1, label=f"chance ({chance:.3g})")
+        if context_baseline is not None:
+            ax.axhline(context_baseline, color="0.45", linestyle="-.", linewidth=1,
+                       label=f"guessing among the definition's values ({context_baseline:.3g})")
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(distances), [str(d) for d in distances])
         ax.set_xlabel("distance from the query back to the key's definition (tokens)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.evaluation.chance import chance_level
+from harness.evaluation.chance import chance_level, recall_context_baseline
 from harness.reporting import figures as fig
 from harness.reporting import probe_section
 from harness.reporting import study_figures as study_fig
@@ -104,7 +104,19 @@ def _recall_by_distance(setting: Setting):
     distances = [int(c.split("_")[-1].split("/")[0]) for c in setting.runs.columns
                  if c.startswith("eval/harness_recall_") and c.endswith("/acc")]
     return study_fig.recall_by_distance(setting.runs, ordered_archs(setting.runs), sorted(distances),
-                                        band_window(setting), chance_level("harness_recall_16", "acc", config))
+                                        band_window(setting), chance_level("harness_recall_16", "acc", config),
+                                        recall_context_baseline(config))
+
+
+def _recall_bar(setting: Setting) -> list[str]:
+    """The sentence (and a blank line) that puts recall accuracy against chance and the context baseline."""
+    config = (setting.records[0].get("data") or {}).get("synthetic_config") or {}
+    chance, baseline = chance_level("harness_recall_16", "acc", config), recall_context_baseline(config)
+    if chance is None or baseline is None:
+        return []
+    return [(f"Recall accuracy: chance is {chance:.3g} (1 of {config['n_values']} values); guessing among the distinct "
+            f"values of the probe's definition block ({config['recall_pairs']} pairs) scores {baseline:.3f} "
+            "(E[1 / distinct values]). Only accuracy above that bar shows keys bound to their values."), ""]
 
 
 def setting_sections(settings: dict[str, Setting]) -> list[str]:
@@ -114,7 +126,7 @@ def setting_sections(settings: dict[str, Setting]) -> list[str]:
         parts += [f"## Synthetic setting (`{syn.name}`)", "", quality_table(syn), "",
                   "Excess loss = validation loss − the data's exact entropy floor (0 is perfect). Per segment:", "",
                   segment_table(syn), "", "Probes (lm-eval, generated from the same generator; ± over seeds):", "",
-                  evaluation_table(syn, PROBE_ORDER), ""]
+                  evaluation_table(syn, PROBE_ORDER), "", *_recall_bar(syn)]
         moe = moe_table(syn)
         if moe:
             parts += ["MoE routing (Switch balance term: 1 at uniform load; dropped: expert assignments over the "
@@ -124,7 +136,7 @@ def setting_sections(settings: dict[str, Setting]) -> list[str]:
         parts += [f"## Recall setting (`{recall.name}`)", "", quality_table(recall), "",
                   "A synthetic corpus centred on key → value recall (its spec is under Methods). Excess loss per "
                   "segment:", "", segment_table(recall), "", "Probes (lm-eval, generated from the same generator; "
-                  "± over seeds):", "", evaluation_table(recall, PROBE_ORDER), ""]
+                  "± over seeds):", "", evaluation_table(recall, PROBE_ORDER), "", *_recall_bar(recall)]
     if text is not None:
         parts += [f"## Text setting (`{text.name}`)", "", quality_table(text), "",
                   "lm-eval tasks (mean ± 95 % CI over seeds; perplexities are not shown — bits per byte carries the "
