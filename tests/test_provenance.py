@@ -37,3 +37,30 @@ def test_a_dirty_checkout_is_refused_or_warned_about(monkeypatch, capsys, requir
     assert said in capsys.readouterr().err
     monkeypatch.setattr(harness.runs.records, "git_commit", lambda: "0123abc")
     assert provenance_ok(True) is True and capsys.readouterr().err == ""
+
+
+def test_a_study_writing_its_reports_folder_leaves_the_checkout_clean_and_code_changes_do_not(tmp_path):
+    """While a study trains it registers its plan and lands run data in reports/: its later runs must not
+    be marked dirty for that; a changed source file (tracked, outside reports/ and results/) still is."""
+    import subprocess
+
+    from harness.runs.records import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for path in ("harness/code.py", "reports/study/data/plan.json", "studies/study.yaml"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = git_commit(tmp_path / "harness")
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "reports/study/data/plan.json").write_text("amended\n")
+    assert git_commit(tmp_path / "harness") == clean  # the study's own output
+    (tmp_path / "studies/study.yaml").write_text("changed\n")
+    assert git_commit(tmp_path / "harness") == clean + "-dirty"  # an input changed
+    (tmp_path / "studies/study.yaml").write_text("v1\n")
+    (tmp_path / "harness/code.py").write_text("changed\n")
+    assert git_commit(tmp_path / "harness") == clean + "-dirty"

@@ -86,15 +86,23 @@ def write_final_record(run_dir: Path, record: dict) -> dict:
         return failed
 
 
-def git_commit() -> str | None:
-    """The harness checkout's commit (with ``-dirty`` when modified), or None outside git."""
-    here = Path(__file__).resolve().parent
+# What a run writes or a study commits as data: changes there do not make the code a run trained at dirty.
+OUTPUT_DIRS = ("reports", "results")
+
+
+def git_commit(directory: str | Path | None = None) -> str | None:
+    """The commit of the checkout holding ``directory`` (default: the harness's own), with ``-dirty``
+    when a tracked file outside ``OUTPUT_DIRS`` is modified; None outside git. A study registering
+    its plan or landing run data in ``reports/`` while it trains leaves its runs clean."""
+    here = Path(directory) if directory is not None else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
+        outputs = [f":(top,exclude){name}" for name in OUTPUT_DIRS]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *outputs], cwd=here,
+            capture_output=True, text=True, timeout=5,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
