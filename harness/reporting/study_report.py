@@ -122,13 +122,14 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
     for setting in settings.values():
         record = setting.records[0]
         data, recipe = record.get("data") or {}, record.get("recipe") or {}
-        tuned = (meta.get("sweeps", {}).get(setting.name) or {}).get("lr_by_arch")
+        sweep = meta.get("sweeps", {}).get(setting.name) or {}
+        tuned, source = sweep.get("lr_by_arch"), (sweep.get("sweep") or {}).get("lr_from")
         command = (f". Command, at the size's default rate (the study passes each architecture its tuned rate, "
                    f"which a command line cannot carry): `{setting.command}`" if tuned and setting.command
                    else f". Command: `{setting.command}`" if setting.command else ".")
         lines.append(f"- **{setting.name}** ({setting.role}): `{data.get('spec')}`, {data.get('tokenizer')} vocabulary "
                      f"{data.get('vocab_size')}; {record.get('budget_flops'):.3g} training FLOPs per run, "
-                     f"{recipe.get('batch_tokens')} tokens/step, {_peak_lr(setting, tuned)}, "
+                     f"{recipe.get('batch_tokens')} tokens/step, {_peak_lr(setting, tuned, source)}, "
                      f"{len(setting.records)} runs" + command)
     lines.append("- **Recipe** (every architecture): GPT-3's AdamW (β 0.9/0.95, weight decay 0.1 on matrices), "
                  "clip 1.0, warm-up then cosine to 10 %; seed i gives every architecture the same data order.")
@@ -144,10 +145,13 @@ def _methods(meta: dict, settings: dict[str, Setting]) -> list[str]:
     return lines
 
 
-def _peak_lr(setting: Setting, tuned: dict | None = None) -> str:
-    """``peak lr 0.002``, or the tuned rate of each architecture (``tuned``: the sweep's ``lr_by_arch``)."""
+def _peak_lr(setting: Setting, tuned: dict | None = None, source: str | None = None) -> str:
+    """``peak lr 0.002``, or the tuned rate of each architecture (``tuned``: the sweep's ``lr_by_arch``;
+    ``source``: the sweep whose tuning chose them, when it is another one, ``lr_from``)."""
     if tuned:
-        return "peak lr tuned per architecture (" + ", ".join(f"{arch} {lr:g}" for arch, lr in tuned.items()) + ")"
+        where = f" on `{source}`" if source else ""
+        return (f"peak lr tuned per architecture{where} ("
+                + ", ".join(f"{arch} {lr:g}" for arch, lr in tuned.items()) + ")")
     rates = sorted({(r.get("recipe") or {}).get("lr") for r in setting.records}, key=str)
     return f"peak lr {rates[0]}" if len(rates) == 1 else "peak lr per architecture (tuned, see below)"
 
