@@ -112,7 +112,9 @@ def paired_difference(runs: pd.DataFrame, arch: str, reference: str, column: str
 
 def segment_table(setting: Setting) -> str:
     runs = setting.runs
-    segments = list((setting.records[0].get("data") or {}).get("segment_names") or [])
+    named = list((setting.records[0].get("data") or {}).get("segment_names") or [])
+    segments = [s for s in named if f"segment/{s}/excess_loss" in runs.columns  # the segments the data has
+                and pd.to_numeric(runs[f"segment/{s}/excess_loss"], errors="coerce").notna().any()]
     headers = ["arch"] + [f"{s} (excess nats/token)" for s in segments]
     rows = [[arch] + [_cell(runs, arch, f"segment/{s}/excess_loss", 3) for s in segments] for arch in ordered_archs(runs)]
     floors = [f"{_values(runs, ordered_archs(runs)[0], f'segment/{s}/entropy_floor').mean():.3f}" for s in segments]
