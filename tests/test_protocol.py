@@ -157,6 +157,9 @@ def test_a_comparison_added_on_a_sweep_without_data_joins_the_family_and_one_on_
     assert effective["r/new-sweep"].in_family and effective["r/new-sweep"].comparison.kind == "confirmatory"
     assert not effective["s/old-sweep"].in_family and effective["s/old-sweep"].note == "added by an amendment after data"
     assert effective["x/a-vs-b"].in_family  # the registered family is kept
+    # one that also reads a setting with data (change_to: the other sweep minus this one) stays exploratory
+    registered["amendments"][0]["plan"]["comparisons"][-2]["change_to"] = "syn"
+    assert not {e.comparison.key: e for e in effective_comparisons(registered)}["r/new-sweep"].in_family
     # changed by a later amendment once its sweep has data: exploratory, as any change after data
     changed = plan(added.replace("label: recall,", "label: recall at 16,"))
     register_plan(tmp_path, changed, data_exist=True, amend="relabel", now="T2", settings_with_data={"syn", "recall"})

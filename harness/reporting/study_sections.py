@@ -54,6 +54,11 @@ def _reference(setting: Setting) -> str:
     return "gpt2" if "gpt2" in archs else archs[0]
 
 
+def _synthetic_config(setting: Setting) -> dict | None:
+    """The generator config of the setting's synthetic data (None for text)."""
+    return (setting.records[0].get("data") or {}).get("synthetic_config")
+
+
 def _mean(runs: pd.DataFrame, column: str) -> float | None:
     values = pd.to_numeric(runs[column], errors="coerce").dropna() if column in runs.columns else []
     return float(values.mean()) if len(values) else None
@@ -100,7 +105,7 @@ def study_figures_drawn(settings: dict[str, Setting], figures_dir: Path, finding
 
 
 def _recall_by_distance(setting: Setting):
-    config = (setting.records[0].get("data") or {}).get("synthetic_config")
+    config = _synthetic_config(setting)
     distances = [int(c.split("_")[-1].split("/")[0]) for c in setting.runs.columns
                  if c.startswith("eval/harness_recall_") and c.endswith("/acc")]
     return study_fig.recall_by_distance(setting.runs, ordered_archs(setting.runs), sorted(distances),
@@ -110,7 +115,7 @@ def _recall_by_distance(setting: Setting):
 
 def _recall_bar(setting: Setting) -> list[str]:
     """The sentence (and a blank line) that puts recall accuracy against chance and the context baseline."""
-    config = (setting.records[0].get("data") or {}).get("synthetic_config") or {}
+    config = _synthetic_config(setting) or {}
     chance, baseline = chance_level("harness_recall_16", "acc", config), recall_context_baseline(config)
     if chance is None or baseline is None:
         return []
@@ -170,7 +175,7 @@ def probe_sections(meta: dict, settings: dict[str, Setting], figures_dir: Path) 
         if not probe_section.has_probes(setting.runs, probes):
             continue
         archs = ordered_archs(setting.runs)
-        config = (setting.records[0].get("data") or {}).get("synthetic_config")
+        config = _synthetic_config(setting)
         key = "probe_curves" if setting.role == "synthetic" else f"probe_curves_{setting.role}"
         parts += probe_section.section_lines(setting.name, probe_section.threshold_table(setting.runs, archs, probes),
                                              probes)

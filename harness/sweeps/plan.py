@@ -270,14 +270,15 @@ def effective_comparisons(registered: dict[str, Any]) -> list[Effective]:
 
 
 def _added_before_their_data(registered: dict[str, Any], first: dict[str, PlannedComparison]) -> set[str]:
-    """Keys of comparisons an amendment added, unchanged since, on a setting that had no data then."""
+    """Keys of comparisons an amendment added, unchanged since, that read only settings with no data then."""
     state: dict[str, tuple[PlannedComparison, bool]] = {}  # key -> (its latest form, added before its data)
     for amendment in registered.get("amendments") or []:
         with_data = amendment.get("settings_with_data")
         for key, c in Plan.from_dict(amendment["plan"]).by_key().items():
             if key in first or (key in state and state[key][0] == c):
                 continue
-            fresh = key not in state and with_data is not None and c.setting not in with_data
+            read = {c.setting, c.change_to} - {None}  # the settings its values come from
+            fresh = key not in state and with_data is not None and not read & set(with_data)
             state[key] = (c, fresh)
     return {key for key, (_, fresh) in state.items() if fresh}
 

@@ -8,9 +8,9 @@ and a *role* that says what the report does with it:
   MoE routing statistics, the architecture comparisons;
 - ``text``: a real corpus; bits per byte against unigram and lm-eval tasks beside chance;
 - ``lr``: the same runs as ``synthetic`` at another learning rate, for sensitivity;
-- ``recall``: a synthetic corpus centred on key → value recall (denser queries, shorter documents), whose
-  in-training recall probes engage; its quality, per-segment excess loss and probes by distance, beside
-  the ``synthetic`` setting;
+- ``recall``: a synthetic corpus centred on key → value recall (e.g. most blocks queries, few pairs per
+  definition), where the recall probes can engage; its quality, per-segment excess loss and probes by
+  distance, beside the ``synthetic`` setting;
 - ``tokens``: a token-matched arm (``match: tokens``) of a compute-matched sweep on the same data: every
   architecture trains the reference's tokens, shown side by side with the compute-matched arm.
 
